@@ -1,0 +1,73 @@
+"""The ``dextr`` root command: global options, command registration and the error boundary."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import typer
+from typer.core import TyperGroup
+from typing_extensions import Annotated
+
+from dextr_lib import DextrError, __version__
+
+from ._console import err_console
+
+
+class _ErrorBoundary(TyperGroup):
+    """Turns library errors into one clear line and exit code 1 (``--debug``: full traceback)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DextrError as e:
+            if ctx.params.get("debug") or os.environ.get("DEXTR_DEBUG"):
+                raise
+            err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print("[dim](run with --debug for the full traceback)[/]", highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("Interrupted.")
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(
+    name="dextr",
+    cls=_ErrorBoundary,
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="DEXTR (Deep Extreme Cut): object masks from four extreme-point clicks.\n\n"
+    "Click an object's left-most, right-most, top and bottom pixels; dextr returns its mask.",
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"dextr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """DEXTR (Deep Extreme Cut): object masks from four extreme-point clicks."""
+
+
+def _register() -> None:
+    from .commands import points_from_mask, predict
+
+    app.command("predict")(predict.predict)
+    app.command("points-from-mask")(points_from_mask.points_from_mask)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

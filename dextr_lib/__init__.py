@@ -1,0 +1,33 @@
+"""dextr: Deep Extreme Cut (Maninis et al., CVPR 2018) in PyTorch.
+
+Click the four extreme points of an object, get its mask::
+
+    import dextr_lib
+    model = dextr_lib.create_model("resunet18", target_size=128)
+    masks = model.predict([image], [points])   # points: (4, 2) [y, x]
+"""
+from .architectures import list_architectures as list_models
+from .errors import (
+    CheckpointError,
+    ChecksumError,
+    ConfigError,
+    DatasetError,
+    DextrError,
+    DownloadError,
+    InvalidImageError,
+    InvalidPointsError,
+    MismatchError,
+    UnknownNameError,
+)
+from .geometry import extreme_points_from_mask
+from .model import DextrModel, create_model
+from .version import __version__
+
+load_model = DextrModel.load
+
+__all__ = [
+    "CheckpointError", "ChecksumError", "ConfigError", "DatasetError", "DextrError",
+    "DextrModel", "DownloadError", "InvalidImageError", "InvalidPointsError", "MismatchError",
+    "UnknownNameError", "__version__", "create_model", "extreme_points_from_mask",
+    "list_models", "load_model",
+]

@@ -1,0 +1,168 @@
+"""The TOML config (``dextr.toml``): one dataclass per table, validated key by key.
+
+Lookup order: an explicit path (``--config``), then ``$DEXTR_CONFIG``, then ``./dextr.toml``;
+no file means all defaults. Relative paths in ``[paths]`` are relative to the config file.
+Command-line options override config values (the CLI does that merge).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_VAR = "DEXTR_CONFIG"
+DEFAULT_NAME = "dextr.toml"
+
+
+@dataclass
+class PathsConfig:
+    """``[paths]``: where data, models and jobs live."""
+
+    pascal_voc: Optional[str] = None  # the VOC2012 folder (holds JPEGImages/, SegmentationObject/)
+    sbd: Optional[str] = None  # the SBD benchmark_RELEASE/dataset folder
+    models: Optional[str] = None  # model cache; default $DEXTR_HOME/models or the user cache dir
+    jobs: str = "jobs"  # training job directories
+
+
+@dataclass
+class PredictConfig:
+    """``[predict]``: defaults of ``dextr predict``."""
+
+    model: Optional[str] = None
+    device: Optional[str] = None
+    batch_size: int = 8
+    threshold: Optional[float] = None  # default: the model's profile threshold
+
+
+@dataclass
+class PointsFromMaskConfig:
+    """``[points_from_mask]``: defaults of ``dextr points-from-mask``."""
+
+    kind: str = "label"
+    ignore_index: Optional[int] = 255
+    min_area: int = 1
+    largest_component: bool = False
+
+
+@dataclass
+class Config:
+    """The whole config. ``source`` is the file it came from (None: defaults only)."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    points_from_mask: PointsFromMaskConfig = field(default_factory=PointsFromMaskConfig)
+    source: Optional[str] = None
+
+
+_PATH_KEYS = {"pascal_voc", "sbd", "models", "jobs"}
+
+
+def find_config(path: Optional[Union[str, os.PathLike]] = None) -> Optional[Path]:
+    """The config file to read, or None. An explicit or ``$DEXTR_CONFIG`` path must exist."""
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    env = os.environ.get(ENV_VAR)
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p} (from ${ENV_VAR})")
+        return p
+    p = Path(DEFAULT_NAME)
+    return p if p.is_file() else None
+
+
+def load_config(path: Optional[Union[str, os.PathLike]] = None) -> Config:
+    """Read and validate the config (see the module docstring for the lookup order).
+
+    Raises:
+        ConfigError: unreadable TOML, unknown table or key, or a value of the wrong type; the
+            message names the file and ``[table] key``.
+    """
+    p = find_config(path)
+    if p is None:
+        return Config()
+    try:
+        with open(p, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e}") from None
+    return config_from_dict(data, source=str(p))
+
+
+def config_from_dict(data: Dict[str, Any], source: str = "<config>") -> Config:
+    """Validate a parsed TOML dict into a :class:`Config`."""
+    tables = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "source"}
+    hints = typing.get_type_hints(Config)
+    values: Dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in tables:
+            raise ConfigError(
+                f"{source}: unknown table [{name}]; known tables: {', '.join(sorted(tables))}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {name} must be a table ([{name}]), got {table!r}")
+        values[name] = _build_table(hints[name], table, f"{source}: [{name}]")
+    cfg = Config(**values, source=source)
+    base = Path(source).resolve().parent
+    for key in _PATH_KEYS:
+        v = getattr(cfg.paths, key)
+        if v is not None:
+            setattr(cfg.paths, key, str(base / Path(v).expanduser()))
+    return cfg
+
+
+def _build_table(cls: type, table: Dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in table.items():
+        if key not in hints:
+            raise ConfigError(
+                f"{where} unknown key {key!r}; known keys: {', '.join(sorted(hints))}"
+            )
+        kwargs[key] = _check_type(value, hints[key], f"{where} {key}")
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Union:
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], where)
+    if origin in (list, List):
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v, args[0], where) for v in value]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {where}")  # programming error

@@ -1,0 +1,45 @@
+"""Typed errors. Everything the library raises on bad input derives from :class:`DextrError`,
+so a caller (the CLI included) can catch one class and show its message."""
+
+
+class DextrError(Exception):
+    """Base class of every error dextr raises for bad input, files or settings."""
+
+
+class InvalidPointsError(DextrError, ValueError):
+    """Extreme points of the wrong shape, with NaN/inf, or spanning a zero-size box."""
+
+
+class InvalidImageError(DextrError, ValueError):
+    """An image that cannot be read or has an unsupported shape or dtype."""
+
+
+class MismatchError(DextrError, ValueError):
+    """Two inputs that must pair up (images and point sets) have different lengths."""
+
+
+class UnknownNameError(DextrError, KeyError):
+    """An unknown architecture, model, profile or dataset name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(DextrError):
+    """A checkpoint file that is missing, unreadable, or not a dextr checkpoint."""
+
+
+class ConfigError(DextrError):
+    """A malformed config file, unknown key or bad value."""
+
+
+class ChecksumError(DextrError):
+    """A downloaded file whose hash does not match the expected one."""
+
+
+class DownloadError(DextrError):
+    """A download that failed (network error, HTTP error)."""
+
+
+class DatasetError(DextrError):
+    """A dataset that cannot be built: no files, no matches, bad labels."""

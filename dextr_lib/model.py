@@ -1,0 +1,284 @@
+"""The DEXTR model wrapper: a network plus its pre-processing profile."""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import checkpoint as ckpt_io
+from .architectures import build_network
+from .device import resolve_device
+from .errors import CheckpointError, InvalidImageError, MismatchError
+from .geometry import as_points_array
+from .images import ImageLike, to_rgb_array
+from .preprocessing import Preprocess, get_profile, image_to_tensor
+
+PathLike = Union[str, os.PathLike]
+
+
+class DextrModel:
+    """A DEXTR network with everything needed to turn clicks into masks.
+
+    Attributes:
+        net: the ``nn.Module`` mapping ``(N, 4, T, T)`` inputs to ``(N, 1, T, T)`` logits.
+        preprocess: the :class:`~dextr_lib.preprocessing.Preprocess` profile it was trained with.
+        arch: registered architecture name.
+        meta: plain provenance data saved with the checkpoint.
+    """
+
+    def __init__(self, net: nn.Module, preprocess: Preprocess, arch: str, meta: Optional[Dict[str, Any]] = None):
+        self.net = net
+        self.preprocess = preprocess
+        self.arch = arch
+        self.meta = dict(meta or {})
+
+    def __repr__(self) -> str:
+        p = self.preprocess
+        return (
+            f"DextrModel(arch={self.arch!r}, profile={p.name!r}, target_size={p.target_size}, "
+            f"padding={p.padding}, blob_sigma={p.blob_sigma}, device={self.device})"
+        )
+
+    # -- the dextr 0.1.2 attributes ------------------------------------------------------------
+    @property
+    def target_size_yx(self) -> Tuple[int, int]:
+        return (self.preprocess.target_size, self.preprocess.target_size)
+
+    @property
+    def padding(self) -> float:
+        return self.preprocess.padding
+
+    @property
+    def blob_sigma(self) -> float:
+        return self.preprocess.blob_sigma
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.net.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def to(self, device: Union[str, torch.device]) -> "DextrModel":
+        """Move the network to ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``)."""
+        self.net.to(resolve_device(device) if isinstance(device, str) else device)
+        return self
+
+    def eval(self) -> "DextrModel":
+        self.net.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "DextrModel":
+        self.net.train(mode)
+        return self
+
+    # -- inference -----------------------------------------------------------------------------
+    def predict(
+        self,
+        images: Sequence[ImageLike],
+        extreme_points: Union[np.ndarray, Sequence],
+        *,
+        batch_size: int = 8,
+        device: Optional[Union[str, torch.device]] = None,
+        threshold: Optional[float] = None,
+    ) -> List[np.ndarray]:
+        """Masks for objects given by their extreme points, one object per image.
+
+        Args:
+            images: ``N`` PIL images or arrays (``(H, W)``, ``(H, W, 3)``, ``(H, W, 4)``; uint8 or
+                float in ``[0, 1]``). Passing the same image object several times converts it once.
+            extreme_points: ``N`` ``(4, 2)`` arrays of ``[y, x]`` points, or an ``(N, 4, 2)`` array.
+            batch_size: objects per network forward.
+            device: run on this device (the model is moved there); default the model's device.
+            threshold: if given, return boolean masks ``prob >= threshold``.
+
+        Returns:
+            ``N`` masks, each ``(H, W)`` of its image: float32 probabilities, or bool with ``threshold``.
+
+        Raises:
+            MismatchError: ``len(images) != len(extreme_points)``.
+            InvalidPointsError, InvalidImageError: malformed inputs.
+        """
+        if isinstance(images, (np.ndarray,)) or not isinstance(images, Sequence):
+            raise InvalidImageError(
+                "images must be a list of PIL images or arrays (one per object); for one image "
+                "with several objects use predict_image(image, points_list)"
+            )
+        points = as_points_array(extreme_points)
+        if len(images) != len(points):
+            raise MismatchError(
+                f"got {len(images)} images but {len(points)} extreme point sets; "
+                "predict() takes one image per object"
+            )
+        # Group objects by image object so an image shared by several objects is converted once.
+        groups: Dict[int, Tuple[ImageLike, List[int]]] = {}
+        for i, img in enumerate(images):
+            groups.setdefault(id(img), (img, []))[1].append(i)
+        jobs = [(img, idx) for img, idx in groups.values()]
+        results = self._run(
+            ((img, points[idx]) for img, idx in jobs), batch_size, device, threshold
+        )
+        order = [i for _, idx in jobs for i in idx]
+        out: List[Optional[np.ndarray]] = [None] * len(points)
+        for i, mask in zip(order, results):
+            out[i] = mask
+        return out  # type: ignore[return-value]
+
+    def predict_image(
+        self,
+        image: ImageLike,
+        points_list: Union[np.ndarray, Sequence],
+        *,
+        batch_size: int = 8,
+        device: Optional[Union[str, torch.device]] = None,
+        threshold: Optional[float] = None,
+    ) -> List[np.ndarray]:
+        """Masks for several objects on one image (decoded and converted once).
+
+        Args:
+            image: a PIL image or array, as in :meth:`predict`.
+            points_list: ``K`` ``(4, 2)`` ``[y, x]`` arrays, an ``(K, 4, 2)`` array, or one ``(4, 2)``.
+
+        Returns:
+            ``K`` ``(H, W)`` masks, as in :meth:`predict`.
+        """
+        points = as_points_array(points_list, name="points_list")
+        return list(self._run([(image, points)], batch_size, device, threshold))
+
+    def _run(
+        self,
+        jobs: Iterable[Tuple[ImageLike, np.ndarray]],
+        batch_size: int,
+        device: Optional[Union[str, torch.device]],
+        threshold: Optional[float],
+    ) -> Iterable[np.ndarray]:
+        """Yield one mask per object of ``jobs`` in order, batching objects across images."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if device is not None:
+            self.to(device)
+        dev = self.device
+        pp = self.preprocess
+        was_training = self.net.training
+        self.net.eval()
+        pending: List[Tuple[torch.Tensor, np.ndarray, np.ndarray, Tuple[int, int]]] = []
+        n_pending = 0
+
+        def flush():
+            inputs = torch.cat([p[0] for p in pending])
+            probs = torch.sigmoid(self.net(inputs)[:, 0].float())
+            start = 0
+            for _, boxes, pts, size in pending:
+                n = len(boxes)
+                for m in pp.paste(probs[start:start + n], boxes, size, pts):
+                    m = m.cpu().numpy()
+                    yield (m >= threshold) if threshold is not None else m.astype(np.float32, copy=False)
+                start += n
+            pending.clear()
+
+        try:
+            with torch.inference_mode():
+                for image, pts in jobs:
+                    rgb = to_rgb_array(image)
+                    img_t = image_to_tensor(rgb, dev)
+                    size = rgb.shape[:2]
+                    for s in range(0, len(pts), batch_size):
+                        chunk = pts[s:s + batch_size]
+                        while len(chunk):
+                            room = batch_size - n_pending
+                            part, chunk = chunk[:room], chunk[room:]
+                            x, boxes = pp.make_inputs(img_t, part)
+                            pending.append((x, boxes, part, size))
+                            n_pending += len(part)
+                            if n_pending >= batch_size:
+                                yield from flush()
+                                n_pending = 0
+                if pending:
+                    yield from flush()
+        finally:
+            self.net.train(was_training)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def checkpoint_dict(self, **extra: Any) -> Dict[str, Any]:
+        """The checkpoint dict :meth:`save` writes (``extra`` keys are added at top level)."""
+        return ckpt_io.make_checkpoint(
+            self.arch, self.preprocess.to_dict(), self.net.state_dict(), self.meta, **extra
+        )
+
+    def save(self, path: PathLike) -> None:
+        """Write weights and inference settings to ``path`` atomically; loadable with
+        ``torch.load(path, weights_only=True)``."""
+        ckpt_io.atomic_torch_save(self.checkpoint_dict(), path)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Dict[str, Any], map_location: Any = None, source: str = "<checkpoint>") -> "DextrModel":
+        """Build a model from a loaded checkpoint dict (see :mod:`dextr_lib.checkpoint`)."""
+        ckpt = ckpt_io.validate_checkpoint(ckpt, source)
+        try:
+            preprocess = Preprocess.from_dict(ckpt["preprocess"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{source} has invalid pre-processing settings: {e}") from None
+        net = build_network(ckpt["arch"])
+        try:
+            net.load_state_dict(ckpt["state_dict"])
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{source}: weights do not fit architecture {ckpt['arch']!r}: "
+                f"{str(e).splitlines()[0]}"
+            ) from None
+        model = cls(net, preprocess, ckpt["arch"], ckpt.get("meta"))
+        model.to(resolve_device(map_location) if map_location is None or isinstance(map_location, str) else map_location)
+        return model.eval()
+
+    @classmethod
+    def load(cls, path: PathLike, map_location: Any = None) -> "DextrModel":
+        """Load a checkpoint written by :meth:`save` (or by training).
+
+        Args:
+            path: checkpoint file.
+            map_location: device for the model; default CUDA when available, else CPU.
+
+        Raises:
+            CheckpointError: missing, unreadable or incompatible file.
+        """
+        ckpt = ckpt_io.read_checkpoint(path, map_location="cpu")
+        return cls.from_checkpoint(ckpt, map_location, os.fspath(path))
+
+
+def create_model(
+    arch: str,
+    *,
+    target_size: int = 512,
+    padding: float = 10,
+    blob_sigma: float = 10.0,
+    backbone_weights: Optional[PathLike] = None,
+    profile: str = "dextr",
+) -> DextrModel:
+    """Create a new DEXTR model.
+
+    Args:
+        arch: a name from :func:`list_models`, e.g. ``"resunet101"``.
+        target_size: crop side fed to the network (a multiple of 32 for the U-Nets' exact layout).
+        padding: crop-space margin between the points and the crop edge.
+        blob_sigma: standard deviation of the point Gaussians, in crop pixels.
+        backbone_weights: ``None`` (random), ``"imagenet"`` (torchvision's weights), or a path to
+            a torchvision state dict for the encoder.
+        profile: pre-processing profile name whose other settings (normalisation, ...) to use.
+
+    Returns:
+        A :class:`DextrModel` on the CPU, in eval mode.
+
+    Raises:
+        UnknownNameError: unknown ``arch`` or ``profile``.
+
+    Example:
+        >>> model = create_model("resunet18", target_size=128)
+        >>> masks = model.predict([image], [[[10, 5], [12, 60], [2, 30], [40, 33]]])
+    """
+    preprocess = get_profile(profile, target_size=target_size, padding=padding, blob_sigma=blob_sigma)
+    net = build_network(arch, backbone_weights=backbone_weights)
+    meta = {"backbone_weights": None if backbone_weights is None else str(backbone_weights)}
+    return DextrModel(net, preprocess, arch, meta).eval()

@@ -1,0 +1,66 @@
+"""Shared fixtures. Tests that need ../shared/data skip cleanly where it is absent."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DEXTR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_rng():
+    """Tests may seed freely; global RNG state is restored afterwards."""
+    torch_state = torch.get_rng_state()
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    yield
+    torch.set_rng_state(torch_state)
+    np.random.set_state(np_state)
+    random.setstate(py_state)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    """No test reads the developer's config or model cache, or touches the network."""
+    monkeypatch.delenv("DEXTR_CONFIG", raising=False)
+    monkeypatch.delenv("DEXTR_MIRROR", raising=False)
+    monkeypatch.setenv("DEXTR_HOME", str(tmp_path_factory.mktemp("dextr_home")))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data``; the test is skipped where it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder not found: {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """A small, randomly initialised resunet18 at target size 64 (seeded, eval mode)."""
+    import dextr_lib
+
+    torch.manual_seed(0)
+    return dextr_lib.create_model("resunet18", target_size=64, padding=4, blob_sigma=4.0)
+
+
+@pytest.fixture
+def synthetic_sample():
+    """A 64x80 RGB image with a bright disk; returns ``(image, mask, points)``, points ``[y, x]``."""
+    h, w = 64, 80
+    yy, xx = np.mgrid[:h, :w]
+    mask = (yy - 30) ** 2 + (xx - 42) ** 2 <= 15 ** 2
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
+    image[mask] = [220, 200, 40]
+    from dextr_lib.geometry import extreme_points_from_mask
+
+    return image, mask, extreme_points_from_mask(mask)
