@@ -52,7 +52,7 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
             raise InvalidImageError(
                 f"expected an 8-bit photo, got a PIL image of mode {image.mode!r} (a label image?)"
             )
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))  # a writable copy, torch.from_numpy needs one
     if isinstance(image, torch.Tensor):
         raise InvalidImageError(
             "expected a PIL image or a NumPy (H, W[, C]) array, got a torch.Tensor; "
