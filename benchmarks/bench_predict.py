@@ -82,7 +82,8 @@ def main() -> None:
     inputs = torch.cat([
         model.preprocess.make_inputs(image_to_tensor(img, dev), as_points_array(pts))[0]
         for img, pts in pairs
-    ])
+    ]).contiguous(memory_format=torch.channels_last)  # the layout predict() runs the network in
+    model.net.to(memory_format=torch.channels_last)
 
     def forward_only():
         with torch.inference_mode():
