@@ -56,12 +56,20 @@ class PointsFromMaskConfig:
 
 
 @dataclass
+class ModelsConfig:
+    """``[models]``: the model zoo (``dextr download``, ``--model NAME``)."""
+
+    mirror: Optional[str] = None  # base URL tried first, file name kept; also $DEXTR_MIRROR
+
+
+@dataclass
 class Config:
     """The whole config. ``source`` is the file it came from (None: defaults only)."""
 
     paths: PathsConfig = field(default_factory=PathsConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     points_from_mask: PointsFromMaskConfig = field(default_factory=PointsFromMaskConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
     source: Optional[str] = None
 
 

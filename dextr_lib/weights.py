@@ -1,0 +1,280 @@
+"""The model zoo: published DEXTR models as data, and the local model cache.
+
+Each :class:`PretrainedModel` bundles where the file lives, how to verify it, which architecture
+and pre-processing profile it needs, and where it comes from, so a model is never paired with
+the wrong pre-processing.
+
+Verification:
+
+* ``sha256`` (full digest) is checked when known;
+* otherwise ``hash_prefix``: the 8 hex digits a torch.hub-style file name carries
+  (``NAME-<prefix>.pth``), checked as ``torch.hub``'s ``check_hash`` does (the digest must start
+  with it);
+* models published without any hash (the original DEXTR-PyTorch files) are trusted on first
+  use: the SHA-256 of the first download is recorded beside the file
+  (``<file>.json``, see :func:`record_download`) and every later download of the same entry
+  must match it.
+
+Cache directory (first that applies): an explicit ``cache_dir`` (the CLI passes
+``--cache-dir`` or ``[paths] models``), ``$DEXTR_HOME/models``, the platform's user cache dir
+(``$XDG_CACHE_HOME/dextr/models``, by default ``~/.cache/dextr/models`` on Linux,
+``~/Library/Caches/dextr/models`` on macOS, ``%LOCALAPPDATA%\\dextr\\Cache\\models`` on Windows).
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+from .errors import UnknownNameError
+
+PathLike = Union[str, os.PathLike]
+
+MIRROR_ENV = "DEXTR_MIRROR"
+HOME_ENV = "DEXTR_HOME"
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """One published model.
+
+    Attributes:
+        name: registry name (``dextr download NAME``, ``--model NAME``).
+        urls: download locations, tried in order (mirrors).
+        arch: our architecture name the weights load into.
+        profile: pre-processing profile name (see ``dextr_lib.preprocessing.PROFILES``).
+        file_format: ``"dextr012"`` (a pickled ``dextr`` 0.1.2 ``DextrModel``), ``"original"``
+            (an original DEXTR-PyTorch state dict) or ``"dextr"`` (our checkpoint format).
+        sha256: full SHA-256 hex digest, when published.
+        hash_prefix: leading hex digits of the SHA-256 carried by the file name.
+        size: file size in bytes, when known.
+        source: who published it, and where.
+        licence: licence of the weights.
+        accuracy: reported accuracy, as published (metric, dataset).
+        description: one line on what it was trained on.
+    """
+
+    name: str
+    urls: Tuple[str, ...]
+    arch: str
+    profile: str
+    file_format: str
+    sha256: Optional[str] = None
+    hash_prefix: Optional[str] = None
+    size: Optional[int] = None
+    source: str = ""
+    licence: str = ""
+    accuracy: str = ""
+    description: str = ""
+
+    @property
+    def filename(self) -> str:
+        """File name in the cache (the first URL's)."""
+        return os.path.basename(urlsplit(self.urls[0]).path)
+
+    @property
+    def verification(self) -> str:
+        """How a download is verified, in words."""
+        if self.sha256:
+            return "sha256"
+        if self.hash_prefix:
+            return f"sha256 prefix {self.hash_prefix}"
+        return "none published (sha256 recorded on first download)"
+
+
+_MODELS: Dict[str, PretrainedModel] = {}
+
+
+def register_pretrained(entry: PretrainedModel) -> PretrainedModel:
+    """Add ``entry`` to the registry (duplicate names are rejected)."""
+    if entry.name in _MODELS:
+        raise ValueError(f"pretrained model {entry.name!r} is already registered")
+    _MODELS[entry.name] = entry
+    return entry
+
+
+_ETHZ = "https://data.vision.ee.ethz.ch/kmaninis/share/DEXTR/Downloads/models/"
+_ETHZ_OLD = "https://data.vision.ee.ethz.ch/csergi/share/DEXTR/"
+_ORIGINAL_SOURCE = (
+    "K.-K. Maninis, S. Caelles et al., DEXTR-PyTorch (github.com/scaelles/DEXTR-PyTorch)"
+)
+_ORIGINAL_LICENCE = "GPL-3.0 (DEXTR-PyTorch repository)"
+
+register_pretrained(PretrainedModel(
+    name="pascalvoc-resunet101",
+    urls=(
+        "https://storage.googleapis.com/dextr_pytorch_models_public/"
+        "dextr_pascalvoc_resunet101-a2d81727.pth",
+    ),
+    arch="resunet101",
+    profile="dextr012",
+    file_format="dextr012",
+    hash_prefix="a2d81727",
+    source="G. French et al., the dextr 0.1.2 package (github.com/Britefury/dextr)",
+    licence="MIT (dextr package)",
+    accuracy="not published",
+    description="U-Net on ResNet-101 trained on PASCAL VOC 2012 (dextr 0.1.2's model)",
+))
+register_pretrained(PretrainedModel(
+    name="pascal-sbd",
+    urls=(_ETHZ + "dextr_pascal-sbd.pth", _ETHZ_OLD + "dextr_pascal-sbd.pth"),
+    arch="psp101",
+    profile="original",
+    file_format="original",
+    source=_ORIGINAL_SOURCE,
+    licence=_ORIGINAL_LICENCE,
+    accuracy="91.5 mIoU, PASCAL VOC 2012 val",
+    description="DeepLab-v2 ResNet-101 + PSP head trained on PASCAL VOC + SBD",
+))
+register_pretrained(PretrainedModel(
+    name="pascal",
+    urls=(_ETHZ + "dextr_pascal.pth", _ETHZ_OLD + "dextr_pascal.pth"),
+    arch="psp101",
+    profile="original",
+    file_format="original",
+    source=_ORIGINAL_SOURCE,
+    licence=_ORIGINAL_LICENCE,
+    accuracy="90.5 mIoU, PASCAL VOC 2012 val",
+    description="DeepLab-v2 ResNet-101 + PSP head trained on PASCAL VOC train (1464 images)",
+))
+register_pretrained(PretrainedModel(
+    name="coco",
+    urls=(_ETHZ + "dextr_coco.pth",),
+    arch="psp101",
+    profile="original",
+    file_format="original",
+    source=_ORIGINAL_SOURCE,
+    licence=_ORIGINAL_LICENCE,
+    accuracy="87.8 mIoU, PASCAL VOC 2012 val",
+    description="DeepLab-v2 ResNet-101 + PSP head trained on COCO train 2014",
+))
+
+
+def list_pretrained(pattern: str = "*") -> List[str]:
+    """Registered model names matching an fnmatch ``pattern``, sorted."""
+    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+
+
+def get_pretrained(name: str) -> PretrainedModel:
+    """The registry entry called ``name``.
+
+    Raises:
+        UnknownNameError: unknown name; the message lists the registered ones.
+    """
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown pretrained model {name!r}; choose one of: {', '.join(list_pretrained())} "
+            "(or give a checkpoint file path)"
+        ) from None
+
+
+def is_pretrained_name(spec: Any) -> bool:
+    return isinstance(spec, str) and spec in _MODELS
+
+
+# -- cache -------------------------------------------------------------------------------------
+def user_cache_dir() -> Path:
+    """The platform's per-user cache directory for dextr (no ``models`` suffix)."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+        return Path(base) / "dextr" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "dextr"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "dextr"
+
+
+def models_dir(cache_dir: Optional[PathLike] = None) -> Path:
+    """Where downloaded models live (see the module docstring for the order)."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    home = os.environ.get(HOME_ENV)
+    if home:
+        return Path(home).expanduser() / "models"
+    return user_cache_dir() / "models"
+
+
+def cached_path(entry: PretrainedModel, cache_dir: Optional[PathLike] = None) -> Path:
+    return models_dir(cache_dir) / entry.filename
+
+
+def is_cached(entry: PretrainedModel, cache_dir: Optional[PathLike] = None) -> bool:
+    return cached_path(entry, cache_dir).is_file()
+
+
+def mirror_urls(entry: PretrainedModel, mirror: Optional[str] = None) -> List[str]:
+    """Download URLs for ``entry``: the mirror (``mirror`` argument, else ``$DEXTR_MIRROR``)
+    with the file name kept, then the published URLs."""
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    urls = list(entry.urls)
+    if mirror:
+        urls.insert(0, mirror.rstrip("/") + "/" + entry.filename)
+    return urls
+
+
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def recorded_sha256(path: PathLike) -> Optional[str]:
+    """The SHA-256 recorded when ``path`` was first downloaded, if any."""
+    try:
+        with open(_meta_path(Path(path)), encoding="utf-8") as f:
+            value = json.load(f).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def record_download(path: PathLike, url: str, sha256: str, size: int) -> None:
+    """Write ``<file>.json`` beside a downloaded model: where it came from and its SHA-256."""
+    path = Path(path)
+    meta = {"url": url, "sha256": sha256, "size": size,
+            "downloaded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tmp = _meta_path(path).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, _meta_path(path))
+
+
+def fetch_pretrained(
+    name: str,
+    *,
+    cache_dir: Optional[PathLike] = None,
+    force: bool = False,
+    mirror: Optional[str] = None,
+    on_progress=None,
+) -> Path:
+    """The local path of a registered model, downloading it first when not cached.
+
+    Args:
+        name: registry name.
+        cache_dir: cache directory (default: see :func:`models_dir`).
+        force: download again even when cached.
+        mirror: base URL tried first (file name kept); default ``$DEXTR_MIRROR``.
+        on_progress: ``fn(done_bytes, total_bytes_or_None)``.
+
+    Raises:
+        UnknownNameError, DownloadError, ChecksumError.
+    """
+    from .download import download_first
+
+    entry = get_pretrained(name)
+    dst = cached_path(entry, cache_dir)
+    if dst.is_file() and not force:
+        return dst
+    expected = entry.sha256 or (None if entry.hash_prefix else recorded_sha256(dst))
+    url, digest, size = download_first(
+        mirror_urls(entry, mirror), dst, sha256=expected, hash_prefix=entry.hash_prefix,
+        size=entry.size, on_progress=on_progress,
+    )
+    record_download(dst, url, digest, size)
+    return dst
