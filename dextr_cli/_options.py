@@ -20,7 +20,7 @@ DeviceOpt = Annotated[
     ),
 ]
 BatchSizeOpt = Annotated[
-    Optional[int], typer.Option("--batch-size", min=1, help="Objects per network forward [default: 8].", show_default=False)
+    Optional[int], typer.Option("--batch-size", min=1, help="Objects per network forward (default: 8).", show_default=False)
 ]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed, for reproducible runs.")]
 

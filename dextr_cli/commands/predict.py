@@ -1,0 +1,158 @@
+"""``dextr predict``: object masks from four extreme-point clicks."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import PIL.Image
+import typer
+from typing_extensions import Annotated
+
+import dextr_lib
+from dextr_lib.config import load_config
+from dextr_lib.errors import MismatchError
+from dextr_lib.images import read_image
+from dextr_lib.overlay import draw_overlay
+from dextr_lib.points_io import read_objects, xy_to_yx
+
+from .._console import console
+from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, pick
+from .._progress import progress_bar
+
+_POINT = re.compile(r"^\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*,\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+
+
+def _parse_points(values: List[str]) -> np.ndarray:
+    """``["X,Y"] * 4`` -> ``(4, 2)`` ``[y, x]`` (usage errors exit 2)."""
+    xy = []
+    for v in values:
+        m = _POINT.match(v)
+        try:
+            xy.append([float(m.group(1)), float(m.group(2))])
+        except (AttributeError, ValueError):
+            raise typer.BadParameter(f"expected X,Y (column,row), e.g. 120,45; got {v!r}",
+                                     param_hint="--points") from None
+    if len(xy) != 4:
+        raise typer.BadParameter(
+            f"expected exactly 4 points (the object's left-most, right-most, top and bottom), "
+            f"got {len(xy)}", param_hint="--points")
+    return xy_to_yx(xy)
+
+
+def _to_png(mask: np.ndarray, prob: bool) -> PIL.Image.Image:
+    if prob:
+        return PIL.Image.fromarray(np.round(np.clip(mask, 0, 1) * 255).astype(np.uint8), mode="L")
+    return PIL.Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
+
+
+def _save(img: PIL.Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def predict(
+    image: Annotated[Optional[Path], typer.Argument(
+        help="The photo (not with --points-file).", exists=True, dir_okay=False, show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Model checkpoint file (or registered model name).", show_default=False)] = None,
+    points: Annotated[Optional[List[str]], typer.Option(
+        "--points", "-p", help="One extreme point as X,Y = column,row in pixels, as image viewers "
+        "show them; give it 4 times (left, right, top, bottom, any order).", show_default=False)] = None,
+    points_file: Annotated[Optional[Path], typer.Option(
+        "--points-file", exists=True, dir_okay=False,
+        help="objects.json from `dextr points-from-mask` (many images/objects).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", dir_okay=False, help="Mask PNG to write (default: IMAGE_mask.png in the "
+        "current folder).", show_default=False)] = None,
+    out_dir: Annotated[Optional[Path], typer.Option(
+        "--out-dir", file_okay=False, help="Folder for the masks of --points-file "
+        "(IMAGESTEM_<label>.png per object).", show_default=False)] = None,
+    overlay: Annotated[Optional[Path], typer.Option(
+        "--overlay", dir_okay=False, help="Also write the photo with the mask tinted and outlined "
+        "and the points marked.", show_default=False)] = None,
+    prob: Annotated[bool, typer.Option(
+        "--prob", help="Write the probability as 8-bit grayscale (0-255) instead of a binary mask.")] = False,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", "-t", min=0.0, max=1.0, help="Probability threshold of the binary mask "
+        "(default: the model's, usually 0.5).", show_default=False)] = None,
+    device: DeviceOpt = None,
+    batch_size: BatchSizeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Predict object masks from four extreme-point clicks per object.
+
+    Points on the command line are X,Y (column, row), as image viewers show them; the library's arrays are \\[y, x].
+
+    Examples:
+
+      dextr predict photo.jpg -m model.pt -p 12,80 -p 300,95 -p 150,10 -p 160,240 --overlay overlay.png
+
+      dextr predict -m model.pt --points-file objects.json --out-dir masks/
+    """
+    cfg = load_config(config).predict
+    model = pick(model, cfg.model)
+    if model is None:
+        raise typer.BadParameter("no model given; pass --model CKPT or set [predict] model in "
+                                 "the config", param_hint="--model")
+    if points_file is None:
+        if image is None or not points:
+            raise typer.BadParameter("give IMAGE and four --points X,Y, or --points-file objects.json",
+                                     param_hint="IMAGE")
+        if out_dir is not None:
+            raise typer.BadParameter("--out-dir goes with --points-file; use --out", param_hint="--out-dir")
+        pts = _parse_points(points)
+    else:
+        if image is not None or points:
+            raise typer.BadParameter("--points-file replaces IMAGE and --points; give one or the other",
+                                     param_hint="--points-file")
+        if out_dir is None or out is not None or overlay is not None:
+            raise typer.BadParameter("--points-file writes one mask per object into --out-dir DIR "
+                                     "(not --out/--overlay)", param_hint="--out-dir")
+        objects = read_objects(points_file)  # fail on a bad file before loading the model
+    dev = pick(device, cfg.device)
+    net = dextr_lib.load_model(model, map_location=dev)
+    thr = pick(threshold, cfg.threshold)
+    thr = net.preprocess.threshold if thr is None else thr
+    kw = dict(batch_size=pick(batch_size, cfg.batch_size), threshold=None if prob else thr)
+    if points_file is None:
+        rgb = read_image(image)
+        mask = net.predict_image(rgb, [pts], **kw)[0]
+        out = out or Path(f"{image.stem}_mask.png")
+        _save(_to_png(mask, prob), out)
+        console.print(f"Wrote mask {out} ({rgb.shape[1]}x{rgb.shape[0]}, "
+                      f"{int((mask >= thr).sum())} object pixels)", highlight=False)
+        if overlay is not None:
+            _save(PIL.Image.fromarray(draw_overlay(rgb, [mask >= thr], [pts])), overlay)
+            console.print(f"Wrote overlay {overlay}", highlight=False)
+        return
+    _predict_file(net, objects, out_dir, prob, kw)
+
+
+def _predict_file(net, objects, out_dir: Path, prob: bool, kw: dict) -> None:
+    """One mask per object of an objects.json; each photo decoded once."""
+    total, done, written = objects.n_objects, 0, []
+    with progress_bar("Predicting", total) as update:
+        for entry in objects.images:
+            if not entry.objects:
+                continue
+            if entry.image is None:
+                raise MismatchError("an entry of the points file has no image (its mask had no "
+                                    "matching photo); rerun points-from-mask with --image-dir")
+            rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
+            if entry.height is not None and (entry.height, entry.width) != rgb.shape[:2]:
+                raise MismatchError(f"{entry.image} is {rgb.shape[1]}x{rgb.shape[0]} but the points "
+                                    f"file says {entry.width}x{entry.height}")
+            masks = net.predict_image(rgb, [o.points for o in entry.objects], **kw)
+            stem = Path(entry.image).stem
+            for i, (o, m) in enumerate(zip(entry.objects, masks)):
+                tag = o.name if o.label is None and o.name else f"label{o.label}" if o.label is not None else f"obj{i}"
+                path = out_dir / f"{stem}_{tag}.png"
+                if path in written:
+                    path = out_dir / f"{stem}_{tag}_{i}.png"
+                _save(_to_png(m, prob), path)
+                written.append(path)
+            done += len(masks)
+            update(done, total)
+    console.print(f"Wrote {len(written)} masks to [bold]{out_dir}[/]", highlight=False)

@@ -1,0 +1,404 @@
+"""Extreme points from label images and masks, and the ``objects.json`` file that holds them.
+
+``objects.json`` (written by ``dextr points-from-mask``, read by ``dextr predict --points-file``)::
+
+    {
+      "format": "dextr-objects",
+      "format_version": 1,
+      "point_order": ["left", "right", "top", "bottom"],
+      "exif_transpose": false,
+      "images": [
+        {
+          "image": "images/FudanPed00001.png",      # the photo; null when none was found
+          "height": 536, "width": 559,              # of the label image / photo
+          "objects": [
+            {"label": 1, "name": null, "source": "labels/FudanPed00001_mask.png",
+             "area": 12345, "points_xy": [[x, y], [x, y], [x, y], [x, y]]}
+          ]
+        }
+      ]
+    }
+
+* ``points_xy`` are ``[x, y]`` = ``[column, row]`` pixel indices, as image viewers and the
+  command line show them (the library's arrays are ``[y, x]``; :func:`xy_to_yx` is the one place
+  that converts). Jittered points are floats.
+* Relative paths are relative to the JSON file's folder (stdout output uses absolute paths).
+* ``exif_transpose``: whether the points refer to the photo as image viewers show it (true,
+  the default for hand-written files) or to the raw stored pixel grid, like annotation masks
+  (false, written by ``points-from-mask``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, IO, List, Optional, Sequence, Union
+
+import numpy as np
+import PIL.Image
+
+from .errors import DatasetError, InvalidImageError, InvalidPointsError
+from .geometry import EXTREME_POINT_ORDER, as_points_array, extreme_points_from_mask, jitter_points
+
+FORMAT = "dextr-objects"
+FORMAT_VERSION = 1
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+#: Suffixes stripped from a mask file's stem to find its photo (``X_mask3.png`` -> ``X``).
+_MASK_SUFFIX = re.compile(r"(_mask\d*|_masks|_label|_labels|_gt|_seg|_segmentation)$", re.IGNORECASE)
+#: Folders, relative to a mask's folder, searched for its photo when no image folder is given.
+IMAGE_DIR_GUESSES = (".", "../images", "../JPEGImages", "../imgs", "../img")
+PathLike = Union[str, os.PathLike]
+
+
+def xy_to_yx(points: Any) -> np.ndarray:
+    """``[..., 2]`` ``[x, y]`` points (command line, objects.json) -> ``[y, x]`` (library)."""
+    return np.asarray(points, dtype=np.float64)[..., ::-1].copy()
+
+
+def yx_to_xy(points: Any) -> np.ndarray:
+    """``[..., 2]`` ``[y, x]`` library points -> ``[x, y]``."""
+    return np.asarray(points)[..., ::-1].copy()
+
+
+@dataclass
+class ObjectEntry:
+    """One object: ``points`` is a ``(4, 2)`` ``[y, x]`` array (left, right, top, bottom)."""
+
+    points: np.ndarray
+    label: Optional[int] = None
+    name: Optional[str] = None
+    source: Optional[str] = None
+    area: Optional[int] = None
+
+
+@dataclass
+class ImageEntry:
+    """One photo and its objects. ``image`` is None when no photo is known."""
+
+    image: Optional[str]
+    objects: List[ObjectEntry] = field(default_factory=list)
+    height: Optional[int] = None
+    width: Optional[int] = None
+
+
+# -- reading label images and masks ---------------------------------------------------------------
+def read_label_image(path: PathLike) -> np.ndarray:
+    """Read a label image as an ``(H, W)`` integer array of label values.
+
+    Palette PNGs give their indices (never colours); 8-, 16- and 32-bit grayscale give their values.
+
+    Raises:
+        InvalidImageError: unreadable file, or a colour image (labels must be one channel).
+    """
+    im = _open(path)
+    with im:
+        if im.mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
+            arr = np.asarray(im)
+        elif im.mode in ("LA", "PA"):
+            arr = np.asarray(im)[..., 0]
+        else:
+            raise InvalidImageError(
+                f"{path}: expected a one-channel label image (palette or 8/16/32-bit grayscale), "
+                f"got mode {im.mode}; for binary masks use --kind mask"
+            )
+    return arr.astype(np.int64)
+
+
+def read_mask(path: PathLike) -> np.ndarray:
+    """Read a binary mask file: any non-zero pixel (in any channel, alpha ignored) is the object."""
+    im = _open(path)
+    with im:
+        if im.mode == "P":
+            arr = np.asarray(im)
+        elif im.mode in ("RGBA", "LA", "PA"):
+            arr = np.asarray(im)[..., :-1]
+        else:
+            arr = np.asarray(im)
+    if arr.ndim == 3:
+        arr = arr.any(axis=2)
+    return arr != 0
+
+
+def _open(path: PathLike) -> PIL.Image.Image:
+    try:
+        return PIL.Image.open(path)
+    except FileNotFoundError:
+        raise InvalidImageError(f"file not found: {path}") from None
+    except (PIL.UnidentifiedImageError, OSError) as e:
+        raise InvalidImageError(f"cannot read image {path}: {e}") from None
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a boolean mask (empty stays empty)."""
+    from skimage.measure import label as cc_label
+
+    comps = cc_label(mask, connectivity=2)
+    if comps.max() <= 1:
+        return mask
+    counts = np.bincount(comps.ravel())
+    counts[0] = 0
+    return comps == int(counts.argmax())
+
+
+def find_image_for_mask(mask_path: PathLike, image_dir: Optional[PathLike] = None) -> Optional[Path]:
+    """The photo a label/mask file belongs to, by the stem rule.
+
+    The photo has the mask's stem minus a trailing ``_mask``/``_mask<N>``/``_label``/``_gt``/... and
+    any image extension (``labels/X_mask.png`` -> ``X.jpg``). It is looked for in ``image_dir``
+    when given, else in the mask's folder, ``../images`` and ``../JPEGImages``. The mask file itself
+    is never its own photo.
+    """
+    mask_path = Path(mask_path)
+    stem = _MASK_SUFFIX.sub("", mask_path.stem)
+    dirs = [Path(image_dir)] if image_dir is not None else [
+        (mask_path.parent / d) for d in IMAGE_DIR_GUESSES
+    ]
+    for d in dirs:
+        for ext in IMAGE_EXTENSIONS:
+            for cand in (d / (stem + ext), d / (stem + ext.upper())):
+                if cand.is_file() and cand.resolve() != mask_path.resolve():
+                    return cand
+    return None
+
+
+def points_from_masks(
+    paths: Sequence[PathLike],
+    *,
+    kind: str = "label",
+    ignore_index: Optional[int] = 255,
+    min_area: int = 1,
+    largest_component_only: bool = False,
+    jitter: float = 0.0,
+    seed: Optional[int] = None,
+    image: Optional[PathLike] = None,
+    image_dir: Optional[PathLike] = None,
+    on_progress: Optional[Callable[[int, int], None]] = None,
+    on_warning: Optional[Callable[[str], None]] = None,
+) -> List[ImageEntry]:
+    """Extreme points of every object in label images or binary mask files.
+
+    Args:
+        paths: label images (``kind="label"``: each value other than 0 and ``ignore_index`` is an
+            object) or mask files (``kind="mask"``: each file is one object; several masks of the
+            same photo are grouped under it).
+        ignore_index: label value that is not an object (void); None: none. Labels only.
+        min_area: skip objects with fewer pixels (after ``largest_component_only``).
+        largest_component_only: keep only each object's largest 8-connected part (drops stray
+            pixels that would otherwise become extreme points).
+        jitter: standard deviation in pixels of Gaussian noise added to the points (simulated
+            annotators), clipped into the image; 0: exact points.
+        seed: random seed of the jitter.
+        image: the photo, when there is a single label/mask file.
+        image_dir: folder holding the photos (see :func:`find_image_for_mask`).
+
+    Returns:
+        One :class:`ImageEntry` per photo (or per label/mask file without a photo), in input order;
+        ``image`` paths are as found (relative to the current folder when the input was).
+
+    Raises:
+        DatasetError: bad arguments (unknown kind, ``image`` with several files).
+        InvalidImageError: unreadable or unsuitable files.
+    """
+    if kind not in ("label", "mask"):
+        raise DatasetError(f"unknown kind {kind!r}: expected 'label' or 'mask'")
+    if image is not None and len(paths) != 1:
+        raise DatasetError(
+            f"an explicit image goes with exactly one label/mask file, got {len(paths)} files; "
+            "use an image folder instead"
+        )
+    if jitter < 0:
+        raise InvalidPointsError(f"jitter must be >= 0 pixels, got {jitter}")
+    warn = on_warning or (lambda msg: None)
+    rng = np.random.default_rng(seed)
+    entries: Dict[str, ImageEntry] = {}
+    for done, path in enumerate(paths, 1):
+        path = Path(path)
+        photo = Path(image) if image is not None else find_image_for_mask(path, image_dir)
+        if photo is None:
+            warn(f"no photo found for {path} (looked for {_MASK_SUFFIX.sub('', path.stem)}.* "
+                 f"{'in ' + str(image_dir) if image_dir else 'beside it and in ../images'})")
+        if kind == "label":
+            labels = read_label_image(path)
+            values = [int(v) for v in np.unique(labels) if v != 0 and v != ignore_index]
+            objects = [(v, None, labels == v) for v in values]
+            shape = labels.shape
+        else:
+            mask = read_mask(path)
+            objects = [(None, path.stem, mask)] if mask.any() else []
+            shape = mask.shape
+            if not objects:
+                warn(f"{path} is empty: no object")
+        key = str(photo) if photo is not None else f"<none>:{path}"
+        entry = entries.get(key)
+        if entry is None:
+            entry = entries[key] = ImageEntry(
+                image=None if photo is None else str(photo), height=shape[0], width=shape[1]
+            )
+            if photo is not None:
+                _check_photo_size(photo, shape, warn)
+        elif (entry.height, entry.width) != tuple(shape):
+            warn(f"{path} is {shape[1]}x{shape[0]} but other masks of {photo} are "
+                 f"{entry.width}x{entry.height}")
+        for label, name, obj in objects:
+            if largest_component_only:
+                obj = largest_component(obj)
+            area = int(obj.sum())
+            if area < max(min_area, 1):
+                continue
+            pts = extreme_points_from_mask(obj).astype(np.float64)
+            if jitter > 0:
+                pts = jitter_points(pts, jitter, rng, obj)
+            entry.objects.append(ObjectEntry(pts, label=label, name=name, source=str(path), area=area))
+        if on_progress is not None:
+            on_progress(done, len(paths))
+    return list(entries.values())
+
+
+def _check_photo_size(photo: Path, shape, warn) -> None:
+    try:
+        with PIL.Image.open(photo) as im:
+            size = im.size
+    except (OSError, PIL.UnidentifiedImageError) as e:
+        warn(f"cannot read photo {photo}: {e}")
+        return
+    if (size[1], size[0]) != tuple(shape):
+        warn(f"photo {photo} is {size[0]}x{size[1]} but its mask is {shape[1]}x{shape[0]}")
+
+
+# -- objects.json ---------------------------------------------------------------------------------
+def objects_to_dict(
+    entries: Sequence[ImageEntry], *, relative_to: Optional[PathLike] = None, exif_transpose: bool = False
+) -> Dict[str, Any]:
+    """The JSON-ready dict of ``entries``. Paths become relative to ``relative_to`` (a folder)
+    when given, else absolute."""
+
+    def rel(p: Optional[str]) -> Optional[str]:
+        if p is None:
+            return None
+        ap = os.path.abspath(p)
+        if relative_to is None:
+            return ap
+        try:
+            return Path(os.path.relpath(ap, os.path.abspath(relative_to))).as_posix()
+        except ValueError:  # another drive on Windows
+            return ap
+
+    def num(v: float):
+        v = float(v)
+        return int(v) if v.is_integer() else round(v, 3)
+
+    images = []
+    for e in entries:
+        objs = []
+        for o in e.objects:
+            pts = yx_to_xy(np.asarray(o.points, dtype=np.float64))
+            objs.append({
+                "label": o.label, "name": o.name, "source": rel(o.source), "area": o.area,
+                "points_xy": [[num(x), num(y)] for x, y in pts],
+            })
+        images.append({"image": rel(e.image), "height": e.height, "width": e.width, "objects": objs})
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "point_order": list(EXTREME_POINT_ORDER), "exif_transpose": exif_transpose,
+        "images": images,
+    }
+
+
+_NUM = r"-?[\d.]+(?:[eE][-+]?\d+)?"
+_FLAT_LIST = re.compile(r"\[\s*((?:%s|\[[^\[\]]*\])(?:,\s*(?:%s|\[[^\[\]]*\]))*)\s*\]" % (_NUM, _NUM))
+
+
+def dumps_objects(data: Dict[str, Any]) -> str:
+    """JSON text of an objects dict, indented, with each object's points on one line."""
+    text = json.dumps(data, indent=1)
+    text = _FLAT_LIST.sub(lambda m: json.dumps(json.loads(m.group(0))), text)
+    return text + "\n"
+
+
+def write_objects(entries: Sequence[ImageEntry], path: PathLike, *, exif_transpose: bool = False) -> None:
+    """Write ``objects.json`` atomically, paths relative to its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = objects_to_dict(entries, relative_to=path.parent, exif_transpose=exif_transpose)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(dumps_objects(data), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_objects(path: PathLike) -> "ObjectsFile":
+    """Read and validate an ``objects.json``; relative paths are resolved against its folder.
+
+    Raises:
+        DatasetError: unreadable JSON, wrong format, or a malformed entry (the message says where).
+        InvalidPointsError: malformed points.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"points file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DatasetError(f"cannot read points file {path}: {e}") from None
+    return objects_from_dict(data, base_dir=path.parent, source=str(path))
+
+
+@dataclass
+class ObjectsFile:
+    """A parsed ``objects.json``."""
+
+    images: List[ImageEntry]
+    exif_transpose: bool = True
+
+    @property
+    def n_objects(self) -> int:
+        return sum(len(e.objects) for e in self.images)
+
+
+def objects_from_dict(data: Any, base_dir: PathLike = ".", source: str = "<objects>") -> ObjectsFile:
+    """Validate a parsed ``objects.json`` dict (see the module docstring)."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise DatasetError(f"{source} is not a dextr objects file: expected a JSON object with "
+                           f'"format": "{FORMAT}"')
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DatasetError(f"{source} has format_version {version!r}; this dextr reads up to "
+                           f"{FORMAT_VERSION}")
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise DatasetError(f'{source}: "images" must be a list')
+    out = []
+    for i, e in enumerate(images):
+        where = f"{source}: images[{i}]"
+        if not isinstance(e, dict) or not isinstance(e.get("objects"), list):
+            raise DatasetError(f'{where} must be an object with an "objects" list')
+        img = e.get("image")
+        if img is not None and not isinstance(img, str):
+            raise DatasetError(f'{where}.image must be a path string or null, got {img!r}')
+        entry = ImageEntry(
+            image=None if img is None else str(Path(base_dir) / img),
+            height=e.get("height"), width=e.get("width"),
+        )
+        for j, o in enumerate(e["objects"]):
+            if not isinstance(o, dict) or "points_xy" not in o:
+                raise DatasetError(f'{where}.objects[{j}] must be an object with "points_xy"')
+            pts = as_points_array(xy_to_yx(_numeric(o["points_xy"], f"{where}.objects[{j}].points_xy")),
+                                  name=f"{where}.objects[{j}].points_xy")[0]
+            src = o.get("source")
+            entry.objects.append(ObjectEntry(
+                pts, label=o.get("label"), name=o.get("name"),
+                source=None if src is None else str(Path(base_dir) / src), area=o.get("area"),
+            ))
+        out.append(entry)
+    return ObjectsFile(out, exif_transpose=bool(data.get("exif_transpose", True)))
+
+
+def _numeric(points: Any, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidPointsError(f"{where} must be four [x, y] number pairs, got {points!r}") from None
+    if arr.shape != (4, 2):
+        raise InvalidPointsError(f"{where} must be four [x, y] pairs (shape (4, 2)), got shape {arr.shape}")
+    return arr
