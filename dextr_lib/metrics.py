@@ -58,7 +58,7 @@ def iou(pred: np.ndarray, gt: np.ndarray, ignore: Optional[np.ndarray] = None) -
     union = np.count_nonzero(pred | gt)
     if union == 0:
         return 1.0
-    return np.count_nonzero(pred & gt) / union
+    return float(np.count_nonzero(pred & gt) / union)
 
 
 def boundary_tolerance(shape: Sequence[int], fraction: float = DEFAULT_BOUNDARY_FRACTION) -> int:

@@ -1,0 +1,187 @@
+"""Baselines, evaluate() and the report exports, on a tiny synthetic label dataset."""
+import csv
+import io
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from dextr_lib.datasets import build_dataset
+from dextr_lib.errors import InvalidPointsError
+from dextr_lib.evaluation import CSV_COLUMNS, box_mask, evaluate, quadrilateral_mask
+from dextr_lib.geometry import extreme_points_from_mask
+from dextr_lib.preprocessing import get_profile
+
+H, W = 64, 80
+
+
+def _disk(cy, cx, r, shape=(H, W)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+
+
+def write_label_dataset(root):
+    """img0: a 20x30 rectangle (1), a disk (2) with a void ring, a 1-px-thin line (3);
+    img1: a rectangle (1). Returns the dataset."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    lab0 = np.zeros((H, W), np.uint8)
+    lab0[10:30, 10:40] = 1
+    lab0[_disk(44, 60, 13) & ~_disk(44, 60, 11)] = 255
+    lab0[_disk(44, 60, 11)] = 2
+    lab0[58, 5:30] = 3
+    lab1 = np.zeros((H, W), np.uint8)
+    lab1[20:50, 30:60] = 1
+    for name, lab in (("img0", lab0), ("img1", lab1)):
+        img = rng.integers(0, 60, size=(H, W, 3), dtype=np.uint8)
+        img[(lab > 0) & (lab < 255)] = [220, 200, 40]
+        PIL.Image.fromarray(img).save(root / "images" / f"{name}.png")
+        PIL.Image.fromarray(lab).save(root / "labels" / f"{name}.png")
+    return build_dataset(
+        "custom_label", image_pat=str(root / "images" / "*.png"),
+        target_pat=str(root / "labels" / "*.png"), cache_dir=str(root / "cache"),
+    )
+
+
+class BoxOracle:
+    """A stand-in model whose probability is 0.7 on the points' box and 0 elsewhere."""
+
+    arch = "box-oracle"
+    meta = {}
+    preprocess = get_profile("dextr")
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.calls = []
+
+    def to(self, device):
+        return self
+
+    def predict(self, images, points, *, batch_size=8, threshold=None, device=None):
+        self.calls.append(len(images))
+        return [box_mask(p, np.asarray(im).shape[:2]).astype(np.float32) * 0.7
+                for im, p in zip(images, points)]
+
+
+@pytest.fixture
+def label_dataset(tmp_path):
+    return write_label_dataset(tmp_path)
+
+
+def test_box_baseline_of_a_rectangle_is_exact():
+    gt = np.zeros((H, W), bool)
+    gt[10:30, 10:40] = True
+    pts = extreme_points_from_mask(gt)
+    assert (box_mask(pts, gt.shape) == gt).all()
+
+
+def test_quadrilateral_baseline_of_a_disk():
+    gt = _disk(32, 40, 20)
+    pts = extreme_points_from_mask(gt)
+    quad = quadrilateral_mask(pts, gt.shape)
+    # a diamond inscribed in the disk: area about 2r^2 of pi r^2, i.e. IoU about 2/pi = 0.64
+    inter = (quad & gt).sum()
+    assert (quad <= gt).all()  # inside the disk...
+    assert inter / gt.sum() == pytest.approx(2 / np.pi, abs=0.04)
+    # the box of the points is the disk's (2r+1)^2 bounding square
+    assert box_mask(pts, gt.shape).sum() == 41 * 41
+    # any point order gives the same quadrilateral; the four points are always covered
+    assert (quadrilateral_mask(pts[[3, 0, 2, 1]], gt.shape) == quad).all()
+    assert quad[pts[:, 0], pts[:, 1]].all()
+
+
+def test_quadrilateral_of_a_degenerate_set_is_a_line():
+    pts = np.array([[5, 2], [5, 9], [5, 5], [5, 6]])
+    m = quadrilateral_mask(pts, (12, 12))
+    assert m[5, 2:10].all() and m.sum() == 8
+
+
+def test_evaluate_scores_skips_and_exports(label_dataset):
+    oracle = BoxOracle()
+    report = evaluate(oracle, label_dataset, thresholds=[0.3, 0.8], batch_size=2)
+    assert report.threshold == 0.5 and report.thresholds == [0.3, 0.5, 0.8]
+    # the 1-px line cannot be cropped: skipped, with the reason
+    assert len(report.skipped) == 1 and "zero height" in report.skipped[0].reason
+    assert report.n_objects == 3
+    by_label = {(r.image.split("/")[-1], r.label): r for r in report.results}
+    rect, disk = by_label[("img0.png", 1)], by_label[("img0.png", 2)]
+    assert rect.iou[0.5] == 1.0 and rect.baselines["box"]["iou"] == 1.0
+    assert rect.boundary_f[0.5] == 1.0
+    # the oracle's mask is the box; the void ring counts for neither side
+    void = (_disk(44, 60, 13) & ~_disk(44, 60, 11))
+    gt = _disk(44, 60, 11)
+    box = box_mask(extreme_points_from_mask(gt), gt.shape) & ~void
+    assert disk.iou[0.5] == pytest.approx(gt.sum() / box.sum())
+    assert disk.iou[0.8] == 0.0 and disk.iou[0.3] == disk.iou[0.5]
+    assert 0.55 < disk.baselines["quadrilateral"]["iou"] < 0.75
+
+    data = json.loads(report.to_json())
+    assert data["summary"]["mean_iou"] == pytest.approx(np.mean([r.iou[0.5] for r in report.results]))
+    assert data["summary"]["skipped"] == 1 and data["summary"]["images"] == 2
+    assert data["baselines"]["box"]["mean_iou"] == pytest.approx(data["summary"]["mean_iou"])
+    assert data["baselines"]["quadrilateral"]["mean_iou"] < data["baselines"]["box"]["mean_iou"]
+    assert [s["threshold"] for s in data["sweep"]] == [0.3, 0.5, 0.8]
+    assert data["sweep"][2]["mean_iou"] == 0.0
+    assert data["per_class"] == {}  # custom labels have no classes
+    assert data["dataset"]["objects"] == 4 and data["throughput"]["objects_per_s"] > 0
+
+    rows = list(csv.DictReader(io.StringIO(report.to_csv())))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    assert len(rows) == 3 * 3  # objects x thresholds, main threshold first
+    main_rows = [r for r in rows if float(r["threshold"]) == 0.5]
+    assert rows[:3] == main_rows
+    assert np.mean([float(r["iou"]) for r in main_rows]) == pytest.approx(data["summary"]["mean_iou"])
+
+
+def test_objects_are_batched_across_images(label_dataset):
+    oracle = BoxOracle()
+    evaluate(oracle, label_dataset, batch_size=8)
+    assert oracle.calls == [3]  # one call for both images' objects
+
+
+def test_jitter_is_reproducible(label_dataset):
+    runs = [evaluate(BoxOracle(), label_dataset, jitter=3.0, seed=s) for s in (1, 1, 2)]
+    ious = [[r.iou[0.5] for r in rep.results] for rep in runs]
+    assert ious[0] == ious[1] and ious[0] != ious[2]
+    assert runs[0].settings["point_source"] == "jitter"
+    with pytest.raises(InvalidPointsError):
+        evaluate(BoxOracle(), label_dataset, jitter=-1)
+
+
+def test_points_file_gives_the_same_points(label_dataset, tmp_path):
+    from dextr_lib.points_io import points_from_masks, read_objects, write_objects
+
+    labels = sorted((tmp_path / "labels").glob("*.png"))
+    entries = points_from_masks(labels, image_dir=tmp_path / "images")
+    for e in entries:  # the 1-px line has no valid points: it is skipped either way
+        e.objects = [o for o in e.objects if np.ptp(o.points, axis=0).all()]
+    write_objects(entries, tmp_path / "objects.json")
+    pf = read_objects(tmp_path / "objects.json")
+    from_file = evaluate(BoxOracle(), label_dataset, points_file=pf)
+    from_gt = evaluate(BoxOracle(), label_dataset)
+    assert from_file.settings["point_source"] == "points_file"
+    assert [r.iou for r in from_file.results] == [r.iou for r in from_gt.results]
+    assert [s.reason for s in from_file.skipped] == ["no points for this object in the points file"]
+    with pytest.raises(InvalidPointsError, match="exclude"):
+        evaluate(BoxOracle(), label_dataset, points_file=pf, jitter=2)
+
+
+def test_worst_and_limit(label_dataset):
+    report = evaluate(BoxOracle(), label_dataset, keep_worst=2, threshold=0.5)
+    worst = [w.result.iou[0.5] for w in report.worst]
+    assert worst == sorted(r.iou[0.5] for r in report.results)[:2]
+    assert report.worst[0].prediction.shape == (H, W)
+    limited = evaluate(BoxOracle(), label_dataset, limit=2)
+    assert limited.dataset["objects"] == 2 and limited.dataset["images"] == 1
+
+
+def test_tiny_model_runs_and_is_batch_size_independent(label_dataset, tiny_model):
+    a = evaluate(tiny_model, label_dataset, batch_size=1)
+    b = evaluate(tiny_model, label_dataset, batch_size=3)
+    assert a.n_objects == 3
+    for ra, rb in zip(a.results, b.results):
+        assert 0.0 <= ra.iou[0.5] <= 1.0
+        assert ra.iou[0.5] == pytest.approx(rb.iou[0.5], abs=1e-3)
