@@ -1,6 +1,6 @@
 """Options shared by several commands, declared once."""
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -23,6 +23,32 @@ BatchSizeOpt = Annotated[
     Optional[int], typer.Option("--batch-size", min=1, help="Objects per network forward (default: 8).", show_default=False)
 ]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed, for reproducible runs.")]
+
+# Dataset options (eval, train, finetune); build the dataset with dextr_cli._datasets.open_dataset.
+DatasetKindOpt = Annotated[
+    Optional[str],
+    typer.Option("--dataset", help="Dataset kind: pascal_voc, custom_label or custom_mask.", show_default=False),
+]
+ImagePatOpt = Annotated[
+    Optional[List[str]],
+    typer.Option("--image-pat", help="Glob of the images (custom kinds); repeat to unite, @FILE reads a list.",
+                 show_default=False),
+]
+TargetPatOpt = Annotated[
+    Optional[List[str]],
+    typer.Option("--target-pat", help="Glob of the label images (custom_label) or mask files (custom_mask); "
+                 "paired with images by file stem.", show_default=False),
+]
+SplitOpt = Annotated[Optional[str], typer.Option("--split", help="pascal_voc split: train or val.", show_default=False)]
+LabelIgnoreIndexOpt = Annotated[
+    Optional[int],
+    typer.Option("--label-ignore-index", help="Label value that is neither object nor background (void); "
+                 "-1: none [default: 255].", show_default=False),
+]
+MinObjectAreaOpt = Annotated[
+    Optional[int],
+    typer.Option("--min-object-area", min=0, help="Skip objects with fewer pixels [default: 0].", show_default=False),
+]
 
 
 def pick(cli_value, config_value):

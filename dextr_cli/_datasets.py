@@ -1,0 +1,57 @@
+"""Build a dataset from the shared dataset options (``--dataset``, ``--image-pat``, ...)."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from dextr_lib.config import PathsConfig
+
+from ._console import err_console
+from ._progress import progress_bar
+
+
+def open_dataset(
+    kind: Optional[str],
+    image_pat: Optional[List[str]],
+    target_pat: Optional[List[str]],
+    *,
+    split: str,
+    ignore_index: Optional[int],
+    min_object_area: int,
+    paths: PathsConfig,
+    whole_labels: bool = False,
+):
+    """The :class:`~dextr_lib.datasets.ObjectDataset` the options describe, indexed with a progress
+    bar; unmatched files are reported as yellow warnings. ``ignore_index`` -1 means none.
+
+    Raises:
+        typer.BadParameter: a missing or contradictory option (usage error, exit 2).
+        DatasetError: files that do not form a dataset.
+    """
+    from dextr_lib.datasets import KINDS, build_dataset
+
+    if kind is None:
+        raise typer.BadParameter(f"choose a dataset kind: {', '.join(KINDS)}", param_hint="--dataset")
+    if kind not in KINDS:
+        raise typer.BadParameter(f"expected one of {', '.join(KINDS)}, got {kind!r}", param_hint="--dataset")
+    if kind == "pascal_voc":
+        if image_pat or target_pat:
+            raise typer.BadParameter("pascal_voc finds its files under [paths] pascal_voc; "
+                                     "--image-pat/--target-pat are for custom datasets",
+                                     param_hint="--image-pat")
+    elif not image_pat or not target_pat:
+        raise typer.BadParameter(f"--dataset {kind} needs both --image-pat and --target-pat",
+                                 param_hint="--image-pat")
+
+    def warn(message: str) -> None:
+        err_console.print(f"[yellow]Warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    with progress_bar("Indexing dataset") as update:
+        return build_dataset(
+            kind, image_pat=image_pat, target_pat=target_pat, split=split,
+            pascal_voc_root=paths.pascal_voc, sbd_root=paths.sbd,
+            ignore_index=None if ignore_index is not None and ignore_index < 0 else ignore_index,
+            min_object_area=min_object_area, whole_labels=whole_labels,
+            on_progress=update, on_warning=warn,
+        )
