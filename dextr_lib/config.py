@@ -63,6 +63,25 @@ class ModelsConfig:
 
 
 @dataclass
+class EvalConfig:
+    """``[eval]``: defaults of ``dextr eval``."""
+
+    model: Optional[str] = None
+    dataset: Optional[str] = None  # pascal_voc, custom_label or custom_mask
+    image_pat: List[str] = field(default_factory=list)
+    target_pat: List[str] = field(default_factory=list)
+    split: str = "val"
+    ignore_index: Optional[int] = 255  # -1: none
+    min_object_area: int = 0
+    device: Optional[str] = None
+    batch_size: int = 8
+    threshold: Optional[float] = None  # default: the model's profile threshold
+    thresholds: List[float] = field(default_factory=list)  # extra thresholds to sweep
+    boundary_tolerance: Optional[float] = None  # pixels; default 0.008 x image diagonal
+    worst: int = 5  # overlays written with --overlays
+
+
+@dataclass
 class Config:
     """The whole config. ``source`` is the file it came from (None: defaults only)."""
 
@@ -70,6 +89,7 @@ class Config:
     predict: PredictConfig = field(default_factory=PredictConfig)
     points_from_mask: PointsFromMaskConfig = field(default_factory=PointsFromMaskConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     source: Optional[str] = None
 
 
