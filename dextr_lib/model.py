@@ -34,6 +34,8 @@ class DextrModel:
         self.preprocess = preprocess
         self.arch = arch
         self.meta = dict(meta or {})
+        #: Set by ``load_model``: what a legacy file was converted from (None otherwise).
+        self.load_note: Optional[str] = None
 
     def __repr__(self) -> str:
         p = self.preprocess
@@ -248,6 +250,19 @@ class DextrModel:
         """
         ckpt = ckpt_io.read_checkpoint(path, map_location="cpu")
         return cls.from_checkpoint(ckpt, map_location, os.fspath(path))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: Union[str, PathLike], map_location: Any = None, **kwargs: Any) -> "DextrModel":
+        """A ready model from a registry name (downloaded when not cached) or a file (ours or
+        legacy); see :func:`dextr_lib.weights.load_model` for ``kwargs`` (``cache_dir``, ...)."""
+        from .weights import load_model
+
+        return load_model(name_or_path, map_location, **kwargs)
+
+    @classmethod
+    def pascalvoc_resunet101(cls, map_location: Any = "cpu", **kwargs: Any) -> "DextrModel":
+        """``dextr`` 0.1.2's published PASCAL VOC ResNet-101 U-Net (the seed API)."""
+        return cls.from_pretrained("pascalvoc-resunet101", map_location, **kwargs)
 
 
 def create_model(

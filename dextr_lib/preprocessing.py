@@ -41,6 +41,15 @@ class Preprocess:
         interpolation: resampling of the image crop, ``"bilinear"`` or ``"bicubic"``.
         clip_to_box: zero the pasted-back mask outside the box through the points.
         threshold: default probability threshold for binary masks.
+        point_origin: ``"center"``: a point ``[y, x]`` stands for its pixel's centre
+            ``(y + 0.5, x + 0.5)``, and Gaussians sit on crop pixel centres. ``"corner"``: the
+            point is used as a continuous coordinate as it is and the Gaussian centre is the
+            crop coordinate itself (``dextr`` 0.1.2 and original DEXTR; imported models only).
+        heatmap_snap: truncate Gaussian centres to whole crop pixels (original DEXTR's demo).
+        crop_box_truncate: truncate the image crop's box to whole pixels (toward zero) while the
+            heatmap and paste-back keep the exact box (``dextr`` 0.1.2's quirk).
+        paste_interpolation: resampling of the output back into the image, ``"bilinear"`` or
+            ``"bicubic"`` (original DEXTR).
     """
 
     name: str = "dextr"
@@ -54,6 +63,10 @@ class Preprocess:
     interpolation: str = "bilinear"
     clip_to_box: bool = False
     threshold: float = 0.5
+    point_origin: str = "center"
+    heatmap_snap: bool = False
+    crop_box_truncate: bool = False
+    paste_interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -82,6 +95,12 @@ class Preprocess:
             )
         if not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.point_origin not in ("center", "corner"):
+            raise ValueError(f"point_origin must be 'center' or 'corner', got {self.point_origin!r}")
+        if self.paste_interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(
+                f"paste_interpolation must be 'bilinear' or 'bicubic', got {self.paste_interpolation!r}"
+            )
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
@@ -105,7 +124,9 @@ class Preprocess:
     def boxes(self, points: np.ndarray) -> np.ndarray:
         """``(N, 4, 2)`` points -> ``(N, 4)`` continuous crop boxes ``[y0, x0, y1, x1]``."""
         if self.padding_mode == "crop":
-            return geometry.relaxed_boxes(points, self.padding, self.target_size)
+            boxes = geometry.relaxed_boxes(points, self.padding, self.target_size)
+            # relaxed_boxes puts points on pixel centres; "corner" takes them as they are.
+            return boxes - 0.5 if self.point_origin == "corner" else boxes
         return geometry.pixel_relaxed_boxes(points, self.padding)
 
     def crop(self, images: torch.Tensor, boxes: np.ndarray, mode: str | None = None) -> torch.Tensor:
@@ -133,7 +154,13 @@ class Preprocess:
 
     def heatmaps(self, points: np.ndarray, boxes: np.ndarray, device: torch.device) -> torch.Tensor:
         """``(N, T, T)`` guidance heatmaps for ``(N, 4, 2)`` image-space points."""
-        in_crop = geometry.image_to_crop(points, boxes, self.target_size)
+        if self.point_origin == "corner":
+            lo = boxes[:, None, :2]
+            in_crop = (points - lo) / (boxes[:, None, 2:] - lo) * self.target_size
+        else:
+            in_crop = geometry.image_to_crop(points, boxes, self.target_size)
+        if self.heatmap_snap:
+            in_crop = np.trunc(in_crop)
         pts = torch.as_tensor(in_crop, dtype=torch.float32, device=device)
         return gaussian_heatmaps(pts, self.target_size, self.blob_sigma, self.heatmap_combine)
 
@@ -157,7 +184,7 @@ class Preprocess:
             ``(N, 4)`` crop boxes needed by :meth:`paste`.
         """
         boxes = self.boxes(points)
-        rgb = self.crop(image, boxes)
+        rgb = self.crop(image, np.trunc(boxes) if self.crop_box_truncate else boxes)
         heat = self.heatmaps(points, boxes, image.device)
         return self.normalize(rgb, heat), boxes
 
@@ -192,10 +219,11 @@ class Preprocess:
                 xs = (torch.arange(c0, c1, device=probs.device, dtype=probs.dtype) + 0.5 - x0) / (x1 - x0)
                 grid = torch.stack(torch.meshgrid(xs * 2 - 1, ys * 2 - 1, indexing="xy"), dim=-1)
                 window = F.grid_sample(
-                    probs[i][None, None], grid[None], mode="bilinear",
+                    probs[i][None, None], grid[None], mode=self.paste_interpolation,
                     padding_mode="border", align_corners=False,
                 )
-                full[r0:r1, c0:c1] = window[0, 0]
+                # Bicubic overshoots a little: keep probabilities in [0, 1].
+                full[r0:r1, c0:c1] = window[0, 0].clamp(0.0, 1.0)
             if self.clip_to_box:
                 if points is None:
                     raise ValueError("clip_to_box needs the points")
@@ -231,6 +259,21 @@ def image_to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torc
 
 #: Named profiles. ``dextr`` is the ``dextr`` 0.1.2 package's profile and the default.
 PROFILES: Dict[str, Preprocess] = {"dextr": Preprocess()}
+
+#: Models imported from ``dextr`` 0.1.2 files: its profile with its coordinate conventions
+#: (points as continuous coordinates, image crop box truncated to whole pixels).
+PROFILES["dextr012"] = Preprocess(name="dextr012", point_origin="corner", crop_box_truncate=True)
+
+#: Original DEXTR-PyTorch (Maninis et al.): 50 px relax in image pixels, zero padding past the
+#: image, 512x512 bicubic resize, Gaussians of full width at half maximum 10 (std 10 / 2.3548)
+#: combined by max and scaled to 0-255, raw 0-255 RGB, bicubic paste-back, zero outside the
+#: points' box, threshold 0.8.
+PROFILES["original"] = Preprocess(
+    name="original", target_size=512, padding=50.0, padding_mode="image",
+    blob_sigma=10.0 / (2.0 * float(np.sqrt(2.0 * np.log(2.0)))), heatmap_combine="max",
+    mean=(0.0, 0.0, 0.0, 0.0), std=(1 / 255.0,) * 4, interpolation="bicubic", clip_to_box=True,
+    threshold=0.8, point_origin="corner", heatmap_snap=True, paste_interpolation="bicubic",
+)
 
 
 def get_profile(name: str, **overrides: Any) -> Preprocess:

@@ -278,3 +278,56 @@ def fetch_pretrained(
     )
     record_download(dst, url, digest, size)
     return dst
+
+
+def load_model(
+    spec: Union[PathLike, str],
+    map_location: Any = None,
+    *,
+    cache_dir: Optional[PathLike] = None,
+    mirror: Optional[str] = None,
+    on_progress=None,
+):
+    """Load a model from a file or the zoo: the one resolver every ``--model`` option uses.
+
+    Args:
+        spec: a path to one of our checkpoints, a path to a legacy file (a ``dextr`` 0.1.2
+            pickle or an original DEXTR-PyTorch state dict, converted in memory), or a registry
+            name (see :func:`list_pretrained`; downloaded into the cache when missing).
+        map_location: device for the model; default CUDA when available, else CPU.
+        cache_dir: model cache (default: :func:`models_dir`); the CLI passes ``[paths] models``.
+        mirror: base URL tried first for registry downloads; default ``$DEXTR_MIRROR``.
+        on_progress: download progress callback ``fn(done_bytes, total_bytes_or_None)``.
+
+    Returns:
+        A :class:`~dextr_lib.model.DextrModel` in eval mode. Its ``load_note`` attribute says
+        what a legacy file was converted from (``None`` for our own checkpoints).
+
+    Raises:
+        CheckpointError: no such file or name, or an unreadable/unsupported file.
+        DownloadError, ChecksumError: a registry download failed.
+
+    Example:
+        >>> model = load_model("pascalvoc-resunet101", map_location="cpu")
+    """
+    from .errors import CheckpointError
+    from .legacy import read_any_checkpoint
+    from .model import DextrModel
+
+    pretrained = None
+    if isinstance(spec, (str, os.PathLike)) and os.path.isfile(spec):
+        path = Path(spec)
+    elif is_pretrained_name(spec):
+        pretrained = str(spec)
+        path = fetch_pretrained(pretrained, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress)
+    else:
+        raise CheckpointError(
+            f"model not found: {spec!r} is neither a checkpoint file nor a registered model "
+            f"name ({', '.join(list_pretrained())})"
+        )
+    ckpt, note = read_any_checkpoint(path)
+    if pretrained is not None:
+        ckpt.setdefault("meta", {})["pretrained"] = pretrained
+    model = DextrModel.from_checkpoint(ckpt, map_location, source=os.fspath(path))
+    model.load_note = note
+    return model

@@ -1,0 +1,321 @@
+"""Import checkpoints written by the two earlier DEXTR implementations.
+
+* ``dextr`` 0.1.2 files are whole pickled ``DextrModel`` objects (classes from ``dextr.*``,
+  ``torchvision`` and ``torch.nn``). They are read with a restricted unpickler: classes from
+  those packages become inert stand-ins that only record their pickled state, tensors are rebuilt
+  by torch's own rebuild functions, and any other global (``os.system``, ``builtins.eval``, ...)
+  is refused with a :class:`CheckpointError`. No code from the file runs and the ``dextr``
+  package is not needed. The stand-ins' state gives a flat state dict plus ``padding``,
+  ``blob_sigma`` and the target size.
+* Original DEXTR-PyTorch files are plain state dicts of a DeepLab-v2 ResNet-101 with a PSP head
+  (our ``psp101``), possibly saved from ``nn.DataParallel`` (``module.`` prefix).
+
+Both become our checkpoint dict (see :mod:`dextr_lib.checkpoint`) with the matching
+pre-processing profile (``dextr012`` / ``original``).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import types
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from . import checkpoint as ckpt_io
+from .errors import CheckpointError
+from .preprocessing import get_profile
+
+PathLike = Union[str, os.PathLike]
+
+#: Packages whose classes are replaced by inert stand-ins (never imported, never called).
+_STANDIN_PREFIXES = ("dextr.", "torchvision.", "torch.nn.modules.")
+_CLASS_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _real_globals() -> Dict[Tuple[str, str], Any]:
+    """Callables the pickle may really use: tensor/array rebuilders and plain containers."""
+    import numpy as np
+
+    allowed: Dict[Tuple[str, str], Any] = {
+        ("collections", "OrderedDict"): OrderedDict,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "slice"): slice,
+        ("torch", "Size"): torch.Size,
+        ("torch", "device"): torch.device,
+        ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+        ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+    for name in ("_rebuild_parameter_with_state", "_rebuild_device_tensor_from_numpy"):
+        if hasattr(torch._utils, name):
+            allowed[("torch._utils", name)] = getattr(torch._utils, name)
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+        allowed[(mod, "scalar")] = multiarray.scalar
+    for dt in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType", "UInt8DType"):
+        if hasattr(np, "dtypes") and hasattr(np.dtypes, dt):
+            allowed[("numpy.dtypes", dt)] = getattr(np.dtypes, dt)
+    for dtype_name in ("float16", "float32", "float64", "bfloat16", "int64", "int32", "uint8", "bool"):
+        allowed[("torch", dtype_name)] = getattr(torch, dtype_name)
+    return allowed
+
+
+class StandIn:
+    """An inert object standing for a pickled instance of ``module.qualname``.
+
+    It records constructor arguments and pickled state and does nothing else."""
+
+    module = "?"
+    qualname = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = object.__new__(cls)
+        obj.__dict__["_args"] = args
+        obj.__dict__["_state"] = None
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        self.__dict__["_args"] = args
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2 and isinstance(state[1], dict):
+            merged = dict(state[0] or {})
+            merged.update(state[1])
+            state = merged
+        self.__dict__["_state"] = state
+
+    @property
+    def state(self) -> Dict[str, Any]:
+        s = self.__dict__.get("_state")
+        return s if isinstance(s, dict) else {}
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self.module}.{self.qualname}>"
+
+
+_STANDINS: Dict[Tuple[str, str], type] = {}
+
+
+def _standin(module: str, name: str) -> type:
+    key = (module, name)
+    if key not in _STANDINS:
+        _STANDINS[key] = type(name, (StandIn,), {"module": module, "qualname": name})
+    return _STANDINS[key]
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for ``dextr`` 0.1.2 files: stand-ins for allow-listed classes, real objects only
+    for tensor/array rebuilders, everything else refused."""
+
+    _real: Optional[Dict[Tuple[str, str], Any]] = None
+
+    def find_class(self, module: str, name: str) -> Any:
+        if RestrictedUnpickler._real is None:
+            RestrictedUnpickler._real = _real_globals()
+        real = RestrictedUnpickler._real.get((module, name))
+        if real is not None:
+            return real
+        if module.startswith(_STANDIN_PREFIXES) and _CLASS_NAME.match(name):
+            return _standin(module, name)
+        raise CheckpointError(
+            f"refusing to load {module}.{name} from a pickled checkpoint: only dextr 0.1.2 "
+            "models (classes from dextr, torchvision and torch.nn) are imported, and no code "
+            "from the file is run"
+        )
+
+
+def _restricted_pickle_module() -> types.ModuleType:
+    mod = types.ModuleType("dextr_restricted_pickle")
+    mod.Unpickler = RestrictedUnpickler  # type: ignore[attr-defined]
+
+    def load(file, **kwargs):
+        return RestrictedUnpickler(file, **kwargs).load()
+
+    mod.load = load  # type: ignore[attr-defined]
+    mod.__name__ = "pickle"  # torch.load checks the name for its legacy-format magic number
+    return mod
+
+
+# -- dextr 0.1.2 -------------------------------------------------------------------------------
+def _flat_state_dict(module: StandIn, prefix: str = "") -> "OrderedDict[str, torch.Tensor]":
+    """Rebuild ``nn.Module.state_dict()`` from a stand-in's recorded ``__dict__``."""
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    state = module.state
+    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    for name, p in (state.get("_parameters") or {}).items():
+        if p is not None:
+            out[prefix + name] = p.detach() if isinstance(p, torch.Tensor) else p
+    for name, b in (state.get("_buffers") or {}).items():
+        if b is not None and name not in non_persistent:
+            out[prefix + name] = b
+    for name, child in (state.get("_modules") or {}).items():
+        if isinstance(child, StandIn):
+            out.update(_flat_state_dict(child, f"{prefix}{name}."))
+    return out
+
+
+def _children(module: StandIn) -> Dict[str, Any]:
+    return dict(module.state.get("_modules") or {})
+
+
+def _arch_of(net: StandIn, source: str) -> str:
+    kind = type(net).__name__
+    if kind == "ResUNet":
+        try:
+            layers = [_children(_children(net)["base_model"])[f"layer{i}"] for i in range(1, 5)]
+            blocks = tuple(len(_children(layer)) for layer in layers)
+            block = type(_children(layers[0])["0"]).__name__
+        except (KeyError, TypeError):
+            raise CheckpointError(f"{source}: ResUNet without a ResNet base_model") from None
+        depth = {
+            ("BasicBlock", (2, 2, 2, 2)): 18, ("BasicBlock", (3, 4, 6, 3)): 34,
+            ("Bottleneck", (3, 4, 6, 3)): 50, ("Bottleneck", (3, 4, 23, 3)): 101,
+        }.get((block, blocks))
+        if depth is None:
+            raise CheckpointError(
+                f"{source}: unsupported ResUNet encoder ({block}, blocks per stage {blocks})"
+            )
+        return f"resunet{depth}"
+    if kind == "DenseUNet":
+        return "denseunet161"
+    if kind == "DeepLabV3":
+        return "deeplab3"
+    raise CheckpointError(
+        f"{source}: unsupported dextr 0.1.2 network class {net.module}.{kind}; expected "
+        "ResUNet, DenseUNet or DeepLabV3"
+    )
+
+
+_DROP_PREFIXES = ("base_model.fc.", "base_model.classifier.", "aux_classifier.")
+
+
+def _complete_bn_counters(weights: "OrderedDict[str, torch.Tensor]") -> "OrderedDict[str, torch.Tensor]":
+    """Add the ``num_batches_tracked`` counters that files from PyTorch < 0.4.1 lack."""
+    for key in [k for k in weights if k.endswith(".running_mean")]:
+        counter = key[: -len("running_mean")] + "num_batches_tracked"
+        if counter not in weights:
+            weights[counter] = torch.tensor(0, dtype=torch.long)
+    return weights
+
+
+def convert_dextr012(obj: Any, source: str = "<file>") -> Dict[str, Any]:
+    """Turn a restricted-unpickled ``dextr`` 0.1.2 ``DextrModel`` into our checkpoint dict."""
+    if not (isinstance(obj, StandIn) and type(obj).__name__ == "DextrModel"):
+        raise CheckpointError(
+            f"{source}: expected a pickled dextr 0.1.2 DextrModel, found {obj!r}"
+        )
+    state = obj.state
+    net = state.get("net")
+    if not isinstance(net, StandIn):
+        raise CheckpointError(f"{source}: the pickled DextrModel has no network")
+    arch = _arch_of(net, source)
+    weights = _complete_bn_counters(OrderedDict(
+        (k, v) for k, v in _flat_state_dict(net).items() if not k.startswith(_DROP_PREFIXES)
+    ))
+    size = state.get("target_size_yx")
+    try:
+        ty, tx = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{source}: bad target_size_yx {size!r}") from None
+    if ty != tx:
+        raise CheckpointError(
+            f"{source}: non-square target size {ty}x{tx} is not supported (dextr uses square crops)"
+        )
+    try:
+        padding = float(state["padding"])
+        blob_sigma = float(state["blob_sigma"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{source}: the pickled DextrModel lacks padding/blob_sigma") from None
+    preprocess = get_profile("dextr012", target_size=ty, padding=padding, blob_sigma=blob_sigma)
+    meta = {"source": f"converted from dextr 0.1.2 file {os.path.basename(source)}",
+            "converted_from": "dextr012"}
+    return ckpt_io.make_checkpoint(arch, preprocess.to_dict(), weights, meta)
+
+
+# -- original DEXTR-PyTorch ----------------------------------------------------------------------
+def _is_psp_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ) and any(k.split("module.", 1)[-1].startswith("layer5.") for k in obj)
+
+
+def convert_original(state_dict: Dict[str, torch.Tensor], source: str = "<file>") -> Dict[str, Any]:
+    """An original DEXTR-PyTorch state dict (``module.`` prefix stripped) -> our checkpoint dict."""
+    weights = _complete_bn_counters(OrderedDict(
+        (k[len("module."):] if k.startswith("module.") else k, v) for k, v in state_dict.items()
+    ))
+    meta = {"source": f"converted from DEXTR-PyTorch file {os.path.basename(source)}",
+            "converted_from": "original"}
+    return ckpt_io.make_checkpoint("psp101", get_profile("original").to_dict(), weights, meta)
+
+
+# -- entry point -------------------------------------------------------------------------------
+def read_any_checkpoint(path: PathLike) -> Tuple[Dict[str, Any], Optional[str]]:
+    """Read our checkpoint, or import a legacy one.
+
+    Returns:
+        ``(checkpoint_dict, note)``: ``note`` is ``None`` for our own format, else a sentence
+        saying what the file was converted from (for the CLI to show).
+
+    Raises:
+        CheckpointError: missing, unreadable or unsupported file, or a pickle referencing
+            anything outside the allow-list.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    name = os.path.basename(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not loadable with weights_only: maybe a dextr 0.1.2 pickle
+        obj = _load_restricted(path)
+        return convert_dextr012(obj, path), f"converted from dextr 0.1.2 model file {name}"
+    if isinstance(obj, dict) and obj.get("format") == ckpt_io.FORMAT:
+        return ckpt_io.validate_checkpoint(obj, path), None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and "format" not in obj:
+        obj = obj["state_dict"]
+    if _is_psp_state_dict(obj):
+        return convert_original(obj, path), f"converted from DEXTR-PyTorch model file {name}"
+    raise CheckpointError(
+        f"{path} is not a dextr checkpoint, a dextr 0.1.2 model or a DEXTR-PyTorch state dict"
+    )
+
+
+def _load_restricted(path: str) -> Any:
+    try:
+        return torch.load(
+            path, map_location="cpu", pickle_module=_restricted_pickle_module(), weights_only=False
+        )
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"cannot read {path}: not a dextr checkpoint nor a readable legacy model ({first})"
+        ) from None
+
+
+def convert_file(src: PathLike, dst: PathLike) -> Optional[str]:
+    """Convert any supported checkpoint ``src`` to our format at ``dst`` (written atomically).
+
+    Returns:
+        The conversion note (``None`` when ``src`` was already in our format).
+    """
+    ckpt, note = read_any_checkpoint(src)
+    if note is not None:
+        # Validate by loading into the architecture before writing anything.
+        from .model import DextrModel
+
+        DextrModel.from_checkpoint(ckpt, map_location="cpu", source=os.fspath(src))
+    ckpt_io.atomic_torch_save(ckpt, dst)
+    return note
