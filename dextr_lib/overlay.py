@@ -66,5 +66,7 @@ def draw_overlay(
         for y, x in np.asarray(pts, dtype=np.float64).reshape(-1, 2):
             cx, cy = x + 0.5, y + 0.5  # pixel centre
             box = [cx - radius, cy - radius, cx + radius, cy + radius]
+            # A dark rim under the white ring keeps the marker visible on light and dark photos.
+            draw.ellipse([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], fill=(0, 0, 0))
             draw.ellipse(box, fill=color, outline=(255, 255, 255), width=max(1, radius // 3))
     return np.asarray(out)
