@@ -63,6 +63,13 @@ def _register() -> None:
 
     app.command("predict")(predict.predict)
     app.command("points-from-mask")(points_from_mask.points_from_mask)
+    from .commands import convert, download
+
+    app.command("download")(download.download)
+    app.command("convert")(convert.convert)
+    from .commands import evaluate
+
+    app.command("eval")(evaluate.evaluate_command)
 
 
 _register()

@@ -1,0 +1,54 @@
+"""Model loading for every command's ``--model``/``--from`` option, with download progress."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
+
+from rich.progress import (
+    BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
+)
+
+import dextr_lib
+from dextr_lib.config import Config
+
+from ._console import err_console
+
+
+@contextmanager
+def download_progress(description: str) -> Iterator[Callable[[int, Optional[int]], None]]:
+    """Yield ``update(done_bytes, total_bytes)``; the bar (bytes, speed, ETA) appears on stderr
+    at the first update, so nothing is drawn when no download happens."""
+    progress: Optional[Progress] = None
+    task = None
+
+    def update(done: int, total: Optional[int] = None) -> None:
+        nonlocal progress, task
+        if progress is None:
+            progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                console=err_console,
+            )
+            progress.start()
+            task = progress.add_task(description, total=total)
+        progress.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def load_model(spec: str, cfg: Config, map_location: Any = None) -> dextr_lib.DextrModel:
+    """``dextr_lib.load_model`` with the config's cache dir and mirror, a download bar, and a
+    note on stderr when a legacy file was converted in memory."""
+    with download_progress(f"Downloading {spec}") as update:
+        model = dextr_lib.load_model(
+            spec, map_location=map_location, cache_dir=cfg.paths.models,
+            mirror=cfg.models.mirror, on_progress=update,
+        )
+    if model.load_note:
+        err_console.print(f"[dim]Note: {model.load_note} (in memory; `dextr convert` saves it)[/]",
+                          highlight=False)
+    return model

@@ -1,0 +1,36 @@
+"""``dextr convert``: turn a legacy DEXTR model file into a dextr checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from typing_extensions import Annotated
+
+from dextr_lib.legacy import convert_file
+
+from .._console import console
+
+
+def convert(
+    src: Annotated[Path, typer.Argument(
+        help="A dextr 0.1.2 model file, an original DEXTR-PyTorch state dict, or a dextr checkpoint.",
+        exists=True, dir_okay=False, show_default=False)],
+    dst: Annotated[Path, typer.Argument(help="The dextr checkpoint to write (.pt).", dir_okay=False,
+                                        show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Overwrite DST if it exists.")] = False,
+) -> None:
+    """Convert a legacy model file (dextr 0.1.2 or DEXTR-PyTorch) into a dextr checkpoint.
+
+    Pickled dextr 0.1.2 models are read without running any code from the file.
+
+    Examples:
+        dextr convert dextr_pascalvoc_resunet101-a2d81727.pth resunet101-voc.pt
+        dextr convert dextr_pascal-sbd.pth pascal-sbd.pt
+    """
+    if dst.exists() and not force:
+        raise typer.BadParameter(f"{dst} exists; pass --force to overwrite it", param_hint="DST")
+    if dst.resolve() == src.resolve():
+        raise typer.BadParameter("DST must differ from SRC", param_hint="DST")
+    note = convert_file(src, dst)
+    what = note or "already a dextr checkpoint; copied"
+    console.print(f"Wrote {dst} ({what})", highlight=False)

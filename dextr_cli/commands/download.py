@@ -1,0 +1,107 @@
+"""``dextr download``: fetch published models into the model cache."""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import List, Optional
+from urllib.parse import urlsplit
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from dextr_lib import weights
+from dextr_lib.config import load_config
+from dextr_lib.download import download_file
+
+from .._console import console
+from .._models import download_progress
+from .._options import ConfigOpt, pick
+
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.")  # torch.hub's NAME-<sha256 prefix>.EXT
+
+
+def _size(n: Optional[int]) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return "?"
+
+
+def _list(cache_dir: Optional[str]) -> None:
+    table = Table(title=f"Published DEXTR models (cache: {weights.models_dir(cache_dir)})")
+    for col in ("name", "arch", "size", "reported accuracy", "cached"):
+        table.add_column(col)
+    for name in weights.list_pretrained():
+        entry = weights.get_pretrained(name)
+        path = weights.cached_path(entry, cache_dir)
+        size = path.stat().st_size if path.is_file() else entry.size
+        table.add_row(name, entry.arch, _size(size), entry.accuracy,
+                      "[green]yes[/]" if path.is_file() else "no")
+    console.print(table)
+
+
+def download(
+    names: Annotated[Optional[List[str]], typer.Argument(
+        help="Registered model names (see --list).", show_default=False)] = None,
+    list_models: Annotated[bool, typer.Option(
+        "--list", help="List the published models and whether they are cached.")] = False,
+    url: Annotated[Optional[str], typer.Option(
+        "--url", help="Download this URL instead (a mirror or a private model).", show_default=False)] = None,
+    sha256: Annotated[Optional[str], typer.Option(
+        "--sha256", help="Expected SHA-256 of the --url file.", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="File name in the cache for --url [default: the URL's].", show_default=False)] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(
+        "--cache-dir", help="Model cache [default: [paths] models, $DEXTR_HOME/models, or the user cache].",
+        file_okay=False, show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even when cached.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Download published models into the model cache.
+
+    Examples:
+        dextr download --list
+        dextr download pascalvoc-resunet101
+        dextr download pascal-sbd coco --cache-dir ./models
+        dextr download --url https://example.org/my-dextr.pt --sha256 <64 hex digits>
+    """
+    cfg = load_config(config)
+    cache = pick(str(cache_dir) if cache_dir else None, cfg.paths.models)
+    if sum([bool(names), list_models, url is not None]) != 1:
+        raise typer.BadParameter("give model NAMEs, --list, or --url (exactly one of them)")
+    if (sha256 or name) and url is None:
+        raise typer.BadParameter("--sha256 and --name go with --url")
+    if list_models:
+        _list(cache)
+        return
+    if url is not None:
+        filename = name or os.path.basename(urlsplit(url).path)
+        if not filename or "/" in filename or filename in (".", ".."):
+            raise typer.BadParameter(f"cannot take a file name from {url!r}; pass --name", param_hint="--name")
+        dst = weights.models_dir(cache) / filename
+        if dst.is_file() and not force:
+            console.print(f"Already cached: {dst} (use --force to download again)", highlight=False)
+            return
+        m = _HASH_IN_NAME.search(filename)
+        with download_progress(filename) as update:
+            digest = download_file(url, dst, sha256=sha256, hash_prefix=None if sha256 or not m else m.group(1),
+                                   on_progress=update)
+        weights.record_download(dst, url, digest, dst.stat().st_size)
+        console.print(f"Saved {dst}\nsha256 {digest}", highlight=False)
+        return
+    for n in names:
+        weights.get_pretrained(n)  # unknown names fail before any download
+    for n in names:
+        entry = weights.get_pretrained(n)
+        if weights.is_cached(entry, cache) and not force:
+            console.print(f"{n}: already cached at {weights.cached_path(entry, cache)}", highlight=False)
+            continue
+        with download_progress(n) as update:
+            path = weights.fetch_pretrained(n, cache_dir=cache, force=force, mirror=cfg.models.mirror,
+                                            on_progress=update)
+        console.print(f"{n}: saved {path}", highlight=False)
