@@ -43,11 +43,11 @@ SplitOpt = Annotated[Optional[str], typer.Option("--split", help="pascal_voc spl
 LabelIgnoreIndexOpt = Annotated[
     Optional[int],
     typer.Option("--label-ignore-index", help="Label value that is neither object nor background (void); "
-                 "-1: none [default: 255].", show_default=False),
+                 "-1: none (default: 255).", show_default=False),
 ]
 MinObjectAreaOpt = Annotated[
     Optional[int],
-    typer.Option("--min-object-area", min=0, help="Skip objects with fewer pixels [default: 0].", show_default=False),
+    typer.Option("--min-object-area", min=0, help="Skip objects with fewer pixels (default: 0).", show_default=False),
 ]
 
 

@@ -1,0 +1,204 @@
+"""``dextr eval``: how good is a model? IoU and boundary F on every object of a dataset."""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import List, Optional
+
+import PIL.Image
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+import dextr_lib
+from dextr_lib.config import load_config
+from dextr_lib.evaluation import BASELINES, EvalReport, evaluate
+
+from .._console import console, err_console
+from .._datasets import open_dataset
+from .._options import (
+    BatchSizeOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt, LabelIgnoreIndexOpt,
+    MinObjectAreaOpt, SeedOpt, SplitOpt, TargetPatOpt, pick,
+)
+from .._progress import progress_bar
+
+#: Overlay outline colours: ground truth green, prediction red (points in red too).
+GT_COLOR, PRED_COLOR = (40, 220, 60), (255, 40, 40)
+
+
+def _parse_thresholds(text: Optional[str]) -> List[float]:
+    if not text:
+        return []
+    try:
+        values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers like 0.3,0.5,0.8; got {text!r}",
+                                 param_hint="--thresholds") from None
+    if not values or any(not 0.0 <= t <= 1.0 for t in values):
+        raise typer.BadParameter(f"thresholds must be in [0, 1], got {text!r}", param_hint="--thresholds")
+    return values
+
+
+def _fmt(v: float, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
+
+
+def _render(report: EvalReport, model_name: str) -> None:
+    summaries = {"model": report.summary(), **{b: report.summary(b) for b in BASELINES}}
+    table = Table(title=f"{model_name} at threshold {report.threshold:g} on {report.n_objects} objects "
+                  f"({len({r.image for r in report.results})} images)")
+    table.add_column("metric")
+    for name in ("model", "box baseline", "quadrilateral baseline"):
+        table.add_column(name, justify="right")
+    rows = [("mean IoU", "mean_iou", False), ("median IoU", "median_iou", False),
+            ("per-image mean IoU", "per_image_mean_iou", False), ("IoU > 0.85", "above_0.85", True),
+            ("IoU > 0.90", "above_0.90", True), ("boundary F", "mean_boundary_f", False)]
+    for label, key, pct in rows:
+        table.add_row(label, *(_fmt(summaries[m][key], pct) for m in ("model",) + BASELINES))
+    console.print(table)
+    if len(report.thresholds) > 1:
+        sweep = Table(title="threshold sweep (model)")
+        for col in ("threshold", "mean IoU", "median IoU", "IoU > 0.85", "IoU > 0.90", "boundary F"):
+            sweep.add_column(col, justify="right")
+        for s in report.sweep:
+            sweep.add_row(f"{s['threshold']:g}", _fmt(s["mean_iou"]), _fmt(s["median_iou"]),
+                          _fmt(s["above_0.85"], True), _fmt(s["above_0.90"], True), _fmt(s["mean_boundary_f"]))
+        console.print(sweep)
+    per_class = report.per_class()
+    if per_class:
+        ct = Table(title="mean IoU per class")
+        for col in ("class", "objects", "model", "box", "quadrilateral", "boundary F"):
+            ct.add_column(col, justify="left" if col == "class" else "right")
+        for name, c in per_class.items():
+            ct.add_row(name, str(c["objects"]), _fmt(c["mean_iou"]), _fmt(c["box_mean_iou"]),
+                       _fmt(c["quadrilateral_mean_iou"]), _fmt(c["mean_boundary_f"]))
+        console.print(ct)
+    if report.skipped:
+        reasons = Counter(s.reason for s in report.skipped)
+        err_console.print(f"[yellow]Skipped {len(report.skipped)} objects:[/] "
+                          + "; ".join(f"{n} x {r}" for r, n in reasons.items()), highlight=False)
+
+
+def _write_overlays(report: EvalReport, dataset, folder: Path) -> List[Path]:
+    from dextr_lib.overlay import draw_overlay
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for rank, case in enumerate(report.worst, 1):
+        r = case.result
+        rgb = dataset.read_image(r.image)
+        img = draw_overlay(rgb, [case.ground_truth, case.prediction], [None, case.points],
+                           alpha=0.0, colors=[GT_COLOR, PRED_COLOR])
+        path = folder / f"worst{rank:02d}_iou{r.iou[report.threshold]:.3f}_{Path(r.image).stem}_obj{r.index}.png"
+        PIL.Image.fromarray(img).save(path)
+        paths.append(path)
+    return paths
+
+
+def evaluate_command(
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Model checkpoint file (or registered model name).", show_default=False)] = None,
+    dataset: DatasetKindOpt = None,
+    image_pat: ImagePatOpt = None,
+    target_pat: TargetPatOpt = None,
+    split: SplitOpt = None,
+    label_ignore_index: LabelIgnoreIndexOpt = None,
+    min_object_area: MinObjectAreaOpt = None,
+    device: DeviceOpt = None,
+    batch_size: BatchSizeOpt = None,
+    jitter: Annotated[float, typer.Option(
+        "--jitter", min=0.0, help="Jitter the ground-truth extreme points by this many pixels (std), "
+        "to simulate annotators; use with --seed.")] = 0.0,
+    seed: SeedOpt = None,
+    points_file: Annotated[Optional[Path], typer.Option(
+        "--points-file", exists=True, dir_okay=False, help="Take the points from this objects.json "
+        "(from `dextr points-from-mask`) instead of the ground truth.", show_default=False)] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        "--threshold", "-t", min=0.0, max=1.0, help="Main probability threshold (default: the model's, "
+        "usually 0.5).", show_default=False)] = None,
+    thresholds: Annotated[Optional[str], typer.Option(
+        "--thresholds", help="Also sweep these thresholds, e.g. 0.3,0.5,0.8 (the main one is "
+        "--threshold, else 0.5 if listed, else the first).", show_default=False)] = None,
+    boundary_tolerance: Annotated[Optional[float], typer.Option(
+        "--boundary-tolerance", min=0.0, help="Boundary F match distance in pixels (default: 0.008 x "
+        "the image diagonal, as DAVIS).", show_default=False)] = None,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", dir_okay=False, help="Write the report (summary, baselines, per class, settings) as JSON.",
+        show_default=False)] = None,
+    csv_out: Annotated[Optional[Path], typer.Option(
+        "--csv", dir_okay=False, help="Write one row per object (and threshold) as CSV.", show_default=False)] = None,
+    overlays: Annotated[Optional[Path], typer.Option(
+        "--overlays", file_okay=False, help="Write overlays of the worst objects here (ground truth "
+        "outlined green, prediction red).", show_default=False)] = None,
+    worst: Annotated[Optional[int], typer.Option(
+        "--worst", min=1, help="How many worst objects --overlays draws (default: 5).", show_default=False)] = None,
+    limit: Annotated[Optional[int], typer.Option(
+        "--limit", min=1, help="Evaluate only the first N objects.", show_default=False)] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Evaluate a model on every object of a dataset, next to two baselines that need no network.
+
+    Extreme points come from each ground-truth mask by the paper's rule (or jittered, or from a points file). Reports mean/median/per-image IoU, the share above 0.85 and 0.90, and the boundary F-measure, for the model, the box of the points and the quadrilateral through them.
+
+    Examples:
+
+      dextr eval -m model.pt --dataset custom_label --image-pat "data/images/*.png" --target-pat "data/labels/*_mask.png"
+
+      dextr eval -m model.pt --dataset pascal_voc --split val --json report.json --csv objects.csv
+
+      dextr eval -m model.pt --dataset custom_mask --image-pat "imgs/*.jpg" --target-pat "masks/*.png" --jitter 5 --seed 0 --overlays worst/ --worst 10
+    """
+    cfg = load_config(config)
+    ec = cfg.eval
+    model = pick(model, ec.model)
+    if model is None:
+        raise typer.BadParameter("no model given; pass --model CKPT or set [eval] model in the config",
+                                 param_hint="--model")
+    if points_file is not None and jitter > 0:
+        raise typer.BadParameter("--jitter perturbs the ground-truth points; a points file is used as it is",
+                                 param_hint="--jitter")
+    if worst is not None and overlays is None:
+        raise typer.BadParameter("--worst K says how many overlays --overlays DIR writes; add --overlays",
+                                 param_hint="--worst")
+    sweep = _parse_thresholds(thresholds) or list(ec.thresholds)
+    main = pick(threshold, ec.threshold)
+    if main is None and sweep:
+        main = 0.5 if 0.5 in sweep else sweep[0]
+    points = None
+    if points_file is not None:
+        from dextr_lib.points_io import read_objects
+
+        points = read_objects(points_file)  # fail on a bad file before the slow steps
+    ds = open_dataset(
+        pick(dataset, ec.dataset), image_pat or ec.image_pat, target_pat or ec.target_pat,
+        split=pick(split, ec.split), ignore_index=pick(label_ignore_index, ec.ignore_index),
+        min_object_area=pick(min_object_area, ec.min_object_area), paths=cfg.paths,
+    )
+    net = dextr_lib.load_model(model, map_location=pick(device, ec.device))
+    n_worst = pick(worst, ec.worst) if overlays is not None else 0
+    with progress_bar("Evaluating") as update:
+        report = evaluate(
+            net, ds, thresholds=sweep, threshold=main, jitter=jitter, seed=seed, points_file=points,
+            batch_size=pick(batch_size, ec.batch_size), boundary_tolerance=pick(boundary_tolerance, ec.boundary_tolerance),
+            limit=limit, keep_worst=n_worst, on_progress=update,
+        )
+    report.model["source"] = model
+    report.dataset.update(image_pat=image_pat or ec.image_pat, target_pat=target_pat or ec.target_pat,
+                          split=pick(split, ec.split) if ds.kind == "pascal_voc" else None)
+    _render(report, model)
+    if json_out is not None:
+        report.to_json(json_out)
+        console.print(f"Wrote {json_out}", highlight=False)
+    if csv_out is not None:
+        report.to_csv(csv_out)
+        console.print(f"Wrote {csv_out}", highlight=False)
+    if overlays is not None:
+        written = _write_overlays(report, ds, overlays)
+        console.print(f"Wrote {len(written)} overlays of the worst objects to {overlays}", highlight=False)
+    console.print(
+        f"Throughput: [bold]{report.objects_per_s:.1f} objects/s[/] ({report.n_objects} objects in "
+        f"{report.seconds:.1f} s, network {report.model_seconds:.1f} s, on {net.device})", highlight=False,
+    )

@@ -1,0 +1,131 @@
+"""``dextr eval`` end to end on a tiny synthetic label dataset, plus its usage errors."""
+import csv
+import json
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import dextr_lib
+from dextr_cli.app import app
+from dextr_cli.commands.evaluate import GT_COLOR, PRED_COLOR
+
+H, W = 64, 80
+runner = CliRunner()
+
+
+def _disk(cy, cx, r):
+    yy, xx = np.mgrid[:H, :W]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2
+
+
+@pytest.fixture
+def label_data(tmp_path):
+    """Two images with label PNGs: a rectangle and a disk (img0), a rectangle (img1)."""
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels"):
+        (tmp_path / sub).mkdir()
+    lab0 = np.zeros((H, W), np.uint8)
+    lab0[10:30, 10:40] = 1
+    lab0[_disk(44, 60, 11)] = 2
+    lab1 = np.zeros((H, W), np.uint8)
+    lab1[20:50, 30:60] = 1
+    for name, lab in (("img0", lab0), ("img1", lab1)):
+        img = rng.integers(0, 60, size=(H, W, 3), dtype=np.uint8)
+        img[lab > 0] = [220, 200, 40]
+        PIL.Image.fromarray(img).save(tmp_path / "images" / f"{name}.png")
+        PIL.Image.fromarray(lab).save(tmp_path / "labels" / f"{name}_mask.png")
+    return tmp_path
+
+
+@pytest.fixture
+def crop_model_file(tmp_path):
+    """A resunet18 (target 64) whose output is 'object' everywhere in its crop: a prediction
+    that differs from every ground truth, so both overlay outlines show."""
+    torch.manual_seed(0)
+    model = dextr_lib.create_model("resunet18", target_size=64, padding=4, blob_sigma=4.0)
+    with torch.no_grad():
+        model.net.final_clf.weight.zero_()
+        model.net.final_clf.bias.fill_(5.0)
+    path = tmp_path / "crop_model.pt"
+    model.save(path)
+    return path
+
+
+def _dataset_args(root):
+    return ["--dataset", "custom_label", "--image-pat", str(root / "images" / "*.png"),
+            "--target-pat", str(root / "labels" / "*_mask.png")]
+
+
+def test_eval_table_json_csv_and_overlays(label_data, crop_model_file, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, [
+        "eval", "-m", str(crop_model_file), *_dataset_args(label_data), "--device", "cpu",
+        "--thresholds", "0.3,0.5", "--json", str(out / "report.json"), "--csv", str(out / "objects.csv"),
+        "--overlays", str(out / "worst"), "--worst", "2",
+    ])
+    assert result.exit_code == 0, result.output
+    for text in ("box baseline", "quadrilateral baseline", "mean IoU", "boundary F", "threshold sweep",
+                 "objects/s"):
+        assert text in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["summary"]["objects"] == 3 and report["summary"]["threshold"] == 0.5
+    assert report["model"]["source"] == str(crop_model_file) and report["model"]["arch"] == "resunet18"
+    with open(out / "objects.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6  # 3 objects x 2 thresholds
+    main = [float(r["iou"]) for r in rows if float(r["threshold"]) == 0.5]
+    assert np.mean(main) == pytest.approx(report["summary"]["mean_iou"])
+    box = [float(r["box_iou"]) for r in rows if float(r["threshold"]) == 0.5]
+    assert np.mean(box) == pytest.approx(report["baselines"]["box"]["mean_iou"])
+    # rectangles: their points' box is the object itself
+    assert sorted(box)[-2:] == [1.0, 1.0]
+    overlays = sorted((out / "worst").glob("*.png"))
+    assert len(overlays) == 2
+    for path in overlays:
+        with PIL.Image.open(path) as im:
+            assert im.size == (W, H)
+            pixels = {tuple(p) for p in np.asarray(im.convert("RGB")).reshape(-1, 3)}
+        assert GT_COLOR in pixels and PRED_COLOR in pixels
+
+
+def test_eval_reads_its_defaults_from_the_config(label_data, crop_model_file, tmp_path):
+    cfg = tmp_path / "dextr.toml"
+    cfg.write_text(
+        f'[eval]\nmodel = "{crop_model_file}"\ndataset = "custom_label"\n'
+        f'image_pat = ["{label_data / "images" / "*.png"}"]\n'
+        f'target_pat = ["{label_data / "labels" / "*_mask.png"}"]\ndevice = "cpu"\n'
+    )
+    result = runner.invoke(app, ["eval", "-c", str(cfg), "--limit", "1", "--json", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["objects"] == 1
+
+
+@pytest.mark.parametrize("args, hint", [
+    ([], "--model"),
+    (["-m", "x.pt", "--dataset", "custom_label", "--image-pat", "a/*.png"], "--image-pat"),
+    (["-m", "x.pt", "--dataset", "nope"], "--dataset"),
+    (["-m", "x.pt", "--thresholds", "0.3,abc"], "--thresholds"),
+    (["-m", "x.pt", "--worst", "3"], "--worst"),
+])
+def test_usage_errors(args, hint):
+    result = runner.invoke(app, ["eval", *args])
+    assert result.exit_code == 2
+    assert hint in result.output
+
+
+def test_jitter_and_points_file_exclude_each_other(tmp_path):
+    pf = tmp_path / "objects.json"
+    pf.write_text("{}")
+    result = runner.invoke(app, ["eval", "-m", "x.pt", "--points-file", str(pf), "--jitter", "2"])
+    assert result.exit_code == 2 and "--jitter" in result.output
+
+
+def test_dataset_error_is_one_line(tmp_path, crop_model_file):
+    result = runner.invoke(app, ["eval", "-m", str(crop_model_file), "--dataset", "custom_label",
+                                 "--image-pat", str(tmp_path / "none" / "*.png"),
+                                 "--target-pat", str(tmp_path / "none" / "*.png")])
+    assert result.exit_code == 1
+    assert "Error:" in result.output and "Traceback" not in result.output
