@@ -15,6 +15,7 @@ pre-processing profile (``dextr012`` / ``original``).
 """
 from __future__ import annotations
 
+import _compat_pickle
 import os
 import pickle
 import re
@@ -35,6 +36,13 @@ _STANDIN_PREFIXES = ("dextr.", "torchvision.", "torch.nn.modules.")
 _CLASS_NAME = re.compile(r"^_?[A-Za-z][A-Za-z0-9_]*$")
 
 
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """``_codecs.encode`` as protocol-2 pickles use it for raw bytes (array data), nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise CheckpointError("refusing _codecs.encode with unexpected arguments in a pickle")
+    return text.encode("latin1")
+
+
 def _real_globals() -> Dict[Tuple[str, str], Any]:
     """Callables the pickle may really use: tensor/array rebuilders and plain containers."""
     import numpy as np
@@ -44,6 +52,8 @@ def _real_globals() -> Dict[Tuple[str, str], Any]:
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
         ("builtins", "slice"): slice,
+        ("builtins", "bytearray"): bytearray,
+        ("_codecs", "encode"): _latin1_bytes,
         ("torch", "Size"): torch.Size,
         ("torch", "device"): torch.device,
         ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
@@ -120,6 +130,10 @@ class RestrictedUnpickler(pickle.Unpickler):
     _real: Optional[Dict[Tuple[str, str], Any]] = None
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol-2 pickles (torch.save's default) name Python 2 modules (``__builtin__``).
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if RestrictedUnpickler._real is None:
             RestrictedUnpickler._real = _real_globals()
         real = RestrictedUnpickler._real.get((module, name))
