@@ -11,12 +11,12 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-import dextr_lib
 from dextr_lib.config import load_config
 from dextr_lib.evaluation import BASELINES, EvalReport, evaluate
 
 from .._console import console, err_console
 from .._datasets import open_dataset
+from .._models import load_model
 from .._options import (
     BatchSizeOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt, LabelIgnoreIndexOpt,
     MinObjectAreaOpt, SeedOpt, SplitOpt, TargetPatOpt, pick,
@@ -177,7 +177,7 @@ def evaluate_command(
         split=pick(split, ec.split), ignore_index=pick(label_ignore_index, ec.ignore_index),
         min_object_area=pick(min_object_area, ec.min_object_area), paths=cfg.paths,
     )
-    net = dextr_lib.load_model(model, map_location=pick(device, ec.device))
+    net = load_model(model, cfg, map_location=pick(device, ec.device))
     n_worst = pick(worst, ec.worst) if overlays is not None else 0
     with progress_bar("Evaluating") as update:
         report = evaluate(
