@@ -129,3 +129,21 @@ def test_dataset_error_is_one_line(tmp_path, crop_model_file):
                                  "--target-pat", str(tmp_path / "none" / "*.png")])
     assert result.exit_code == 1
     assert "Error:" in result.output and "Traceback" not in result.output
+
+
+def test_eval_on_pennfudan(shared_data, crop_model_file, tmp_path):
+    root = shared_data / "pennfudan"
+    result = runner.invoke(app, [
+        "eval", "-m", str(crop_model_file), "--dataset", "custom_label",
+        "--image-pat", str(root / "images" / "PennPed0000*.png"),
+        "--target-pat", str(root / "labels" / "PennPed0000*_mask.png"), "--min-object-area", "100",
+        "--limit", "6", "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
+        "--overlays", str(tmp_path / "worst"), "--worst", "2", "--device", "cpu",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    with open(tmp_path / "r.csv", newline="") as f:
+        ious = [float(r["iou"]) for r in csv.DictReader(f)]
+    assert len(ious) == 6 and np.mean(ious) == pytest.approx(report["summary"]["mean_iou"])
+    assert 0.3 < report["baselines"]["quadrilateral"]["mean_iou"] < 0.8
+    assert len(list((tmp_path / "worst").glob("*.png"))) == 2

@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 import torch
 
-from dextr_lib.datasets import build_dataset
+from dextr_lib.datasets import VOC_CLASSES, build_dataset
 from dextr_lib.errors import InvalidPointsError
 from dextr_lib.evaluation import CSV_COLUMNS, box_mask, evaluate, quadrilateral_mask
 from dextr_lib.geometry import extreme_points_from_mask
@@ -185,3 +185,29 @@ def test_tiny_model_runs_and_is_batch_size_independent(label_dataset, tiny_model
     for ra, rb in zip(a.results, b.results):
         assert 0.0 <= ra.iou[0.5] <= 1.0
         assert ra.iou[0.5] == pytest.approx(rb.iou[0.5], abs=1e-3)
+
+
+# -- real data (skipped where ../shared/data is absent) ------------------------------------------
+def test_pennfudan_baselines(shared_data, tmp_path):
+    root = shared_data / "pennfudan"
+    ds = build_dataset("custom_label", image_pat=str(root / "images" / "FudanPed0000*.png"),
+                       target_pat=str(root / "labels" / "FudanPed0000*_mask.png"),
+                       min_object_area=100, cache_dir=str(tmp_path))
+    report = evaluate(BoxOracle(), ds)
+    assert report.n_objects >= 15 and not report.skipped
+    quad = report.summary("quadrilateral")["mean_iou"]
+    box = report.summary("box")["mean_iou"]
+    # pedestrians fill about half their box; the quadrilateral through the points does better
+    assert 0.45 < quad < 0.75 and 0.3 < box < quad
+    assert report.mean_iou == pytest.approx(box)  # the oracle's mask is the box
+
+
+def test_voc_mini_per_class(shared_data, tmp_path):
+    ds = build_dataset("pascal_voc", split="val", pascal_voc_root=str(shared_data / "voc_mini" / "VOC2012"),
+                       cache_dir=str(tmp_path))
+    report = evaluate(BoxOracle(), ds)
+    per_class = report.per_class()
+    assert per_class and set(per_class) <= set(VOC_CLASSES)
+    assert sum(c["objects"] for c in per_class.values()) == report.n_objects
+    data = json.loads(report.to_json())
+    assert data["per_class"].keys() == per_class.keys()
