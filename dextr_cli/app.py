@@ -70,6 +70,10 @@ def _register() -> None:
     from .commands import evaluate
 
     app.command("eval")(evaluate.evaluate_command)
+    from .commands import finetune, train
+
+    app.command("train")(train.train)
+    app.command("finetune")(finetune.finetune)
 
 
 _register()

@@ -82,6 +82,47 @@ class EvalConfig:
 
 
 @dataclass
+class TrainConfig:
+    """``[train]``: defaults of ``dextr train`` / ``dextr finetune`` (``dextr`` 0.1.2's defaults).
+
+    A job's ``config.toml`` is a config file with this table fully resolved."""
+
+    dataset: str = "pascal_voc"  # pascal_voc, custom_label or custom_mask
+    image_pat: List[str] = field(default_factory=list)
+    target_pat: List[str] = field(default_factory=list)
+    val_image_pat: List[str] = field(default_factory=list)
+    val_target_pat: List[str] = field(default_factory=list)
+    label_ignore_index: int = 255  # -1: none
+    min_object_area: int = 0
+    whole_labels: bool = False
+    arch: str = "resunet101"
+    target_size: int = 512
+    padding: float = 10.0
+    blob_sigma: float = 10.0
+    pretrained: bool = True  # ImageNet encoder weights (torchvision) unless backbone_weights
+    backbone_weights: Optional[str] = None
+    learning_rate: float = 0.1
+    pretrained_lr_factor: float = 0.1
+    lr_sched: str = "poly"
+    lr_poly_power: float = 0.9
+    opt_type: str = "sgd"
+    sgd_weight_decay: float = 1e-4
+    extreme_range: float = 5.0
+    noise_std: float = 1.0
+    aug_hflip: bool = True
+    aug_rot_range: float = 20.0
+    aug_scale_range: float = 0.0
+    batch_size: int = 4
+    num_epochs: int = 100
+    iters_per_epoch: int = 1000
+    val_every_n_epochs: int = 25
+    device: Optional[str] = None
+    num_workers: int = 0
+    seed: Optional[int] = None  # None: a random seed, recorded in the job's config.toml
+    from_model: Optional[str] = None  # finetune: the starting DEXTR model
+
+
+@dataclass
 class Config:
     """The whole config. ``source`` is the file it came from (None: defaults only)."""
 
@@ -90,6 +131,7 @@ class Config:
     points_from_mask: PointsFromMaskConfig = field(default_factory=PointsFromMaskConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     source: Optional[str] = None
 
 
