@@ -71,7 +71,7 @@ class EvalConfig:
     image_pat: List[str] = field(default_factory=list)
     target_pat: List[str] = field(default_factory=list)
     split: str = "val"
-    ignore_index: Optional[int] = 255  # -1: none
+    label_ignore_index: int = 255  # -1: none (key mirrors --label-ignore-index, as in [train])
     min_object_area: int = 0
     device: Optional[str] = None
     batch_size: int = 8

@@ -174,7 +174,7 @@ def evaluate_command(
         points = read_objects(points_file)  # fail on a bad file before the slow steps
     ds = open_dataset(
         pick(dataset, ec.dataset), image_pat or ec.image_pat, target_pat or ec.target_pat,
-        split=pick(split, ec.split), ignore_index=pick(label_ignore_index, ec.ignore_index),
+        split=pick(split, ec.split), ignore_index=pick(label_ignore_index, ec.label_ignore_index),
         min_object_area=pick(min_object_area, ec.min_object_area), paths=cfg.paths,
     )
     net = load_model(model, cfg, map_location=pick(device, ec.device))
