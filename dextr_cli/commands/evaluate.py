@@ -172,6 +172,10 @@ def evaluate_command(
         from dextr_lib.points_io import read_objects
 
         points = read_objects(points_file)  # fail on a bad file before the slow steps
+        if points.exif_transpose:
+            err_console.print("[yellow]Warning:[/] the points file's points refer to EXIF-rotated photos, "
+                              "but labels refer to the stored pixels; photos with an EXIF rotation will "
+                              "not line up", highlight=False)
     ds = open_dataset(
         pick(dataset, ec.dataset), image_pat or ec.image_pat, target_pat or ec.target_pat,
         split=pick(split, ec.split), ignore_index=pick(label_ignore_index, ec.label_ignore_index),

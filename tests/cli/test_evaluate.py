@@ -147,3 +147,21 @@ def test_eval_on_pennfudan(shared_data, crop_model_file, tmp_path):
     assert len(ious) == 6 and np.mean(ious) == pytest.approx(report["summary"]["mean_iou"])
     assert 0.3 < report["baselines"]["quadrilateral"]["mean_iou"] < 0.8
     assert len(list((tmp_path / "worst").glob("*.png"))) == 2
+
+
+def test_points_file_matches_ground_truth_points(label_data, crop_model_file, tmp_path):
+    from dextr_lib.points_io import points_from_masks, write_objects
+
+    labels = sorted((label_data / "labels").glob("*.png"))
+    write_objects(points_from_masks(labels, image_dir=label_data / "images"), tmp_path / "objects.json")
+    means = []
+    for extra in ([], ["--points-file", str(tmp_path / "objects.json")]):
+        out = tmp_path / f"r{len(extra)}.json"
+        result = runner.invoke(app, ["eval", "-m", str(crop_model_file), *_dataset_args(label_data),
+                                     "--device", "cpu", "--json", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        data = json.loads(out.read_text())
+        assert data["summary"]["objects"] == 3
+        means.append((data["settings"]["point_source"], data["summary"]["mean_iou"]))
+    assert [m[0] for m in means] == ["ground_truth", "points_file"]
+    assert means[0][1] == pytest.approx(means[1][1])
