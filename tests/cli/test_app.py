@@ -1,0 +1,81 @@
+"""The root command: help, version, the error boundary, and the installed console script."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import dextr_lib
+from dextr_cli.app import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_commands():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("predict", "points-from-mask"):
+        assert cmd in r.stdout
+    r = runner.invoke(app, [])
+    assert "predict" in r.output  # no args: help
+
+
+def test_command_help_teaches_the_conventions():
+    r = runner.invoke(app, ["predict", "--help"])
+    assert r.exit_code == 0
+    assert "X,Y" in r.stdout and "column" in r.stdout and "[y, x]" in r.stdout and "Examples" in r.stdout
+    r = runner.invoke(app, ["points-from-mask", "--help"])
+    assert r.exit_code == 0 and "points_xy" in r.stdout and "Examples" in r.stdout
+
+
+def test_version():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.stdout.strip() == f"dextr {dextr_lib.__version__}"
+
+
+def test_library_errors_are_one_line_and_debug_reraises(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[predict]\nbatch_sise = 2\n")
+    (tmp_path / "x.png").write_bytes(b"")
+    args = ["predict", str(tmp_path / "x.png"), "-c", str(bad)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: ") and "batch_sise" in r.stderr.splitlines()[0]
+    assert "Traceback" not in r.output
+    r = runner.invoke(app, ["--debug", *args])
+    assert isinstance(r.exception, dextr_lib.ConfigError)
+
+
+def _dextr(*args, cwd):
+    script = Path(sys.executable).with_name("dextr")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "dextr_cli"]
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
+
+
+def test_installed_console_script_end_to_end(tmp_path, tiny_model, synthetic_sample):
+    import PIL.Image
+
+    image, _, _ = synthetic_sample
+    PIL.Image.fromarray(image).save(tmp_path / "photo.png")
+    tiny_model.save(tmp_path / "m.pt")
+    r = _dextr("predict", "photo.png", "-m", "m.pt", "-p", "27,30", "-p", "57,30", "-p", "42,15",
+               "-p", "42,45", "--device", "cpu", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert PIL.Image.open(tmp_path / "photo_mask.png").size == (80, 64)
+    # A user error: one line, exit 1, no traceback; --debug shows it.
+    r = _dextr("predict", "photo.png", "-m", "missing.pt", "-p", "1,2", "-p", "3,4", "-p", "5,6",
+               "-p", "7,8", cwd=tmp_path)
+    assert r.returncode == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
+    assert "missing.pt" in r.stderr.splitlines()[0]
+
+
+def test_python_dash_m_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"junk")
+    r = subprocess.run([sys.executable, "-m", "dextr_cli", "--debug", "points-from-mask", "x.png"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "InvalidImageError" in r.stderr
