@@ -431,11 +431,11 @@ def evaluate(
 
     groups = dataset.image_groups()
     if limit is not None:
-        groups, left = _limit_groups(groups, limit)
+        groups = _limit_groups(groups, limit)
     total = sum(len(idx) for _, idx in groups)
     results: List[ObjectResult] = []
     skipped: List[SkippedObject] = []
-    worst_heap: list = []  # (-iou, index, WorstCase): a max-heap on IoU keeps the worst
+    worst_heap: list = []  # (-iou, -index, WorstCase); its top is the best of the kept worst
     model_seconds = 0.0
     done = 0
     t_start = time.perf_counter()
@@ -537,7 +537,7 @@ def _limit_groups(groups, limit: int):
             break
         out.append((path, idx[:left]))
         left -= len(idx[:left])
-    return out, left
+    return out
 
 
 def _score(i, rec, gt, ignore, pts, prob, sweep, main, tolerance) -> Tuple[ObjectResult, np.ndarray]:
