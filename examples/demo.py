@@ -35,7 +35,7 @@ def synthetic_image(h: int = 240, w: int = 320):
     rgb = np.stack([40 + 60 * xx / w, 90 + 60 * yy / h, np.full((h, w), 140.0)], axis=-1)
     mask = ((yy - 125) / 70.0) ** 2 + ((xx - 150) / 100.0) ** 2 <= 1
     rng = np.random.default_rng(0)
-    rgb[mask] = [230, 130, 30]
+    rgb[mask] = [70, 200, 90]
     rgb += rng.normal(0, 8, size=rgb.shape)
     return np.clip(rgb, 0, 255).astype(np.uint8), mask
 
