@@ -284,10 +284,6 @@ def training_loop(
     st = state or TrainingState()
     if st.optimizer is not None:
         optimizer.load_state_dict(st.optimizer)
-    if st.rng is not None:
-        restore_rng(st.rng)
-    else:
-        seed_everything(s.seed)
     samples = TrainingSamples(
         train_dataset, model.preprocess, extreme_range=s.extreme_range, noise_std=s.noise_std,
         hflip=s.aug_hflip, rot_range=s.aug_rot_range, scale_range=s.aug_scale_range,
@@ -298,6 +294,12 @@ def training_loop(
         num_workers=s.num_workers, persistent_workers=False,
     )
     batches = iter(loader)
+    # Seed (or restore) only now: creating the loader's iterator draws from torch's RNG, and the
+    # head's dropout must see the same random stream in a resumed run as in an uninterrupted one.
+    if st.rng is not None:
+        restore_rng(st.rng)
+    else:
+        seed_everything(s.seed)
 
     def snapshot() -> TrainingState:
         st.optimizer = optimizer.state_dict()

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import random
 import shlex
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -194,6 +195,8 @@ def _train(job, model, train_ds, val_ds, settings, tc, state, say, command, opti
             f"{r.seconds:.1f} s, {r.samples_per_s:.1f} samples/s" + (" [green](best)[/]" if r.is_best else ""))
 
     t0 = time.perf_counter()
+    # `kill` (SIGTERM) saves last.pt like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with progress:
             final = training_loop(model, train_ds, val_ds, settings, device=tc.device, state=state,
@@ -208,7 +211,13 @@ def _train(job, model, train_ds, val_ds, settings, tc, state, say, command, opti
         say(f"[yellow]Interrupted[/] at iteration {e.state.iteration}; saved {job.last_path}. "
             f"Resume with: [bold]{shlex.join(cmd)}[/]")
         raise typer.Exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     _summary(job, final, time.perf_counter() - t0, say)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _summary(job: JobDir, st: TrainingState, seconds: float, say) -> None:
