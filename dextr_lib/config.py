@@ -73,6 +73,7 @@ class EvalConfig:
     split: str = "val"
     label_ignore_index: int = 255  # -1: none (key mirrors --label-ignore-index, as in [train])
     min_object_area: int = 0
+    whole_labels: bool = False  # one object per label instead of one per connected region
     device: Optional[str] = None
     batch_size: int = 8
     threshold: Optional[float] = None  # default: the model's profile threshold

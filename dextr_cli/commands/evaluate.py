@@ -22,6 +22,7 @@ from .._options import (
     MinObjectAreaOpt, SeedOpt, SplitOpt, TargetPatOpt, pick,
 )
 from .._progress import progress_bar
+from ._training import WholeLabelsOpt
 
 #: Overlay outline colours: ground truth green, prediction red (points in red too).
 GT_COLOR, PRED_COLOR = (40, 220, 60), (255, 40, 40)
@@ -79,7 +80,8 @@ def _render(report: EvalReport, model_name: str) -> None:
     if report.skipped:
         reasons = Counter(s.reason for s in report.skipped)
         err_console.print(f"[yellow]Skipped {len(report.skipped)} objects:[/] "
-                          + "; ".join(f"{n} x {r}" for r, n in reasons.items()), highlight=False)
+                          + "; ".join(f"{n} x {r}" for r, n in reasons.items())
+                          + " (--min-object-area N leaves out specks)", highlight=False)
 
 
 def _write_overlays(report: EvalReport, dataset, folder: Path) -> List[Path]:
@@ -107,6 +109,7 @@ def evaluate_command(
     split: SplitOpt = None,
     label_ignore_index: LabelIgnoreIndexOpt = None,
     min_object_area: MinObjectAreaOpt = None,
+    whole_labels: WholeLabelsOpt = None,
     device: DeviceOpt = None,
     batch_size: BatchSizeOpt = None,
     jitter: Annotated[float, typer.Option(
@@ -179,7 +182,8 @@ def evaluate_command(
     ds = open_dataset(
         pick(dataset, ec.dataset), image_pat or ec.image_pat, target_pat or ec.target_pat,
         split=pick(split, ec.split), ignore_index=pick(label_ignore_index, ec.label_ignore_index),
-        min_object_area=pick(min_object_area, ec.min_object_area), paths=cfg.paths,
+        min_object_area=pick(min_object_area, ec.min_object_area),
+        whole_labels=pick(whole_labels, ec.whole_labels), paths=cfg.paths,
     )
     net = load_model(model, cfg, map_location=pick(device, ec.device))
     n_worst = pick(worst, ec.worst) if overlays is not None else 0
