@@ -10,7 +10,6 @@ import PIL.Image
 import typer
 from typing_extensions import Annotated
 
-import dextr_lib
 from dextr_lib.config import load_config
 from dextr_lib.errors import MismatchError
 from dextr_lib.images import read_image
@@ -18,6 +17,7 @@ from dextr_lib.overlay import draw_overlay
 from dextr_lib.points_io import read_objects, xy_to_yx
 
 from .._console import console
+from .._models import load_model
 from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, pick
 from .._progress import progress_bar
 
@@ -91,7 +91,8 @@ def predict(
 
       dextr predict -m model.pt --points-file objects.json --out-dir masks/
     """
-    cfg = load_config(config).predict
+    full_cfg = load_config(config)
+    cfg = full_cfg.predict
     model = pick(model, cfg.model)
     if model is None:
         raise typer.BadParameter("no model given; pass --model CKPT or set [predict] model in "
@@ -112,7 +113,7 @@ def predict(
                                      "(not --out/--overlay)", param_hint="--out-dir")
         objects = read_objects(points_file)  # fail on a bad file before loading the model
     dev = pick(device, cfg.device)
-    net = dextr_lib.load_model(model, map_location=dev)
+    net = load_model(model, full_cfg, map_location=dev)  # dextr_lib.load_model + cache/mirror config
     thr = pick(threshold, cfg.threshold)
     thr = net.preprocess.threshold if thr is None else thr
     kw = dict(batch_size=pick(batch_size, cfg.batch_size), threshold=None if prob else thr)

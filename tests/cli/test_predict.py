@@ -71,6 +71,7 @@ def test_points_are_converted_from_xy_to_yx_and_config_supplies_defaults(tmp_pat
 
     class FakeModel:
         preprocess = dextr_lib.preprocessing.Preprocess(threshold=0.25)
+        load_note = None
 
         def predict_image(self, image, points_list, **kw):
             calls.update(points=np.asarray(points_list), **kw)
@@ -78,16 +79,18 @@ def test_points_are_converted_from_xy_to_yx_and_config_supplies_defaults(tmp_pat
             return [prob if kw["threshold"] is None else prob >= kw["threshold"]]
 
     def fake_load(spec, map_location=None, **kw):
-        calls.update(spec=spec, device=map_location)
+        calls.update(spec=spec, device=map_location, cache_dir=kw.get("cache_dir"))
         return FakeModel()
 
     monkeypatch.setattr(dextr_lib, "load_model", fake_load)
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[predict]\nmodel = "from-config.pt"\nbatch_size = 3\n')
+    cfg.write_text('[paths]\nmodels = "cache"\n[predict]\nmodel = "from-config.pt"\nbatch_size = 3\n'
+                   'device = "cpu"\n')
     r = runner.invoke(app, ["predict", str(photo), "-p", "1,2", "-p", "3.5,4", "-p", "5,6", "-p", "7,8",
                             "-c", str(cfg), "-o", str(tmp_path / "m.png")])
     assert r.exit_code == 0, r.output
-    assert calls["spec"] == "from-config.pt" and calls["batch_size"] == 3
+    assert calls["spec"] == "from-config.pt" and calls["batch_size"] == 3 and calls["device"] == "cpu"
+    assert calls["cache_dir"] == str(tmp_path / "cache")
     assert calls["threshold"] == 0.25  # the model profile's threshold
     np.testing.assert_array_equal(calls["points"], [[[2, 1], [4, 3.5], [6, 5], [8, 7]]])
     assert (np.asarray(PIL.Image.open(tmp_path / "m.png")) == 255).all()  # 0.3 >= 0.25
