@@ -68,7 +68,7 @@ class JobDir:
         cls, jobs_dir: Union[str, os.PathLike], name: str, *, resume: bool = False,
         overwrite: bool = False,
     ) -> "JobDir":
-        """Create a new job folder, or open an existing one to resume.
+        """Check a new job's name (create it with :meth:`prepare`), or open one to resume.
 
         Raises:
             JobError: a bad name; an existing job without ``resume``/``overwrite``; ``resume``
@@ -90,15 +90,19 @@ class JobDir:
                     + ("" if exists else f" (no job folder at {job.root})")
                 )
             return job
-        if exists:
-            if not overwrite:
-                raise JobError(
-                    f"job {name!r} already exists at {job.root}; use --resume to continue it, "
-                    "--overwrite to start it again, or another name"
-                )
-            shutil.rmtree(job.root)
-        (job.root / "checkpoints").mkdir(parents=True, exist_ok=True)
+        if exists and not overwrite:
+            raise JobError(
+                f"job {name!r} already exists at {job.root}; use --resume to continue it, "
+                "--overwrite to start it again, or another name"
+            )
         return job
+
+    def prepare(self) -> None:
+        """Create the (emptied) folder of a new job. Separate from :meth:`open`, so a run that
+        fails while loading data or weights leaves no half-made job behind."""
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        (self.root / "checkpoints").mkdir(parents=True)
 
     # -- settings and logs -----------------------------------------------------------------
     def write_config(self, train: TrainConfig, paths: Optional[Dict[str, Optional[str]]] = None) -> None:

@@ -84,14 +84,16 @@ def run_job(command: str, options: Dict[str, Any]) -> None:
         state = TrainingState.from_dict(training["state"])
         job.truncate_metrics(state.epoch)
         say(f"Resuming job [bold]{name}[/] at epoch {state.epoch + 1}, iteration {state.iteration}")
+        train_ds, val_ds = _datasets(tc, cfg)
     else:
         tc = _resolve(cfg.train, given, command)
+        train_ds, val_ds = _datasets(tc, cfg)  # data and weights problems surface before the job exists
         model = _make_model(command, tc, cfg)
+        job.prepare()
         job.write_config(tc, paths={"pascal_voc": cfg.paths.pascal_voc, "sbd": cfg.paths.sbd})
         state = None
         say(f"Job [bold]{name}[/]: {command} {model.arch} at {model.preprocess.target_size} px, "
             f"seed {tc.seed}, in {job.root}")
-    train_ds, val_ds = _datasets(tc, cfg)
     say(f"Training objects: {len(train_ds)}" + (f", validation objects: {len(val_ds)}" if val_ds else ", no validation set"))
     settings = _settings(tc, finetune=tc.from_model is not None)
     _train(job, model, train_ds, val_ds, settings, tc, state, say, command, options)
