@@ -224,6 +224,10 @@ def points_from_masks(
             values = [int(v) for v in np.unique(labels) if v != 0 and v != ignore_index]
             objects = [(v, None, labels == v) for v in values]
             shape = labels.shape
+            if not values:
+                hint = (" (only 0 and the ignore value: a binary mask? use kind 'mask')"
+                        if ignore_index is not None and (labels == ignore_index).any() else "")
+                warn(f"{path} holds no objects{hint}")
         else:
             mask = read_mask(path)
             objects = [(None, path.stem, mask)] if mask.any() else []

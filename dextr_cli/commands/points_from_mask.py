@@ -78,6 +78,8 @@ def points_from_mask(
     for w in warnings:
         err_console.print(f"[yellow]Warning:[/] {w}", highlight=False, soft_wrap=True)
     n_obj = sum(len(e.objects) for e in entries)
+    if n_obj == 0:
+        err_console.print("[yellow]Warning:[/] no objects found", highlight=False)
     if out is None:
         sys.stdout.write(dumps_objects(objects_to_dict(entries)))
         err_console.print(f"{n_obj} objects in {len(entries)} images", highlight=False)

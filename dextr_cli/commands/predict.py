@@ -122,10 +122,11 @@ def predict(
         mask = net.predict_image(rgb, [pts], **kw)[0]
         out = out or Path(f"{image.stem}_mask.png")
         _save(_to_png(mask, prob), out)
+        binary = mask >= thr if prob else mask
         console.print(f"Wrote mask {out} ({rgb.shape[1]}x{rgb.shape[0]}, "
-                      f"{int((mask >= thr).sum())} object pixels)", highlight=False)
+                      f"{int(binary.sum())} object pixels)", highlight=False)
         if overlay is not None:
-            _save(PIL.Image.fromarray(draw_overlay(rgb, [mask >= thr], [pts])), overlay)
+            _save(PIL.Image.fromarray(draw_overlay(rgb, [binary], [pts])), overlay)
             console.print(f"Wrote overlay {overlay}", highlight=False)
         return
     _predict_file(net, objects, out_dir, prob, kw)

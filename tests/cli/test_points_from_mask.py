@@ -175,3 +175,11 @@ def test_real_pennfudan_points_lie_on_the_extreme_pixels(tmp_path, shared_data):
         (ly, lx), (ry, rx), (ty, tx), (by, bx) = o.points.astype(int)
         assert all(lab[y, x] == o.label for y, x in o.points.astype(int))
         assert (lx, rx, ty, by) == (xs.min(), xs.max(), ys.min(), ys.max())
+
+
+def test_binary_mask_read_as_labels_warns_with_the_fix(tmp_path):
+    PIL.Image.fromarray(((_labels() == 1) * 255).astype(np.uint8)).save(tmp_path / "m.png")
+    r = _run(tmp_path / "m.png")
+    assert r.exit_code == 0
+    assert "kind 'mask'" in r.stderr and "no objects found" in r.stderr
+    assert json.loads(r.stdout)["images"][0]["objects"] == []
