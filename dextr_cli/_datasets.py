@@ -1,7 +1,7 @@
 """Build a dataset from the shared dataset options (``--dataset``, ``--image-pat``, ...)."""
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -21,6 +21,7 @@ def open_dataset(
     min_object_area: int,
     paths: PathsConfig,
     whole_labels: bool = False,
+    on_warning: Optional[Callable[[str], None]] = None,
 ):
     """The :class:`~dextr_lib.datasets.ObjectDataset` the options describe, indexed with a progress
     bar; unmatched files are reported as yellow warnings. ``ignore_index`` -1 means none.
@@ -46,6 +47,8 @@ def open_dataset(
 
     def warn(message: str) -> None:
         err_console.print(f"[yellow]Warning:[/] {message}", highlight=False, soft_wrap=True)
+        if on_warning is not None:  # e.g. a training job's log.txt
+            on_warning(message)
 
     with progress_bar("Indexing dataset") as update:
         return build_dataset(

@@ -84,13 +84,16 @@ def run_job(command: str, options: Dict[str, Any]) -> None:
         state = TrainingState.from_dict(training["state"])
         job.truncate_metrics(state.epoch)
         say(f"Resuming job [bold]{name}[/] at epoch {state.epoch + 1}, iteration {state.iteration}")
-        train_ds, val_ds = _datasets(tc, cfg)
+        train_ds, val_ds = _datasets(tc, cfg, lambda m: job.log(f"Warning: {m}"))
     else:
         tc = _resolve(cfg.train, given, command)
-        train_ds, val_ds = _datasets(tc, cfg)  # data and weights problems surface before the job exists
+        warnings: List[str] = []
+        train_ds, val_ds = _datasets(tc, cfg, warnings.append)  # data/weights problems surface before the job exists
         model = _make_model(command, tc, cfg)
         job.prepare()
         job.write_config(tc, paths={"pascal_voc": cfg.paths.pascal_voc, "sbd": cfg.paths.sbd})
+        for w in warnings:
+            job.log(f"Warning: {w}")
         state = None
         say(f"Job [bold]{name}[/]: {command} {model.arch} at {model.preprocess.target_size} px, "
             f"seed {tc.seed}, in {job.root}")
@@ -146,9 +149,9 @@ def _make_model(command: str, tc: TrainConfig, cfg: Config) -> DextrModel:
                         blob_sigma=tc.blob_sigma, backbone_weights=weights)
 
 
-def _datasets(tc: TrainConfig, cfg: Config):
+def _datasets(tc: TrainConfig, cfg: Config, on_warning: Callable[[str], None]):
     common = dict(ignore_index=tc.label_ignore_index, min_object_area=tc.min_object_area,
-                  paths=cfg.paths, whole_labels=tc.whole_labels)
+                  paths=cfg.paths, whole_labels=tc.whole_labels, on_warning=on_warning)
     train = open_dataset(tc.dataset, tc.image_pat or None, tc.target_pat or None, split="train", **common)
     if tc.dataset == "pascal_voc":
         return train, open_dataset("pascal_voc", None, None, split="val", **common)

@@ -67,7 +67,8 @@ def test_train_writes_a_complete_job(trained_job):
     assert all(0 <= r["val_miou"] <= 1 and r["train_loss"] > 0 and r["lr"] > 0 for r in rows)
     cfg = load_config(job / "config.toml").train
     assert (cfg.arch, cfg.target_size, cfg.opt_type, cfg.seed, cfg.pretrained) == ("resunet18", 64, "adam", 1, False)
-    assert "Epoch 1/2" in (job / "log.txt").read_text()
+    log = (job / "log.txt").read_text()
+    assert "Epoch 1/2" in log and "Warning: 1 targets match no image" in log
     best = dextr_lib.DextrModel.load(job / "checkpoints" / "best.pt", map_location="cpu")
     assert best.arch == "resunet18" and best.preprocess.target_size == 64
     ckpt = dextr_lib.checkpoint.read_checkpoint(job / "checkpoints" / "last.pt")
