@@ -138,8 +138,12 @@ def test_evaluate_scores_skips_and_exports(label_dataset):
 
 def test_objects_are_batched_across_images(label_dataset):
     oracle = BoxOracle()
+    reads = []
+    original = label_dataset.read_image
+    label_dataset.read_image = lambda path: reads.append(path) or original(path)
     evaluate(oracle, label_dataset, batch_size=8)
     assert oracle.calls == [3]  # one call for both images' objects
+    assert len(reads) == len(set(reads)) == 2  # each image decoded once
 
 
 def test_jitter_is_reproducible(label_dataset):
