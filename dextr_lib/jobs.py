@@ -18,7 +18,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .checkpoint import atomic_torch_save, read_checkpoint
 from .config import Config, TrainConfig, config_from_dict, tomllib

@@ -11,7 +11,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -213,11 +213,12 @@ def validate(
                     x, boxes = pp.make_inputs(img_t, points)
                     logits = model.net(x.contiguous(memory_format=torch.channels_last)).float()
                     gt = torch.from_numpy(np.stack(masks).astype(np.float32)).to(dev)[:, None]
-                    tgt = pp.crop(gt, boxes, mode="bilinear").clamp_(0, 1)
+                    crop_boxes = np.trunc(boxes) if pp.crop_box_truncate else boxes
+                    tgt = pp.crop(gt, crop_boxes, mode="bilinear").clamp_(0, 1)
                     valid = None
                     if targets.ignore is not None:
                         ign = torch.from_numpy(targets.ignore.astype(np.float32)).to(dev)[None]
-                        valid = 1.0 - (pp.crop(ign, boxes, mode="bilinear") > 0.5).float()
+                        valid = 1.0 - (pp.crop(ign, crop_boxes, mode="bilinear") > 0.5).float()
                     for j in range(len(recs)):
                         loss_sum += float(balanced_bce_with_logits(
                             logits[j:j + 1], tgt[j:j + 1], None if valid is None else valid[j:j + 1]))

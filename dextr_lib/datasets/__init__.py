@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from .base import (
     save_cached_index,
 )
 from .pairing import (
-    PatternLike, as_pattern_list, describe_unmatched, expand_patterns, natural_key, pair_files,
+    PatternLike, as_pattern_list, describe_unmatched, expand_patterns, pair_files,
 )
 
 KINDS = ("pascal_voc", "custom_label", "custom_mask")

@@ -122,9 +122,13 @@ class TrainingSamples(torch.utils.data.Dataset):
             s = rng.uniform(1.0 - self.scale_range, 1.0 + self.scale_range)
             centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * s
             box = np.concatenate([centre - half, centre + half])
+        # The profile's inference quirks (legacy profiles) apply to training crops too.
+        crop_box = np.trunc(box) if pp.crop_box_truncate else box
         rgb_crop, mask_crop, ignore_crop = crop_transformed(
-            rgb, mask, targets.ignore, box, inv, pp.target_size, pp.interpolation
+            rgb, mask, targets.ignore, crop_box, inv, pp.target_size, pp.interpolation
         )
+        if pp.uint8_resample:
+            rgb_crop = torch.floor(rgb_crop * 255.0 + 1e-3).div_(255.0)
         heat = pp.heatmaps(points[None], box[None], torch.device("cpu"))
         from ..geometry import image_to_crop
 
@@ -214,10 +218,11 @@ def crop_transformed(
     inv_t = torch.as_tensor(inv, dtype=torch.float64)
     sy = inv_t[0, 0] * yy + inv_t[0, 1] * xx + inv_t[0, 2]
     sx = inv_t[1, 0] * yy + inv_t[1, 1] * xx + inv_t[1, 2]
-    r0 = max(int(math.floor(float(sy.min()))) - 1, 0)
-    c0 = max(int(math.floor(float(sx.min()))) - 1, 0)
-    r1 = min(int(math.ceil(float(sy.max()))) + 1, h)
-    c1 = min(int(math.ceil(float(sx.max()))) + 1, w)
+    m = 3  # margin: bicubic reads 2 pixels beyond the sample point
+    r0 = max(int(math.floor(float(sy.min()))) - m, 0)
+    c0 = max(int(math.floor(float(sx.min()))) - m, 0)
+    r1 = min(int(math.ceil(float(sy.max()))) + m, h)
+    c1 = min(int(math.ceil(float(sx.max()))) + m, w)
     if r1 <= r0 or c1 <= c0:  # the crop lies outside the image
         z = torch.zeros((1, size, size))
         return torch.zeros((3, size, size)), z, z.clone()

@@ -1,14 +1,13 @@
 """PASCAL VOC 2012 (``SegmentationObject`` instances) and SBD (``inst/*.mat``) readers."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import DatasetError
-from .base import VOC_CLASSES, read_label_image
+from .base import VOC_CLASSES
 
 
 def read_split(root: Path, names_file: Path, what: str) -> List[str]:
