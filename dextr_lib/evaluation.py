@@ -312,7 +312,9 @@ def _json_safe(v: Any) -> Any:
         return None if not math.isfinite(v) else float(v)
     if isinstance(v, np.integer):
         return int(v)
-    return v
+    if v is None or isinstance(v, (str, int, bool)):
+        return v
+    return str(v)  # e.g. a path or tensor in a checkpoint's meta: readable, never a crash
 
 
 def _atomic_write(path: Union[str, os.PathLike], text: str) -> None:
