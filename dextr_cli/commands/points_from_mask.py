@@ -19,7 +19,7 @@ from .._options import ConfigOpt, SeedOpt, pick
 def points_from_mask(
     masks: Annotated[List[Path], typer.Argument(
         help="Label images (each value is an object) or binary mask files (one object each).",
-        exists=True, dir_okay=False, show_default=False)],
+        exists=True, dir_okay=False, show_default=False, metavar="MASK_OR_LABEL_IMAGE")],
     kind: Annotated[Optional[str], typer.Option(
         "--kind", help="label: every label value is an object (palette/8/16/32-bit); "
         "mask: each file is one object (non-zero pixels) (default: label).", show_default=False)] = None,

@@ -11,7 +11,7 @@ import typer
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
-from dextr_lib.errors import MismatchError
+from dextr_lib.errors import DatasetError, MismatchError
 from dextr_lib.images import read_image
 from dextr_lib.overlay import draw_overlay
 from dextr_lib.points_io import read_objects, xy_to_yx
@@ -54,7 +54,8 @@ def _save(img: PIL.Image.Image, path: Path) -> None:
 
 def predict(
     image: Annotated[Optional[Path], typer.Argument(
-        help="The photo (not with --points-file).", exists=True, dir_okay=False, show_default=False)] = None,
+        help="The photo (not with --points-file).", exists=True, dir_okay=False, show_default=False,
+        metavar="IMAGE")] = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help="Model checkpoint file (or registered model name).", show_default=False)] = None,
     points: Annotated[Optional[List[str]], typer.Option(
@@ -112,6 +113,7 @@ def predict(
             raise typer.BadParameter("--points-file writes one mask per object into --out-dir DIR "
                                      "(not --out/--overlay)", param_hint="--out-dir")
         objects = read_objects(points_file)  # fail on a bad file before loading the model
+        _check_photos(objects, points_file)
     dev = pick(device, cfg.device)
     net = load_model(model, full_cfg, map_location=dev)  # dextr_lib.load_model + cache/mirror config
     thr = pick(threshold, cfg.threshold)
@@ -132,6 +134,18 @@ def predict(
     _predict_file(net, objects, out_dir, prob, kw)
 
 
+def _check_photos(objects, points_file: Path) -> None:
+    """Every entry with objects names an existing photo (checked before any work is done)."""
+    for i, entry in enumerate(objects.images):
+        if not entry.objects:
+            continue
+        if entry.image is None:
+            raise DatasetError(f"{points_file}: images[{i}] has no photo (\"image\": null; its mask "
+                               "had no matching photo); rerun points-from-mask with --image-dir")
+        if not Path(entry.image).is_file():
+            raise DatasetError(f"{points_file}: images[{i}]: photo not found: {entry.image}")
+
+
 def _predict_file(net, objects, out_dir: Path, prob: bool, kw: dict) -> None:
     """One mask per object of an objects.json; each photo decoded once."""
     total, done, written = objects.n_objects, 0, []
@@ -139,9 +153,6 @@ def _predict_file(net, objects, out_dir: Path, prob: bool, kw: dict) -> None:
         for entry in objects.images:
             if not entry.objects:
                 continue
-            if entry.image is None:
-                raise MismatchError("an entry of the points file has no image (its mask had no "
-                                    "matching photo); rerun points-from-mask with --image-dir")
             rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
             if entry.height is not None and (entry.height, entry.width) != rgb.shape[:2]:
                 raise MismatchError(f"{entry.image} is {rgb.shape[1]}x{rgb.shape[0]} but the points "

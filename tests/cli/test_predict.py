@@ -200,3 +200,14 @@ def test_real_photo_mask_and_overlay(tmp_path, shared_data, model_file):
     ov = PIL.Image.open(tmp_path / "o.png")
     assert mask.size == (w, h) and mask.mode == "L"
     assert ov.size == (w, h) and ov.mode == "RGB"
+
+
+def test_points_file_without_photos_fails_before_loading_the_model(tmp_path, synthetic_sample, monkeypatch):
+    _, _, pts = synthetic_sample
+    monkeypatch.setattr(dextr_lib, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    write_objects([ImageEntry(None, [ObjectEntry(pts, label=1)], 64, 80)], tmp_path / "a.json")
+    write_objects([ImageEntry(str(tmp_path / "gone.png"), [ObjectEntry(pts, label=1)])], tmp_path / "b.json")
+    for name, needle in (("a.json", "has no photo"), ("b.json", "photo not found")):
+        r = runner.invoke(app, ["predict", "-m", "m.pt", "--points-file", str(tmp_path / name),
+                                "--out-dir", str(tmp_path / "m")])
+        assert r.exit_code == 1 and needle in r.stderr and "images[0]" in r.stderr
