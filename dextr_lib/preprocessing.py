@@ -50,6 +50,8 @@ class Preprocess:
             heatmap and paste-back keep the exact box (``dextr`` 0.1.2's quirk).
         paste_interpolation: resampling of the output back into the image, ``"bilinear"`` or
             ``"bicubic"`` (original DEXTR).
+        uint8_resample: truncate the resampled crop, the probabilities and the pasted-back
+            mask to 8-bit levels, as ``dextr`` 0.1.2's PIL uint8 resampling does.
     """
 
     name: str = "dextr"
@@ -67,6 +69,7 @@ class Preprocess:
     heatmap_snap: bool = False
     crop_box_truncate: bool = False
     paste_interpolation: str = "bilinear"
+    uint8_resample: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -185,6 +188,8 @@ class Preprocess:
         """
         boxes = self.boxes(points)
         rgb = self.crop(image, np.trunc(boxes) if self.crop_box_truncate else boxes)
+        if self.uint8_resample:
+            rgb = torch.floor(rgb * 255.0 + 1e-3).div_(255.0)
         heat = self.heatmaps(points, boxes, image.device)
         return self.normalize(rgb, heat), boxes
 
@@ -218,10 +223,15 @@ class Preprocess:
                 ys = (torch.arange(r0, r1, device=probs.device, dtype=probs.dtype) + 0.5 - y0) / (y1 - y0)
                 xs = (torch.arange(c0, c1, device=probs.device, dtype=probs.dtype) + 0.5 - x0) / (x1 - x0)
                 grid = torch.stack(torch.meshgrid(xs * 2 - 1, ys * 2 - 1, indexing="xy"), dim=-1)
+                src = probs[i][None, None]
+                if self.uint8_resample:
+                    src = torch.floor(src * 255.0).div_(255.0)
                 window = F.grid_sample(
-                    probs[i][None, None], grid[None], mode=self.paste_interpolation,
+                    src, grid[None], mode=self.paste_interpolation,
                     padding_mode="border", align_corners=False,
                 )
+                if self.uint8_resample:
+                    window = torch.floor(window * 255.0 + 1e-3).div_(255.0)
                 # Bicubic overshoots a little: keep probabilities in [0, 1].
                 full[r0:r1, c0:c1] = window[0, 0].clamp(0.0, 1.0)
             if self.clip_to_box:
@@ -262,7 +272,9 @@ PROFILES: Dict[str, Preprocess] = {"dextr": Preprocess()}
 
 #: Models imported from ``dextr`` 0.1.2 files: its profile with its coordinate conventions
 #: (points as continuous coordinates, image crop box truncated to whole pixels).
-PROFILES["dextr012"] = Preprocess(name="dextr012", point_origin="corner", crop_box_truncate=True)
+PROFILES["dextr012"] = Preprocess(
+    name="dextr012", point_origin="corner", crop_box_truncate=True, uint8_resample=True
+)
 
 #: Original DEXTR-PyTorch (Maninis et al.): 50 px relax in image pixels, zero padding past the
 #: image, 512x512 bicubic resize, Gaussians of full width at half maximum 10 (std 10 / 2.3548)

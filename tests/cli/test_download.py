@@ -1,0 +1,118 @@
+"""``dextr download`` and registry names in ``--model``."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+import numpy as np
+import PIL.Image
+import pytest
+from typer.testing import CliRunner
+
+from dextr_cli.app import app
+from dextr_lib import weights
+from helpers.http_server import serve
+from helpers.legacy_files import write_dextr012_resunet18
+
+runner = CliRunner()
+PAYLOAD = os.urandom(50_000)
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serve(PAYLOAD) as s:
+        yield s
+
+
+def test_list_shows_models_and_cache_state(tmp_path):
+    result = runner.invoke(app, ["download", "--list", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for name in ("pascalvoc-resunet101", "pascal-sbd", "pascal", "coco", "91.5", "psp101"):
+        assert name in result.output
+    assert "yes" not in result.output
+    (tmp_path / "dextr_coco.pth").write_bytes(b"x" * 2000)
+    result = runner.invoke(app, ["download", "--list", "--cache-dir", str(tmp_path)])
+    coco_row = next(line for line in result.output.splitlines() if "coco" in line)
+    assert "yes" in coco_row and "2.0 KB" in coco_row
+
+
+def test_download_name_from_mirror_then_cached(server, tmp_path, monkeypatch):
+    entry = weights.get_pretrained("pascalvoc-resunet101")
+    fake = dataclasses.replace(entry, hash_prefix=None, sha256=SHA)  # the stand-in's hash
+    monkeypatch.setitem(weights._MODELS, entry.name, fake)
+    monkeypatch.setenv("DEXTR_MIRROR", server.url("range", "")[:-1])
+    result = runner.invoke(app, ["download", entry.name, "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / entry.filename).read_bytes() == PAYLOAD
+    result = runner.invoke(app, ["download", entry.name, "--cache-dir", str(tmp_path)])
+    assert "already cached" in result.output
+
+
+def test_download_config_mirror_and_models_path(server, tmp_path, monkeypatch):
+    entry = weights.get_pretrained("coco")
+    monkeypatch.setitem(weights._MODELS, "coco", dataclasses.replace(entry, sha256=SHA))
+    cfg = tmp_path / "dextr.toml"
+    cfg.write_text(f'[paths]\nmodels = "cache"\n\n[models]\nmirror = "{server.base}/range/"\n')
+    result = runner.invoke(app, ["download", "coco", "--config", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cache" / "dextr_coco.pth").read_bytes() == PAYLOAD
+
+
+def test_download_url_checks_sha256(server, tmp_path):
+    url = server.url("range", "private.pt")
+    bad = runner.invoke(app, ["download", "--url", url, "--sha256", "0" * 64, "--cache-dir", str(tmp_path)])
+    assert bad.exit_code == 1
+    assert "Error:" in bad.output and "dextr download --force" in bad.output
+    assert "Traceback" not in bad.output
+    assert not (tmp_path / "private.pt").exists()
+    ok = runner.invoke(app, ["download", "--url", url, "--sha256", SHA, "--name", "mine.pt",
+                             "--cache-dir", str(tmp_path)])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "mine.pt").read_bytes() == PAYLOAD and SHA in ok.output
+
+
+def test_download_404_is_one_line(server, tmp_path):
+    result = runner.invoke(app, ["download", "--url", server.base + "/missing/x.pth", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "HTTP 404" in result.output and str(tmp_path / "x.pth") in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [[], ["coco", "--list"], ["--sha256", "ab"], ["coco", "--url", "http://x/y"]])
+def test_download_flag_combinations(args):
+    assert runner.invoke(app, ["download", *args]).exit_code == 2
+
+
+def test_unknown_name_lists_choices():
+    result = runner.invoke(app, ["download", "pascal-voc"])
+    assert result.exit_code == 1 and "pascalvoc-resunet101" in result.output
+
+
+def test_predict_with_registry_name_uses_cached_stand_in(tmp_path, monkeypatch, synthetic_sample):
+    """``--model pascalvoc-resunet101`` with a stand-in file in the cache: its hash is computed
+    and put in the registry, the file is found in $DEXTR_HOME/models, nothing is downloaded."""
+    entry = weights.get_pretrained("pascalvoc-resunet101")
+    cache = weights.models_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    stand_in = cache / entry.filename
+    write_dextr012_resunet18(stand_in, target_size=64, padding=5, blob_sigma=4.0)
+    digest = hashlib.sha256(stand_in.read_bytes()).hexdigest()
+    monkeypatch.setitem(weights._MODELS, entry.name, dataclasses.replace(entry, hash_prefix=digest[:8]))
+    monkeypatch.setattr("dextr_lib.download.download_first", _refuse_download)
+    image, mask, pts = synthetic_sample
+    img_path = tmp_path / "photo.png"
+    PIL.Image.fromarray(image).save(img_path)
+    out = tmp_path / "mask.png"
+    xy = [f"{x},{y}" for y, x in pts]
+    result = runner.invoke(app, ["predict", str(img_path), "--model", entry.name, "--device", "cpu",
+                                 "-o", str(out), *sum((["-p", p] for p in xy), [])])
+    assert result.exit_code == 0, result.output
+    assert "converted from dextr 0.1.2" in result.output
+    written = np.array(PIL.Image.open(out))
+    assert written.shape == mask.shape
+
+
+def _refuse_download(*args, **kwargs):
+    raise AssertionError("tried to download a cached model")

@@ -1,0 +1,85 @@
+"""A local HTTP server (stdlib ``http.server`` in a thread) with the behaviours downloads meet.
+
+Paths (``NAME`` is any file name; the payload is the same for all):
+
+* ``/range/NAME``: honours ``Range`` (``206`` + ``Content-Range``);
+* ``/norange/NAME``: ignores ``Range`` and always sends the whole file with ``200``;
+* ``/drop/NAME``: announces the full length, sends half, then closes the connection;
+* anything else: ``404``.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator, List, Optional
+
+
+class _Handler(BaseHTTPRequestHandler):
+    payload: bytes = b""
+    requests: List[dict] = []
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        self.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        kind = self.path.strip("/").split("/", 1)[0]
+        data = self.payload
+        if kind == "range" and self.headers.get("Range", "").startswith("bytes="):
+            start = int(self.headers["Range"][len("bytes="):].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            self.wfile.write(data[start:])
+        elif kind in ("range", "norange"):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif kind == "drop":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        else:
+            self.send_error(404, "Not Found")
+
+
+@contextlib.contextmanager
+def serve(payload: bytes) -> Iterator["Server"]:
+    """Run the server on ``127.0.0.1`` (a free port) for the duration of the block."""
+    handler = type("Handler", (_Handler,), {"payload": payload, "requests": []})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", handler)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+class Server:
+    def __init__(self, base: str, handler: type):
+        self.base = base
+        self._handler = handler
+
+    def url(self, kind: str, name: str = "model.pth") -> str:
+        return f"{self.base}/{kind}/{name}"
+
+    @property
+    def requests(self) -> List[dict]:
+        return self._handler.requests
+
+    def last_range(self) -> Optional[str]:
+        return self.requests[-1]["range"] if self.requests else None
