@@ -10,6 +10,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
+from dextr_lib.errors import DextrError
 from dextr_lib.points_io import dumps_objects, objects_to_dict, points_from_masks, write_objects, yx_to_xy
 
 from .._console import console, err_console
@@ -84,7 +85,10 @@ def points_from_mask(
         sys.stdout.write(dumps_objects(objects_to_dict(entries)))
         err_console.print(f"{n_obj} objects in {len(entries)} images", highlight=False)
         return
-    write_objects(entries, out)
+    try:
+        write_objects(entries, out)
+    except OSError as e:
+        raise DextrError(f"cannot write {out}: {e}") from None
     table = Table("image", "label", "area", "left", "right", "top", "bottom", title="Extreme points (x, y)")
     for e in entries:
         for o in e.objects:

@@ -11,7 +11,7 @@ import typer
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
-from dextr_lib.errors import DatasetError, MismatchError
+from dextr_lib.errors import DatasetError, DextrError, MismatchError
 from dextr_lib.images import read_image
 from dextr_lib.overlay import draw_overlay
 from dextr_lib.points_io import read_objects, xy_to_yx
@@ -48,8 +48,11 @@ def _to_png(mask: np.ndarray, prob: bool) -> PIL.Image.Image:
 
 
 def _save(img: PIL.Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+    except (OSError, ValueError) as e:  # unwritable folder, unknown extension
+        raise DextrError(f"cannot write {path}: {e}; use a writable .png path") from None
 
 
 def predict(

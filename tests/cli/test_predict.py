@@ -211,3 +211,11 @@ def test_points_file_without_photos_fails_before_loading_the_model(tmp_path, syn
         r = runner.invoke(app, ["predict", "-m", "m.pt", "--points-file", str(tmp_path / name),
                                 "--out-dir", str(tmp_path / "m")])
         assert r.exit_code == 1 and needle in r.stderr and "images[0]" in r.stderr
+
+
+def test_unwritable_output_is_one_line(tmp_path, photo, model_file):
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "mask.xyz", tmp_path / "file" / "mask.png"):
+        r = runner.invoke(app, ["predict", str(photo), "-m", str(model_file), *_points_args(),
+                                "-o", str(out), "--device", "cpu"])
+        assert r.exit_code == 1 and r.stderr.startswith("Error: cannot write") and "Traceback" not in r.output
