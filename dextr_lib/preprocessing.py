@@ -52,6 +52,9 @@ class Preprocess:
             ``"bicubic"`` (original DEXTR).
         uint8_resample: truncate the resampled crop, the probabilities and the pasted-back
             mask to 8-bit levels, as ``dextr`` 0.1.2's PIL uint8 resampling does.
+        edge_mode: how crop samples near the image edge read: ``"zeros"`` blends with zeros past
+            the edge; ``"pil"`` clamps to the edge pixels inside the image and gives 0 for sample
+            points outside it (PIL's transform, ``dextr`` 0.1.2).
     """
 
     name: str = "dextr"
@@ -70,6 +73,7 @@ class Preprocess:
     crop_box_truncate: bool = False
     paste_interpolation: str = "bilinear"
     uint8_resample: bool = False
+    edge_mode: str = "zeros"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -100,6 +104,8 @@ class Preprocess:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.point_origin not in ("center", "corner"):
             raise ValueError(f"point_origin must be 'center' or 'corner', got {self.point_origin!r}")
+        if self.edge_mode not in ("zeros", "pil"):
+            raise ValueError(f"edge_mode must be 'zeros' or 'pil', got {self.edge_mode!r}")
         if self.paste_interpolation not in ("bilinear", "bicubic"):
             raise ValueError(
                 f"paste_interpolation must be 'bilinear' or 'bicubic', got {self.paste_interpolation!r}"
@@ -151,9 +157,15 @@ class Preprocess:
         theta = _crop_theta(boxes, h, w).to(images.device, images.dtype)
         t = self.target_size
         grid = F.affine_grid(theta, [n, c, t, t], align_corners=False)
-        return F.grid_sample(
-            images, grid, mode=mode or self.interpolation, padding_mode="zeros", align_corners=False
+        pil = self.edge_mode == "pil"
+        out = F.grid_sample(
+            images, grid, mode=mode or self.interpolation, padding_mode="border" if pil else "zeros",
+            align_corners=False,
         )
+        if pil:  # normalised [-1, 1) covers the image's pixels [0, W) exactly
+            inside = ((grid >= -1) & (grid < 1)).all(dim=-1)
+            out = out * inside[:, None].to(out.dtype)
+        return out
 
     def heatmaps(self, points: np.ndarray, boxes: np.ndarray, device: torch.device) -> torch.Tensor:
         """``(N, T, T)`` guidance heatmaps for ``(N, 4, 2)`` image-space points."""
@@ -273,7 +285,8 @@ PROFILES: Dict[str, Preprocess] = {"dextr": Preprocess()}
 #: Models imported from ``dextr`` 0.1.2 files: its profile with its coordinate conventions
 #: (points as continuous coordinates, image crop box truncated to whole pixels).
 PROFILES["dextr012"] = Preprocess(
-    name="dextr012", point_origin="corner", crop_box_truncate=True, uint8_resample=True
+    name="dextr012", point_origin="corner", crop_box_truncate=True, uint8_resample=True,
+    edge_mode="pil",
 )
 
 #: Original DEXTR-PyTorch (Maninis et al.): 50 px relax in image pixels, zero padding past the
