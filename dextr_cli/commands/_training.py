@@ -80,6 +80,8 @@ def run_job(command: str, options: Dict[str, Any]) -> None:
         tc = dataclasses.replace(job_cfg.train, **given)
         cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, **{
             k: getattr(job_cfg.paths, k) for k in ("pascal_voc", "sbd")}))
+        if given:  # e.g. more epochs: later resumes must see them too
+            job.write_config(tc, paths={"pascal_voc": job_cfg.paths.pascal_voc, "sbd": job_cfg.paths.sbd})
         model, training = job.load_last(map_location=tc.device or None)
         state = TrainingState.from_dict(training["state"])
         job.truncate_metrics(state.epoch)

@@ -95,9 +95,10 @@ def test_ctrl_c_saves_last_prints_the_resume_command_and_resume_continues(tmp_pa
     monkeypatch.undo()
     r = runner.invoke(app, ["train", "c", "--jobs-dir", str(tmp_path), "--resume", "--learning-rate", "0.5"])
     assert r.exit_code == 2 and "--learning-rate" in r.output
-    r = runner.invoke(app, ["train", "c", "--jobs-dir", str(tmp_path), "--resume"])
+    r = runner.invoke(app, ["train", "c", "--jobs-dir", str(tmp_path), "--resume", "--val-every-n-epochs", "1"])
     assert r.exit_code == 0, r.output
     assert "Resuming job c at epoch 1" in r.output
+    assert load_config(tmp_path / "c" / "config.toml").train.val_every_n_epochs == 1  # kept for later resumes
     rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1]
     ckpt = dextr_lib.checkpoint.read_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")

@@ -201,6 +201,8 @@ def test_validation_reports_loss_and_miou(label_ds, tmp_path):
 # -- job directories ----------------------------------------------------------------------------
 def test_job_dir_refuses_existing_jobs(tmp_path):
     job = JobDir.open(tmp_path, "j1")
+    assert not job.root.exists()  # nothing is created until prepare()
+    job.prepare()
     job.log("hello")
     with pytest.raises(JobError, match="--resume.*--overwrite"):
         JobDir.open(tmp_path, "j1")
@@ -209,7 +211,9 @@ def test_job_dir_refuses_existing_jobs(tmp_path):
     with pytest.raises(JobError, match="invalid job name"):
         JobDir.open(tmp_path, "../x")
     again = JobDir.open(tmp_path, "j1", overwrite=True)
-    assert not again.log_path.exists()
+    assert again.log_path.exists()  # an overwritten job is only emptied when the new run starts
+    again.prepare()
+    assert not again.log_path.exists() and (again.root / "checkpoints").is_dir()
 
 
 def test_crash_while_saving_keeps_the_previous_last_pt(tmp_path, tiny_model, monkeypatch):
@@ -234,6 +238,7 @@ def test_job_config_round_trips_through_the_config_loader(tmp_path):
     tc = TrainConfig(dataset="custom_mask", image_pat=["/a/*.jpg"], target_pat=["/a/*_mask*.png"],
                      learning_rate=1e-3, seed=4, aug_hflip=False)
     job = JobDir.open(tmp_path, "cfg")
+    job.prepare()
     job.write_config(tc, paths={"pascal_voc": "/data/VOC2012", "sbd": None})
     cfg = job.read_config()
     assert cfg.train == tc and cfg.paths.pascal_voc == "/data/VOC2012"
