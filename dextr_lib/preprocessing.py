@@ -52,9 +52,10 @@ class Preprocess:
             ``"bicubic"`` (original DEXTR).
         uint8_resample: truncate the resampled crop, the probabilities and the pasted-back
             mask to 8-bit levels, as ``dextr`` 0.1.2's PIL uint8 resampling does.
-        edge_mode: how crop samples near the image edge read: ``"zeros"`` blends with zeros past
-            the edge; ``"pil"`` clamps to the edge pixels inside the image and gives 0 for sample
-            points outside it (PIL's transform, ``dextr`` 0.1.2).
+        edge_mode: how samples near an edge read: ``"zeros"`` blends the image crop with zeros
+            past the image edge (and paste-back clamps to the crop's edge); ``"pil"`` clamps to
+            the edge pixels inside and gives 0 for sample points outside, in both the image crop
+            and the paste-back (PIL's transform, ``dextr`` 0.1.2).
     """
 
     name: str = "dextr"
@@ -242,6 +243,8 @@ class Preprocess:
                     src, grid[None], mode=self.paste_interpolation,
                     padding_mode="border", align_corners=False,
                 )
+                if self.edge_mode == "pil":  # pixels whose centre falls outside the crop read 0
+                    window = window * ((grid >= -1) & (grid < 1)).all(dim=-1)[None, None].to(window.dtype)
                 if self.uint8_resample:
                     window = torch.floor(window * 255.0 + 1e-3).div_(255.0)
                 # Bicubic overshoots a little: keep probabilities in [0, 1].
