@@ -77,3 +77,14 @@ def test_profiles_and_validation():
     for bad in (dict(point_origin="middle"), dict(edge_mode="wrap"), dict(paste_interpolation="nearest")):
         with pytest.raises(ValueError):
             Preprocess(**bad)
+
+
+def test_pil_edge_mode_in_paste_zeroes_pixels_centred_outside_the_box():
+    probs = torch.ones(1, 16, 16)
+    box = np.array([[2.6, 3.7, 8.2, 9.4]])  # window rows 2..8, cols 3..9
+    clamp = Preprocess(target_size=16, padding=2).paste(probs, box, (12, 12))[0]
+    pil = Preprocess(target_size=16, padding=2, edge_mode="pil").paste(probs, box, (12, 12))[0]
+    assert clamp[2:9, 3:10].min() == 1  # border pixels partly covered by the box read its edge
+    centres_in = lambda lo, hi, n: [(i + 0.5 >= lo) and (i + 0.5 < hi) for i in range(n)]
+    expected = torch.tensor(centres_in(2.6, 8.2, 12))[:, None] & torch.tensor(centres_in(3.7, 9.4, 12))[None, :]
+    assert torch.equal(pil, expected.float())
