@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -293,6 +294,7 @@ def main() -> int:
           f"(mean |dp| {np.abs(ma - mb)[(ma > 0) | (mb > 0)].mean():.3f})")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    shutil.rmtree(work, ignore_errors=True)  # the saved package model is ~170 MB
     print(f"done in {time.time() - t0:.0f} s; {'FAILED' if failed else 'all >=32 px objects pass'} (exact profile)")
     return 1 if failed else 0
 
