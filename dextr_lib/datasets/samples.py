@@ -125,7 +125,8 @@ class TrainingSamples(torch.utils.data.Dataset):
         # The profile's inference quirks (legacy profiles) apply to training crops too.
         crop_box = np.trunc(box) if pp.crop_box_truncate else box
         rgb_crop, mask_crop, ignore_crop = crop_transformed(
-            rgb, mask, targets.ignore, crop_box, inv, pp.target_size, pp.interpolation
+            rgb, mask, targets.ignore, crop_box, inv, pp.target_size, pp.interpolation,
+            edge_mode=getattr(pp, "edge_mode", "zeros"),
         )
         if pp.uint8_resample:
             rgb_crop = torch.floor(rgb_crop * 255.0 + 1e-3).div_(255.0)
@@ -201,11 +202,13 @@ def crop_transformed(
     inv: np.ndarray,
     size: int,
     interpolation: str,
+    edge_mode: str = "zeros",
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Crop ``box`` (continuous, in transformed coordinates) of the transformed image.
 
     ``inv`` maps transformed coordinates back to the image. With the identity it samples the same
-    grid as :meth:`Preprocess.crop`. Only the image region under the grid is converted.
+    grid as :meth:`Preprocess.crop` (``edge_mode`` as its profile field). Only the image region
+    under the grid is converted.
 
     Returns:
         ``(rgb (3, T, T) in [0, 1], mask (1, T, T) in [0, 1], ignore (1, T, T) in {0, 1})``.
@@ -229,12 +232,19 @@ def crop_transformed(
     rh, rw = r1 - r0, c1 - c0
     grid = torch.stack([(sx - c0) / rw * 2 - 1, (sy - r0) / rh * 2 - 1], dim=-1)[None].float()
     img = image_to_tensor(rgb[r0:r1, c0:c1])[None]
-    rgb_crop = F.grid_sample(img, grid, mode=interpolation, padding_mode="zeros", align_corners=False)[0]
+    pil = edge_mode == "pil"  # as Preprocess.crop: clamp at the image edge, zero outside it
+    rgb_crop = F.grid_sample(img, grid, mode=interpolation, padding_mode="border" if pil else "zeros",
+                             align_corners=False)[0]
+    if pil:
+        inside = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+        rgb_crop = rgb_crop * inside.to(rgb_crop.dtype)
     planes = [torch.from_numpy(mask[r0:r1, c0:c1].astype(np.float32))]
     if ignore is not None:
         planes.append(torch.from_numpy(ignore[r0:r1, c0:c1].astype(np.float32)))
-    sampled = F.grid_sample(torch.stack(planes)[None], grid, mode="bilinear", padding_mode="zeros",
-                            align_corners=False)[0]
+    sampled = F.grid_sample(torch.stack(planes)[None], grid, mode="bilinear",
+                            padding_mode="border" if pil else "zeros", align_corners=False)[0]
+    if pil:
+        sampled = sampled * inside.to(sampled.dtype)
     mask_crop = sampled[:1].clamp_(0, 1)
     ignore_crop = (sampled[1:2] > 0.5).float() if ignore is not None else torch.zeros_like(mask_crop)
     return rgb_crop, mask_crop, ignore_crop

@@ -32,8 +32,8 @@ def write_label_dataset(root: Path, n: int = 3, h: int = 48, w: int = 56) -> Pat
     (root / "labels").mkdir(exist_ok=True)
     for i in range(n):
         lab = np.zeros((h, w), np.uint8)
-        lab[6 + i:30, 5:11] = 1
-        lab[24:30, 5:26 - i] = 1
+        lab[6 + i:30, 0:6] = 1  # touches the left edge: crops reach past the image
+        lab[24:30, 0:26 - i] = 1
         lab[(yy - 30) ** 2 + (xx - 40 + i) ** 2 <= 64] = 2
         img = rng.integers(0, 50, (h, w, 3)).astype(np.uint8)
         img[lab == 1] = (220, 40, 40)
@@ -55,7 +55,8 @@ def label_ds(tmp_path):
 def test_unaugmented_sample_is_exactly_the_inference_crop(label_ds, profile):
     pp = get_profile(profile, target_size=64, padding=4, blob_sigma=4.0)
     ts = TrainingSamples(label_ds, pp, extreme_range=0, noise_std=0, hflip=False, rot_range=0)
-    rec = label_ds.objects[0]
+    rec = label_ds.objects[0]  # the L shape: its crop reaches past the image's left edge
+    assert label_ds.objects[0].box[1] == 0
     rgb = label_ds.read_image(rec.image)
     mask = label_ds.read_targets(rec.image).object_mask(rec)
     sample = ts[(0, 123)]
