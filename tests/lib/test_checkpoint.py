@@ -112,3 +112,16 @@ def test_extra_keys_are_kept(tmp_path, tiny_model):
     atomic_torch_save(tiny_model.checkpoint_dict(training={"epoch": 3}), p)
     assert read_checkpoint(p)["training"] == {"epoch": 3}
     DextrModel.load(p)  # loads despite the extra key
+
+
+def test_saved_file_has_the_permissions_of_a_plain_write(tmp_path, tiny_model):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        tiny_model.save(tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    # A private temp file (0600) renamed into place would hide models from teammates.
+    assert stat.S_IMODE(os.stat(tmp_path / "m.pt").st_mode) == 0o644
