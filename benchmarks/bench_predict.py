@@ -23,6 +23,7 @@ import torch
 import dextr_lib
 from dextr_lib.geometry import as_points_array, extreme_points_from_mask
 from dextr_lib.images import read_image
+from dextr_lib.model import PRECISIONS
 from dextr_lib.preprocessing import image_to_tensor
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -85,15 +87,17 @@ def main() -> None:
     ]).contiguous(memory_format=torch.channels_last)  # the layout predict() runs the network in
     model.net.to(memory_format=torch.channels_last)
 
+    amp_dtype = PRECISIONS[args.precision]
+
     def forward_only():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             for s in range(0, len(inputs), args.batch_size):
                 torch.sigmoid(model.net(inputs[s:s + args.batch_size]))
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
     def full_predict():
-        model.predict(images, points, batch_size=args.batch_size)
+        model.predict(images, points, batch_size=args.batch_size, precision=args.precision)
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
@@ -106,7 +110,7 @@ def main() -> None:
     fwd, pred = statistics.median(t_fwd), statistics.median(t_pred)
     result = {
         "arch": args.arch, "target_size": args.target_size, "objects": args.objects,
-        "batch_size": args.batch_size, "device": str(dev), "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size, "device": str(dev), "precision": args.precision, "threads": torch.get_num_threads(),
         "data": source, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "predict_s_per_object": pred / args.objects, "forward_s_per_object": fwd / args.objects,
         "overhead_fraction": (pred - fwd) / fwd,

@@ -22,6 +22,14 @@ DeviceOpt = Annotated[
 BatchSizeOpt = Annotated[
     Optional[int], typer.Option("--batch-size", min=1, help="Objects per network forward (default: 8).", show_default=False)
 ]
+PrecisionOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--precision", help="fp32 (exact), bf16 (about 2x faster on CPUs with "
+        "AVX512-BF16/AMX, masks agree to within a pixel or so) or fp16 (GPU only) (default: fp32).",
+        show_default=False,
+    ),
+]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed, for reproducible runs.")]
 
 # Dataset options (eval, train, finetune); build the dataset with dextr_cli._datasets.open_dataset.

@@ -43,6 +43,7 @@ class PredictConfig:
     device: Optional[str] = None
     batch_size: int = 8
     threshold: Optional[float] = None  # default: the model's profile threshold
+    precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class EvalConfig:
     whole_labels: bool = False  # one object per label instead of one per connected region
     device: Optional[str] = None
     batch_size: int = 8
+    precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU)
     threshold: Optional[float] = None  # default: the model's profile threshold
     thresholds: List[float] = field(default_factory=list)  # extra thresholds to sweep
     boundary_tolerance: Optional[float] = None  # pixels; default 0.008 x image diagonal

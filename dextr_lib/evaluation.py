@@ -373,6 +373,7 @@ def evaluate(
     points_file=None,
     batch_size: int = 8,
     device=None,
+    precision: str = "fp32",
     boundary_tolerance: Optional[float] = None,
     limit: Optional[int] = None,
     keep_worst: int = 0,
@@ -396,6 +397,7 @@ def evaluate(
             objects are matched by image, target file and label. Excludes ``jitter``.
         batch_size: objects per network forward.
         device: run on this device (default: the model's).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :meth:`DextrModel.predict`).
         boundary_tolerance: boundary F match distance in pixels (default: 0.008 x diagonal).
         limit: evaluate only the first ``limit`` objects.
         keep_worst: keep the masks of this many worst objects (for overlays).
@@ -450,7 +452,7 @@ def evaluate(
         t0 = time.perf_counter()
         probs = model.predict(
             [p[0] for p in pending], np.stack([p[5] for p in pending]),
-            batch_size=batch_size, threshold=None,
+            batch_size=batch_size, threshold=None, precision=precision,
         )
         model_seconds += time.perf_counter() - t0
         for (rgb, targets, i, rec, gt, pts), prob in zip(pending, probs):
@@ -516,7 +518,8 @@ def evaluate(
         settings={
             "point_source": "points_file" if lookup is not None else ("jitter" if jitter > 0 else "ground_truth"),
             "jitter": jitter, "seed": seed, "threshold": main, "thresholds": sweep,
-            "batch_size": batch_size, "device": str(model.device), "limit": limit,
+            "batch_size": batch_size, "device": str(model.device), "precision": precision,
+            "limit": limit,
             "boundary_tolerance": "0.008 x image diagonal" if boundary_tolerance is None else boundary_tolerance,
         },
         model={"arch": model.arch, "preprocess": pp.to_dict(), "meta": _json_safe(dict(model.meta))},

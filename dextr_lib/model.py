@@ -1,6 +1,7 @@
 """The DEXTR model wrapper: a network plus its pre-processing profile."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -10,13 +11,16 @@ import torch.nn as nn
 
 from . import checkpoint as ckpt_io
 from .architectures import build_network
-from .device import resolve_device
-from .errors import CheckpointError, InvalidImageError, MismatchError
+from .device import DeviceError, resolve_device
+from .errors import CheckpointError, InvalidImageError, MismatchError, UnknownNameError
 from .geometry import as_points_array
 from .images import ImageLike, to_rgb_array
 from .preprocessing import Preprocess, get_profile, image_to_tensor
 
 PathLike = Union[str, os.PathLike]
+
+#: ``precision`` choices of :meth:`DextrModel.predict`: the dtype convolutions run in (autocast).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class DextrModel:
@@ -84,6 +88,7 @@ class DextrModel:
         batch_size: int = 8,
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
+        precision: str = "fp32",
     ) -> List[np.ndarray]:
         """Masks for objects given by their extreme points, one object per image.
 
@@ -94,6 +99,9 @@ class DextrModel:
             batch_size: objects per network forward.
             device: run on this device (the model is moved there); default the model's device.
             threshold: if given, return boolean masks ``prob >= threshold``.
+            precision: ``"fp32"`` (exact), ``"bf16"`` (about 2x faster on CPUs with AVX512-BF16
+                or AMX and on recent GPUs; probabilities differ by up to a few hundredths) or
+                ``"fp16"`` (GPU only).
 
         Returns:
             ``N`` masks, each ``(H, W)`` of its image: float32 probabilities, or bool with ``threshold``.
@@ -119,7 +127,7 @@ class DextrModel:
             groups.setdefault(id(img), (img, []))[1].append(i)
         jobs = [(img, idx) for img, idx in groups.values()]
         results = self._run(
-            ((img, points[idx]) for img, idx in jobs), batch_size, device, threshold
+            ((img, points[idx]) for img, idx in jobs), batch_size, device, threshold, precision
         )
         order = [i for _, idx in jobs for i in idx]
         out: List[Optional[np.ndarray]] = [None] * len(points)
@@ -135,6 +143,7 @@ class DextrModel:
         batch_size: int = 8,
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
+        precision: str = "fp32",
     ) -> List[np.ndarray]:
         """Masks for several objects on one image (decoded and converted once).
 
@@ -146,7 +155,7 @@ class DextrModel:
             ``K`` ``(H, W)`` masks, as in :meth:`predict`.
         """
         points = as_points_array(points_list, name="points_list")
-        return list(self._run([(image, points)], batch_size, device, threshold))
+        return list(self._run([(image, points)], batch_size, device, threshold, precision))
 
     def _run(
         self,
@@ -154,15 +163,27 @@ class DextrModel:
         batch_size: int,
         device: Optional[Union[str, torch.device]],
         threshold: Optional[float],
+        precision: str = "fp32",
     ) -> Iterable[np.ndarray]:
         """Yield one mask per object of ``jobs`` in order, batching objects across images."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        if precision not in PRECISIONS:
+            raise UnknownNameError(
+                f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
+            )
         if device is not None:
             self.to(device)
         dev = self.device
+        amp_dtype = PRECISIONS[precision]
+        if amp_dtype is torch.float16 and dev.type == "cpu":
+            raise DeviceError("precision 'fp16' needs a GPU; use 'bf16' on the CPU")
+        amp = (
+            torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None
+            else contextlib.nullcontext()
+        )
         pp = self.preprocess
         was_training = self.net.training
         self.net.eval()
@@ -173,7 +194,9 @@ class DextrModel:
 
         def flush():
             inputs = torch.cat([p[0] for p in pending]).contiguous(memory_format=torch.channels_last)
-            probs = torch.sigmoid(self.net(inputs)[:, 0].float())
+            with amp:
+                logits = self.net(inputs)
+            probs = torch.sigmoid(logits[:, 0].float())
             start = 0
             for _, boxes, pts, size in pending:
                 n = len(boxes)

@@ -19,7 +19,7 @@ from .._datasets import open_dataset
 from .._models import load_model
 from .._options import (
     BatchSizeOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt, LabelIgnoreIndexOpt,
-    MinObjectAreaOpt, SeedOpt, SplitOpt, TargetPatOpt, pick,
+    MinObjectAreaOpt, PrecisionOpt, SeedOpt, SplitOpt, TargetPatOpt, pick,
 )
 from .._progress import progress_bar
 from ._training import WholeLabelsOpt
@@ -112,6 +112,7 @@ def evaluate_command(
     whole_labels: WholeLabelsOpt = None,
     device: DeviceOpt = None,
     batch_size: BatchSizeOpt = None,
+    precision: PrecisionOpt = None,
     jitter: Annotated[float, typer.Option(
         "--jitter", min=0.0, help="Jitter the ground-truth extreme points by this many pixels (std), "
         "to simulate annotators; use with --seed.")] = 0.0,
@@ -190,7 +191,8 @@ def evaluate_command(
     with progress_bar("Evaluating") as update:
         report = evaluate(
             net, ds, thresholds=sweep, threshold=main, jitter=jitter, seed=seed, points_file=points,
-            batch_size=pick(batch_size, ec.batch_size), boundary_tolerance=pick(boundary_tolerance, ec.boundary_tolerance),
+            batch_size=pick(batch_size, ec.batch_size), precision=pick(precision, ec.precision),
+            boundary_tolerance=pick(boundary_tolerance, ec.boundary_tolerance),
             limit=limit, keep_worst=n_worst, on_progress=update,
         )
     report.model["source"] = model

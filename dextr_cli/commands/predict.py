@@ -18,7 +18,7 @@ from dextr_lib.points_io import read_objects, xy_to_yx
 
 from .._console import console
 from .._models import load_model
-from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, pick
+from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, PrecisionOpt, pick
 from .._progress import progress_bar
 
 _POINT = re.compile(r"^\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*,\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
@@ -83,6 +83,7 @@ def predict(
         "(default: the model's, usually 0.5).", show_default=False)] = None,
     device: DeviceOpt = None,
     batch_size: BatchSizeOpt = None,
+    precision: PrecisionOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Predict object masks from four extreme-point clicks per object.
@@ -121,7 +122,8 @@ def predict(
     net = load_model(model, full_cfg, map_location=dev)  # dextr_lib.load_model + cache/mirror config
     thr = pick(threshold, cfg.threshold)
     thr = net.preprocess.threshold if thr is None else thr
-    kw = dict(batch_size=pick(batch_size, cfg.batch_size), threshold=None if prob else thr)
+    kw = dict(batch_size=pick(batch_size, cfg.batch_size), threshold=None if prob else thr,
+              precision=pick(precision, cfg.precision))
     if points_file is None:
         rgb = read_image(image)
         mask = net.predict_image(rgb, [pts], **kw)[0]

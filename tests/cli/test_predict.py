@@ -166,6 +166,8 @@ def test_usage_errors_exit_2(tmp_path, photo, model_file, args, needle):
         ("missing_model", "model not found"),
         ("bad_points", "zero size"),
         ("bad_points_file", "not a dextr objects file"),
+        ("bad_precision", "unknown precision 'fp8'"),
+        ("fp16_on_cpu", "needs a GPU"),
     ],
 )
 def test_user_errors_are_one_line_exit_1(tmp_path, photo, model_file, setup, needle):
@@ -174,6 +176,9 @@ def test_user_errors_are_one_line_exit_1(tmp_path, photo, model_file, setup, nee
         args = ["predict", str(photo), "-m", str(tmp_path / "nope.pt"), *_points_args()]
     elif setup == "bad_points":
         args = base + [str(photo), *_points_args(["5,5"] * 4)]
+    elif setup in ("bad_precision", "fp16_on_cpu"):
+        precision = "fp8" if setup == "bad_precision" else "fp16"
+        args = base + [str(photo), *_points_args(), "--precision", precision, "-o", str(tmp_path / "m.png")]
     else:
         (tmp_path / "o.json").write_text('{"images": []}')
         args = base + ["--points-file", str(tmp_path / "o.json"), "--out-dir", str(tmp_path / "m")]
@@ -219,3 +224,14 @@ def test_unwritable_output_is_one_line(tmp_path, photo, model_file):
         r = runner.invoke(app, ["predict", str(photo), "-m", str(model_file), *_points_args(),
                                 "-o", str(out), "--device", "cpu"])
         assert r.exit_code == 1 and r.stderr.startswith("Error: cannot write") and "Traceback" not in r.output
+
+
+def test_bf16_precision_gives_nearly_the_fp32_mask(tmp_path, photo, model_file, tiny_model, synthetic_sample):
+    image, _, pts = synthetic_sample
+    r = runner.invoke(app, ["predict", str(photo), "-m", str(model_file), *_points_args(), "--prob",
+                            "--precision", "bf16", "-o", str(tmp_path / "p.png"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    prob = np.asarray(PIL.Image.open(tmp_path / "p.png")) / 255.0
+    exact = tiny_model.predict([image], [pts])[0]
+    # bf16 keeps 8 bits of mantissa: close to, but not bit-identical with, the fp32 result.
+    assert np.abs(prob - exact).mean() < 0.02

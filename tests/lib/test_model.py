@@ -134,3 +134,18 @@ def test_device_argument(tiny_model, synthetic_sample):
         tiny_model.predict([image], [pts], device="cpu")[0], tiny_model.predict([image], [pts])[0])
     with pytest.raises(dextr_lib.DextrError, match="device"):
         tiny_model.predict([image], [pts], device="tpu")
+
+
+def test_precision_bf16_is_close_to_fp32_and_bad_precisions_raise(tiny_model, synthetic_sample):
+    from dextr_lib.device import DeviceError
+
+    image, _, pts = synthetic_sample
+    exact = tiny_model.predict([image], [pts])[0]
+    fast = tiny_model.predict([image], [pts], precision="bf16")[0]
+    assert fast.dtype == np.float32 and fast.shape == exact.shape
+    assert np.abs(fast - exact).mean() < 0.02 and not np.array_equal(fast, exact)
+    with pytest.raises(UnknownNameError, match="unknown precision 'half'.*fp32, bf16, fp16"):
+        tiny_model.predict([image], [pts], precision="half")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="needs a GPU"):
+            tiny_model.predict_image(image, [pts], precision="fp16")
