@@ -59,21 +59,15 @@ def _root(
 
 
 def _register() -> None:
-    from .commands import points_from_mask, predict
+    from .commands import convert, download, evaluate, finetune, points_from_mask, predict, train
 
     app.command("predict")(predict.predict)
     app.command("points-from-mask")(points_from_mask.points_from_mask)
-    from .commands import convert, download
-
-    app.command("download")(download.download)
-    app.command("convert")(convert.convert)
-    from .commands import evaluate
-
-    app.command("eval")(evaluate.evaluate_command)
-    from .commands import finetune, train
-
     app.command("train")(train.train)
     app.command("finetune")(finetune.finetune)
+    app.command("eval")(evaluate.evaluate_command)
+    app.command("download")(download.download)
+    app.command("convert")(convert.convert)
 
 
 _register()
