@@ -14,12 +14,12 @@ A checkpoint is a dict loadable with ``torch.load(path, weights_only=True)``::
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any, Dict, Optional, Union
 
 import torch
 
 from .errors import CheckpointError
+from .fileio import atomic_open
 from .version import __version__
 
 FORMAT = "dextr"
@@ -31,24 +31,8 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
 
     A reader (or a crash at any moment) sees either the old file or the complete new one."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def make_checkpoint(

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import DatasetError, InvalidPointsError
+from .fileio import atomic_write_text
 from .geometry import as_points_array, extreme_points_from_mask, jitter_points
 from .metrics import boundary_f, group_means, iou, summarize
 
@@ -269,7 +270,7 @@ class EvalReport:
         """The JSON report as text (NaN written as null); written atomically to ``path`` if given."""
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         if path is not None:
-            _atomic_write(path, text)
+            atomic_write_text(path, text)
         return text
 
     def csv_rows(self) -> List[Dict[str, Any]]:
@@ -299,7 +300,7 @@ class EvalReport:
                              for k, v in row.items()})
         text = buf.getvalue()
         if path is not None:
-            _atomic_write(path, text)
+            atomic_write_text(path, text)
         return text
 
 
@@ -317,14 +318,6 @@ def _json_safe(v: Any) -> Any:
     return str(v)  # e.g. a path or tensor in a checkpoint's meta: readable, never a crash
 
 
-def _atomic_write(path: Union[str, os.PathLike], text: str) -> None:
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # -- points --------------------------------------------------------------------------------------

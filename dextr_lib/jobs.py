@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from .checkpoint import atomic_torch_save, read_checkpoint
 from .config import Config, TrainConfig, config_from_dict, tomllib
 from .errors import CheckpointError, DextrError
+from .fileio import atomic_write_text
 from .model import DextrModel
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -113,9 +114,7 @@ class JobDir:
         tables["train"] = train.__dict__
         text = "# Resolved settings of this job; `dextr train NAME --config THIS_FILE` repeats it.\n"
         text += dumps_toml(tables)
-        tmp = self.config_path.with_suffix(".toml.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.config_path)
+        atomic_write_text(self.config_path, text)
 
     def read_config(self) -> Config:
         """The job's ``config.toml`` as a :class:`~dextr_lib.config.Config`."""
@@ -144,9 +143,7 @@ class JobDir:
     def truncate_metrics(self, epochs: int) -> None:
         """Keep the first ``epochs`` lines (a resumed job redoes the epochs after ``last.pt``)."""
         rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs]
-        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        os.replace(tmp, self.metrics_path)
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     # -- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(

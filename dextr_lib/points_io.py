@@ -34,12 +34,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, IO, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import PIL.Image
 
 from .errors import DatasetError, InvalidImageError, InvalidPointsError
+from .fileio import atomic_write_text
 from .geometry import EXTREME_POINT_ORDER, as_points_array, extreme_points_from_mask, jitter_points
 
 FORMAT = "dextr-objects"
@@ -326,9 +327,7 @@ def write_objects(entries: Sequence[ImageEntry], path: PathLike, *, exif_transpo
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = objects_to_dict(entries, relative_to=path.parent, exif_transpose=exif_transpose)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dumps_objects(data), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, dumps_objects(data))
 
 
 def read_objects(path: PathLike) -> "ObjectsFile":

@@ -4,7 +4,7 @@ output becomes a full-size mask. A profile is stored in every checkpoint and app
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np

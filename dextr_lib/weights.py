@@ -27,12 +27,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from .errors import UnknownNameError
+from .fileio import atomic_write_text
 
 PathLike = Union[str, os.PathLike]
 
@@ -240,9 +241,7 @@ def record_download(path: PathLike, url: str, sha256: str, size: int) -> None:
     path = Path(path)
     meta = {"url": url, "sha256": sha256, "size": size,
             "downloaded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp = _meta_path(path).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, _meta_path(path))
+    atomic_write_text(_meta_path(path), json.dumps(meta, indent=2) + "\n")
 
 
 def fetch_pretrained(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DatasetError
+from ..fileio import atomic_write_text
 from ..images import read_image as _read_rgb
 
 ProgressFn = Optional[Callable[[int, int], None]]
@@ -303,11 +303,7 @@ def save_cached_index(cache_dir: Optional[Path], kind: str, key: str, targets, o
     data = {"version": INDEX_VERSION, "key": key, "targets": targets,
             "objects": [asdict(o) for o in objects]}
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, cache_dir / f"{kind}-{key}.json")
+        atomic_write_text(cache_dir / f"{kind}-{key}.json", json.dumps(data))
     except OSError:
         pass
 
