@@ -139,6 +139,11 @@ class Preprocess:
             return boxes - 0.5 if self.point_origin == "corner" else boxes
         return geometry.pixel_relaxed_boxes(points, self.padding)
 
+    def sampling_boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """The boxes the image (and target) crops are read from: ``boxes`` itself, or truncated
+        to whole pixels with ``crop_box_truncate`` (heatmaps and paste-back keep ``boxes``)."""
+        return np.trunc(boxes) if self.crop_box_truncate else boxes
+
     def crop(self, images: torch.Tensor, boxes: np.ndarray, mode: str | None = None) -> torch.Tensor:
         """Resample ``target_size`` square crops of ``boxes`` from one image.
 
@@ -200,7 +205,7 @@ class Preprocess:
             ``(N, 4)`` crop boxes needed by :meth:`paste`.
         """
         boxes = self.boxes(points)
-        rgb = self.crop(image, np.trunc(boxes) if self.crop_box_truncate else boxes)
+        rgb = self.crop(image, self.sampling_boxes(boxes))
         if self.uint8_resample:
             rgb = torch.floor(rgb * 255.0 + 1e-3).div_(255.0)
         heat = self.heatmaps(points, boxes, image.device)

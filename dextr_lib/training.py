@@ -213,7 +213,7 @@ def validate(
                     x, boxes = pp.make_inputs(img_t, points)
                     logits = model.net(x.contiguous(memory_format=torch.channels_last)).float()
                     gt = torch.from_numpy(np.stack(masks).astype(np.float32)).to(dev)[:, None]
-                    crop_boxes = np.trunc(boxes) if pp.crop_box_truncate else boxes
+                    crop_boxes = pp.sampling_boxes(boxes)
                     tgt = pp.crop(gt, crop_boxes, mode="bilinear").clamp_(0, 1)
                     valid = None
                     if targets.ignore is not None:

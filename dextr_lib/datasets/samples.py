@@ -123,10 +123,10 @@ class TrainingSamples(torch.utils.data.Dataset):
             centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) / 2 * s
             box = np.concatenate([centre - half, centre + half])
         # The profile's inference quirks (legacy profiles) apply to training crops too.
-        crop_box = np.trunc(box) if pp.crop_box_truncate else box
+        crop_box = pp.sampling_boxes(box)
         rgb_crop, mask_crop, ignore_crop = crop_transformed(
             rgb, mask, targets.ignore, crop_box, inv, pp.target_size, pp.interpolation,
-            edge_mode=getattr(pp, "edge_mode", "zeros"),
+            edge_mode=pp.edge_mode,
         )
         if pp.uint8_resample:
             rgb_crop = torch.floor(rgb_crop * 255.0 + 1e-3).div_(255.0)
