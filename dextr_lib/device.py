@@ -5,11 +5,7 @@ from typing import Optional, Union
 
 import torch
 
-from .errors import DextrError
-
-
-class DeviceError(DextrError):
-    """An unknown or unavailable device."""
+from .errors import DeviceError
 
 
 def resolve_device(spec: Optional[Union[str, torch.device]] = None) -> torch.device:

@@ -41,5 +41,13 @@ class DownloadError(DextrError):
     """A download that failed (network error, HTTP error)."""
 
 
+class DeviceError(DextrError):
+    """An unknown or unavailable device."""
+
+
+class JobError(DextrError):
+    """A job name that is invalid, already taken, or has nothing to resume."""
+
+
 class DatasetError(DextrError):
     """A dataset that cannot be built: no files, no matches, bad labels."""

@@ -22,15 +22,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .checkpoint import atomic_torch_save, read_checkpoint
 from .config import Config, TrainConfig, config_from_dict, tomllib
-from .errors import CheckpointError, DextrError
+from .errors import CheckpointError, JobError
 from .fileio import atomic_write_text
 from .model import DextrModel
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class JobError(DextrError):
-    """A job name that is invalid, already taken, or has nothing to resume."""
 
 
 class JobDir:
