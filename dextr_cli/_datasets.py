@@ -7,7 +7,7 @@ import typer
 
 from dextr_lib.config import PathsConfig
 
-from ._console import err_console
+from ._console import err_console, esc
 from ._progress import progress_bar
 
 
@@ -46,7 +46,7 @@ def open_dataset(
                                  param_hint="--image-pat")
 
     def warn(message: str) -> None:
-        err_console.print(f"[yellow]Warning:[/] {message}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]Warning:[/] {esc(message)}", highlight=False, soft_wrap=True)
         if on_warning is not None:  # e.g. a training job's log.txt
             on_warning(message)
 

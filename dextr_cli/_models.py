@@ -11,7 +11,7 @@ from rich.progress import (
 import dextr_lib
 from dextr_lib.config import Config
 
-from ._console import err_console
+from ._console import err_console, esc
 
 
 @contextmanager
@@ -30,7 +30,7 @@ def download_progress(description: str) -> Iterator[Callable[[int, Optional[int]
                 console=err_console,
             )
             progress.start()
-            task = progress.add_task(description, total=total)
+            task = progress.add_task(esc(description), total=total)
         progress.update(task, completed=done, total=total)
 
     try:
@@ -49,6 +49,6 @@ def load_model(spec: str, cfg: Config, map_location: Any = None) -> dextr_lib.De
             mirror=cfg.models.mirror, on_progress=update,
         )
     if model.load_note:
-        err_console.print(f"[dim]Note: {model.load_note} (in memory; `dextr convert` saves it)[/]",
+        err_console.print(f"[dim]Note: {esc(model.load_note)} (in memory; `dextr convert` saves it)[/]",
                           highlight=False)
     return model

@@ -6,7 +6,7 @@ from rich.progress import (
     BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
 )
 
-from ._console import err_console
+from ._console import err_console, esc
 
 
 @contextmanager
@@ -17,7 +17,7 @@ def progress_bar(description: str, total: int = None) -> Iterator[Callable[[int,
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         console=err_console, transient=False,
     ) as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(esc(description), total=total)
 
         def update(done: int, total: int = None) -> None:
             progress.update(task, completed=done, total=total)

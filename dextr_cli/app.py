@@ -9,20 +9,34 @@ from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from dextr_lib import DextrError, __version__
+from dextr_lib.fileio import os_error_cause, shown_path
+from dextr_lib.limits import reset_limits, set_limits
 
-from ._console import err_console
+from ._console import err_console, esc
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of an error the boundary reports (OS errors: the file and the cause)."""
+    if isinstance(e, DextrError):
+        return str(e)
+    if isinstance(e, MemoryError):
+        return "out of memory: the input is too large for this machine (see --help for size limits)"
+    assert isinstance(e, OSError)
+    where = " ".join(shown_path(f) for f in (e.filename, e.filename2) if f is not None)
+    return f"{where}: {os_error_cause(e)}" if where else os_error_cause(e)
 
 
 class _ErrorBoundary(TyperGroup):
-    """Turns library errors into one clear line and exit code 1 (``--debug``: full traceback)."""
+    """Turns library errors, and OS errors (unreadable or unwritable files, a full disk), into
+    one clear line and exit code 1 (``--debug``: full traceback)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except DextrError as e:
+        except (DextrError, OSError, MemoryError) as e:
             if ctx.params.get("debug") or os.environ.get("DEXTR_DEBUG"):
                 raise
-            err_console.print(f"[bold red]Error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]Error:[/] {esc(_one_line(e))}", highlight=False, soft_wrap=True)
             err_console.print("[dim](run with --debug for the full traceback)[/]", highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
@@ -50,12 +64,23 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    max_pixels: Annotated[Optional[int], typer.Option(
+        "--max-pixels", min=1, help="Refuse images with more pixels (default: 100000000; also "
+        "$DEXTR_MAX_PIXELS).", show_default=False)] = None,
+    max_objects: Annotated[Optional[int], typer.Option(
+        "--max-objects", min=1, help="Refuse more objects on one image (default: 1000; also "
+        "$DEXTR_MAX_OBJECTS).", show_default=False)] = None,
+    max_labels: Annotated[Optional[int], typer.Option(
+        "--max-labels", min=1, help="Refuse label images with more distinct labels (default: 1000; "
+        "also $DEXTR_MAX_LABELS).", show_default=False)] = None,
     version: Annotated[
         Optional[bool],
         typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
     """DEXTR (Deep Extreme Cut): object masks from four extreme-point clicks."""
+    reset_limits()  # each invocation starts from the defaults and the environment
+    set_limits(max_pixels=max_pixels, max_objects=max_objects, max_labels=max_labels)
 
 
 def _register() -> None:

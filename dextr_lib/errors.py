@@ -51,3 +51,13 @@ class JobError(DextrError):
 
 class DatasetError(DextrError):
     """A dataset that cannot be built: no files, no matches, bad labels."""
+
+
+class OutputError(DextrError, OSError):
+    """A file that cannot or must not be written: it exists (and overwriting was not asked
+    for), it is one of the command's inputs, its folder is not writable, or the disk is full."""
+
+
+class LimitError(DextrError, ValueError):
+    """An input larger than a safety limit (image pixels, objects, labels, model size); the
+    message names the limit and how to raise it."""

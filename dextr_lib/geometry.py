@@ -19,6 +19,9 @@ PointsLike = Union[np.ndarray, Sequence]
 
 #: Order of the points returned by :func:`extreme_points_from_mask`.
 EXTREME_POINT_ORDER = ("left", "right", "top", "bottom")
+#: Largest |coordinate| a point may have, in pixels: beyond it float32 (the network's precision)
+#: cannot tell neighbouring pixels apart, and crop arithmetic would overflow.
+MAX_COORDINATE = float(2 ** 24)
 
 
 def as_points_array(points: PointsLike, *, name: str = "extreme_points") -> np.ndarray:
@@ -61,6 +64,13 @@ def as_points_array(points: PointsLike, *, name: str = "extreme_points") -> np.n
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InvalidPointsError(f"{name}[{i}] contains NaN or infinite values: {arr[i].tolist()}")
+    huge = (np.abs(arr) > MAX_COORDINATE).any(axis=(1, 2))
+    if huge.any():
+        i = int(np.flatnonzero(huge)[0])
+        raise InvalidPointsError(
+            f"{name}[{i}] has a point too far from the image: coordinates must lie within "
+            f"+-{MAX_COORDINATE:.0f} pixels, got {arr[i].tolist()}"
+        )
     extent = arr.max(axis=1) - arr.min(axis=1)
     flat = (extent <= 0).any(axis=1)
     if flat.any():
@@ -77,7 +87,7 @@ def as_points_array(points: PointsLike, *, name: str = "extreme_points") -> np.n
 def _to_float_array(points: PointsLike, name: str) -> np.ndarray:
     try:
         return np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError, RecursionError) as e:
         raise InvalidPointsError(f"{name} must be numeric [y, x] points: {e}") from None
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from typing import Union
 
 import numpy as np
@@ -9,9 +11,50 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-from .errors import InvalidImageError
+from .errors import InvalidImageError, LimitError
+from .fileio import os_error_cause, shown_path
+from .limits import check_pixels
 
 ImageLike = Union[PIL.Image.Image, np.ndarray]
+
+
+def open_image(path: Union[str, os.PathLike]) -> PIL.Image.Image:
+    """Open an image file lazily (pixels not decoded yet) after the safety checks every reader
+    needs: a regular file (a named pipe would hang, a device never end) within the pixel limit
+    (:mod:`dextr_lib.limits`; Pillow's decompression-bomb error becomes the same message).
+
+    Raises:
+        InvalidImageError: missing, not a regular file, or not a readable image.
+        LimitError: more pixels than ``max_pixels``.
+    """
+    shown = shown_path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InvalidImageError(f"image not found: {shown}") from None
+    except (OSError, ValueError) as e:
+        cause = os_error_cause(e) if isinstance(e, OSError) else str(e)
+        raise InvalidImageError(f"cannot read image {shown}: {cause}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a pipe or device?)"
+        raise InvalidImageError(f"cannot read image {shown}: it is {kind}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            im = PIL.Image.open(path)
+    except PIL.Image.DecompressionBombError as e:
+        raise LimitError(f"{shown} is too large to decode safely ({e}); if the input is trusted, "
+                         "raise the limit with dextr --max-pixels N, or DEXTR_MAX_PIXELS") from None
+    except PIL.UnidentifiedImageError:
+        raise InvalidImageError(f"cannot read image {shown}: not an image format Pillow knows") from None
+    except OSError as e:
+        raise InvalidImageError(f"cannot read image {shown}: {os_error_cause(e)}") from None
+    try:
+        check_pixels(im.size[0], im.size[1], shown)
+    except LimitError:
+        im.close()
+        raise
+    return im
 
 
 def read_image(path: Union[str, os.PathLike], *, exif_transpose: bool = True) -> np.ndarray:
@@ -24,17 +67,18 @@ def read_image(path: Union[str, os.PathLike], *, exif_transpose: bool = True) ->
             because annotation masks are stored in the raw orientation.
 
     Raises:
-        InvalidImageError: missing or unreadable file.
+        InvalidImageError: missing, not a regular file, or unreadable.
+        LimitError: more pixels than the limit (see :mod:`dextr_lib.limits`).
     """
-    try:
-        with PIL.Image.open(path) as im:
+    with open_image(path) as im:
+        try:
             if exif_transpose:
                 im = PIL.ImageOps.exif_transpose(im)
             return to_rgb_array(im)
-    except FileNotFoundError:
-        raise InvalidImageError(f"image not found: {path}") from None
-    except (PIL.UnidentifiedImageError, OSError) as e:
-        raise InvalidImageError(f"cannot read image {path}: {e}") from None
+        except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt pixel data
+            if isinstance(e, InvalidImageError):
+                raise
+            raise InvalidImageError(f"cannot read image {shown_path(path)}: {e}") from None
 
 
 def to_rgb_array(image: ImageLike) -> np.ndarray:

@@ -41,6 +41,9 @@ import PIL.Image
 
 from .errors import DatasetError, InvalidImageError, InvalidPointsError
 from .fileio import atomic_write_text
+from .fileio import os_error_cause, shown_path
+from .images import open_image
+from .limits import check_labels, check_objects
 from .geometry import EXTREME_POINT_ORDER, as_points_array, extreme_points_from_mask, jitter_points
 
 FORMAT = "dextr-objects"
@@ -104,6 +107,8 @@ def read_label_image(path: PathLike) -> np.ndarray:
                 f"{path}: expected a one-channel label image (palette or 8/16/32-bit grayscale), "
                 f"got mode {im.mode}; for binary masks use --kind mask"
             )
+    if arr.dtype.itemsize > 1:  # 8-bit images hold at most 256 labels
+        check_labels(len(np.unique(arr)), path)
     return arr.astype(np.int64)
 
 
@@ -123,12 +128,7 @@ def read_mask(path: PathLike) -> np.ndarray:
 
 
 def _open(path: PathLike) -> PIL.Image.Image:
-    try:
-        return PIL.Image.open(path)
-    except FileNotFoundError:
-        raise InvalidImageError(f"file not found: {path}") from None
-    except (PIL.UnidentifiedImageError, OSError) as e:
-        raise InvalidImageError(f"cannot read image {path}: {e}") from None
+    return open_image(path)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -338,12 +338,22 @@ def read_objects(path: PathLike) -> "ObjectsFile":
         InvalidPointsError: malformed points.
     """
     path = Path(path)
+    shown = shown_path(path)
+    if path.exists() and not path.is_file():  # a pipe would hang the read
+        raise DatasetError(f"cannot read points file {shown}: not a regular file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DatasetError(f"points file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"cannot read points file {path}: {e}") from None
+        raise DatasetError(f"points file not found: {shown}") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read points file {shown}: {os_error_cause(e)}") from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"cannot read points file {shown}: not UTF-8 text ({e.reason} at byte "
+                           f"{e.start})") from None
+    except RecursionError:
+        raise DatasetError(f"cannot read points file {shown}: JSON nested too deeply") from None
+    except ValueError as e:  # json.JSONDecodeError, or an integer with too many digits
+        raise DatasetError(f"cannot read points file {shown}: invalid JSON ({e})") from None
     return objects_from_dict(data, base_dir=path.parent, source=str(path))
 
 
@@ -371,37 +381,73 @@ def objects_from_dict(data: Any, base_dir: PathLike = ".", source: str = "<objec
     images = data.get("images")
     if not isinstance(images, list):
         raise DatasetError(f'{source}: "images" must be a list')
+    exif = data.get("exif_transpose", True)
+    if not isinstance(exif, bool):
+        raise DatasetError(f'{source}: "exif_transpose" must be true or false, got {_short(exif)}')
     out = []
     for i, e in enumerate(images):
         where = f"{source}: images[{i}]"
         if not isinstance(e, dict) or not isinstance(e.get("objects"), list):
             raise DatasetError(f'{where} must be an object with an "objects" list')
-        img = e.get("image")
-        if img is not None and not isinstance(img, str):
-            raise DatasetError(f'{where}.image must be a path string or null, got {img!r}')
+        img = _field(e, "image", str, where, "a path string")
+        height = _field(e, "height", int, where, "a positive integer", positive=True)
+        width = _field(e, "width", int, where, "a positive integer", positive=True)
         entry = ImageEntry(
-            image=None if img is None else str(Path(base_dir) / img),
-            height=e.get("height"), width=e.get("width"),
+            image=None if img is None else str(Path(base_dir) / img), height=height, width=width,
         )
+        check_objects(len(e["objects"]), where)
         for j, o in enumerate(e["objects"]):
+            at = f"{where}.objects[{j}]"
             if not isinstance(o, dict) or "points_xy" not in o:
-                raise DatasetError(f'{where}.objects[{j}] must be an object with "points_xy"')
-            pts = as_points_array(xy_to_yx(_numeric(o["points_xy"], f"{where}.objects[{j}].points_xy")),
-                                  name=f"{where}.objects[{j}].points_xy")[0]
-            src = o.get("source")
+                raise DatasetError(f'{at} must be an object with "points_xy"')
+            pts = as_points_array(xy_to_yx(_numeric(o["points_xy"], f"{at}.points_xy")),
+                                  name=f"{at}.points_xy")[0]
+            src = _field(o, "source", str, at, "a path string")
             entry.objects.append(ObjectEntry(
-                pts, label=o.get("label"), name=o.get("name"),
-                source=None if src is None else str(Path(base_dir) / src), area=o.get("area"),
+                pts, label=_field(o, "label", int, at, "an integer label value", signed=True),
+                name=_field(o, "name", str, at, "a string"),
+                source=None if src is None else str(Path(base_dir) / src),
+                area=_field(o, "area", int, at, "a pixel count"),
             ))
         out.append(entry)
-    return ObjectsFile(out, exif_transpose=bool(data.get("exif_transpose", True)))
+    return ObjectsFile(out, exif_transpose=exif)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field(d: dict, key: str, kind: type, where: str, expected: str, positive: bool = False,
+           signed: bool = False) -> Any:
+    """``d[key]`` when it is null/absent or of ``kind`` (bools are not integers; integers are
+    ``>= 0`` unless ``signed``, ``> 0`` when ``positive``)."""
+    value = d.get(key)
+    if value is None:
+        return None
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok and kind is str and "\x00" in value:
+        ok = False
+    if ok and kind is int and ((value < 0 and not signed) or (positive and value == 0)):
+        ok = False
+    if not ok:
+        raise DatasetError(f"{where}.{key} must be {expected} or null, got {_short(value)}")
+    return value
 
 
 def _numeric(points: Any, where: str) -> np.ndarray:
+    pairs = points if isinstance(points, list) else None
+    if (pairs is None or len(pairs) != 4 or not all(
+            isinstance(p, list) and len(p) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)
+            for p in pairs)):
+        try:
+            shape = f" (shape {np.asarray(points, dtype=np.float64).shape})"
+        except (TypeError, ValueError, OverflowError, RecursionError):
+            shape = ""
+        raise InvalidPointsError(f"{where} must be four [x, y] number pairs (shape (4, 2)), got "
+                                 f"{_short(points)}{shape}")
     try:
-        arr = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidPointsError(f"{where} must be four [x, y] number pairs, got {points!r}") from None
-    if arr.shape != (4, 2):
-        raise InvalidPointsError(f"{where} must be four [x, y] pairs (shape (4, 2)), got shape {arr.shape}")
-    return arr
+        return np.asarray(pairs, dtype=np.float64)
+    except OverflowError:  # an integer beyond float range
+        raise InvalidPointsError(f"{where} has a coordinate too large, got {_short(points)}") from None

@@ -8,7 +8,7 @@ from typing_extensions import Annotated
 
 from dextr_lib.legacy import convert_file
 
-from .._console import console
+from .._console import console, esc
 
 
 def convert(
@@ -33,4 +33,4 @@ def convert(
         raise typer.BadParameter("DST must differ from SRC", param_hint="DST")
     note = convert_file(src, dst)
     what = note or "already a dextr checkpoint; copied"
-    console.print(f"Wrote {dst} ({what})", highlight=False)
+    console.print(f"Wrote {esc(dst)} ({esc(what)})", highlight=False)

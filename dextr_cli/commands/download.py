@@ -15,7 +15,7 @@ from dextr_lib import weights
 from dextr_lib.config import load_config
 from dextr_lib.download import download_file
 
-from .._console import console
+from .._console import console, esc
 from .._models import download_progress
 from .._options import ConfigOpt, pick
 
@@ -33,7 +33,7 @@ def _size(n: Optional[int]) -> str:
 
 
 def _list(cache_dir: Optional[str]) -> None:
-    table = Table(title=f"Published DEXTR models (cache: {weights.models_dir(cache_dir)})")
+    table = Table(title=f"Published DEXTR models (cache: {esc(weights.models_dir(cache_dir))})")
     for col in ("name", "arch", "size", "reported accuracy", "cached"):
         table.add_column(col)
     for name in weights.list_pretrained():
@@ -85,23 +85,23 @@ def download(
             raise typer.BadParameter(f"cannot take a file name from {url!r}; pass --name", param_hint="--name")
         dst = weights.models_dir(cache) / filename
         if dst.is_file() and not force:
-            console.print(f"Already cached: {dst} (use --force to download again)", highlight=False)
+            console.print(f"Already cached: {esc(dst)} (use --force to download again)", highlight=False)
             return
         m = _HASH_IN_NAME.search(filename)
         with download_progress(filename) as update:
             digest = download_file(url, dst, sha256=sha256, hash_prefix=None if sha256 or not m else m.group(1),
                                    on_progress=update)
         weights.record_download(dst, url, digest, dst.stat().st_size)
-        console.print(f"Saved {dst}\nsha256 {digest}", highlight=False)
+        console.print(f"Saved {esc(dst)}\nsha256 {digest}", highlight=False)
         return
     for n in names:
         weights.get_pretrained(n)  # unknown names fail before any download
     for n in names:
         entry = weights.get_pretrained(n)
         if weights.is_cached(entry, cache) and not force:
-            console.print(f"{n}: already cached at {weights.cached_path(entry, cache)}", highlight=False)
+            console.print(f"{n}: already cached at {esc(weights.cached_path(entry, cache))}", highlight=False)
             continue
         with download_progress(n) as update:
             path = weights.fetch_pretrained(n, cache_dir=cache, force=force, mirror=cfg.models.mirror,
                                             on_progress=update)
-        console.print(f"{n}: saved {path}", highlight=False)
+        console.print(f"{n}: saved {esc(path)}", highlight=False)

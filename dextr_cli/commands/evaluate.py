@@ -14,7 +14,7 @@ from typing_extensions import Annotated
 from dextr_lib.config import load_config
 from dextr_lib.evaluation import BASELINES, EvalReport, evaluate
 
-from .._console import console, err_console
+from .._console import console, err_console, esc
 from .._datasets import open_dataset
 from .._models import load_model
 from .._options import (
@@ -49,7 +49,7 @@ def _fmt(v: float, pct: bool = False) -> str:
 
 def _render(report: EvalReport, model_name: str) -> None:
     summaries = {"model": report.summary(), **{b: report.summary(b) for b in BASELINES}}
-    table = Table(title=f"{model_name} at threshold {report.threshold:g} on {report.n_objects} objects "
+    table = Table(title=f"{esc(model_name)} at threshold {report.threshold:g} on {report.n_objects} objects "
                   f"({len({r.image for r in report.results})} images)")
     table.add_column("metric")
     for name in ("model", "box baseline", "quadrilateral baseline"):
@@ -74,13 +74,13 @@ def _render(report: EvalReport, model_name: str) -> None:
         for col in ("class", "objects", "model", "box", "quadrilateral", "boundary F"):
             ct.add_column(col, justify="left" if col == "class" else "right")
         for name, c in per_class.items():
-            ct.add_row(name, str(c["objects"]), _fmt(c["mean_iou"]), _fmt(c["box_mean_iou"]),
+            ct.add_row(esc(name), str(c["objects"]), _fmt(c["mean_iou"]), _fmt(c["box_mean_iou"]),
                        _fmt(c["quadrilateral_mean_iou"]), _fmt(c["mean_boundary_f"]))
         console.print(ct)
     if report.skipped:
         reasons = Counter(s.reason for s in report.skipped)
         err_console.print(f"[yellow]Skipped {len(report.skipped)} objects:[/] "
-                          + "; ".join(f"{n} x {r}" for r, n in reasons.items())
+                          + "; ".join(f"{n} x {esc(r)}" for r, n in reasons.items())
                           + " (--min-object-area N leaves out specks)", highlight=False)
 
 
@@ -201,13 +201,13 @@ def evaluate_command(
     _render(report, model)
     if json_out is not None:
         report.to_json(json_out)
-        console.print(f"Wrote {json_out}", highlight=False)
+        console.print(f"Wrote {esc(json_out)}", highlight=False)
     if csv_out is not None:
         report.to_csv(csv_out)
-        console.print(f"Wrote {csv_out}", highlight=False)
+        console.print(f"Wrote {esc(csv_out)}", highlight=False)
     if overlays is not None:
         written = _write_overlays(report, ds, overlays)
-        console.print(f"Wrote {len(written)} overlays of the worst objects to {overlays}", highlight=False)
+        console.print(f"Wrote {len(written)} overlays of the worst objects to {esc(overlays)}", highlight=False)
     console.print(
         f"Throughput: [bold]{report.objects_per_s:.1f} objects/s[/] ({report.n_objects} objects in "
         f"{report.seconds:.1f} s, network {report.model_seconds:.1f} s, on {net.device})", highlight=False,

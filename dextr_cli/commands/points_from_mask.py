@@ -13,7 +13,7 @@ from dextr_lib.config import load_config
 from dextr_lib.errors import DextrError
 from dextr_lib.points_io import dumps_objects, objects_to_dict, points_from_masks, write_objects, yx_to_xy
 
-from .._console import console, err_console
+from .._console import console, err_console, esc
 from .._options import ConfigOpt, SeedOpt, pick
 
 
@@ -77,7 +77,7 @@ def points_from_mask(
         jitter=jitter, seed=seed, image=image, image_dir=image_dir, on_warning=warnings.append,
     )
     for w in warnings:
-        err_console.print(f"[yellow]Warning:[/] {w}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
     n_obj = sum(len(e.objects) for e in entries)
     if n_obj == 0:
         err_console.print("[yellow]Warning:[/] no objects found", highlight=False)
@@ -94,8 +94,8 @@ def points_from_mask(
         for o in e.objects:
             xy = yx_to_xy(o.points)
             cells = [", ".join(f"{v:g}" for v in p) for p in xy]
-            table.add_row(Path(e.image).name if e.image else "-",
-                          str(o.label if o.label is not None else o.name), str(o.area), *cells)
+            table.add_row(esc(Path(e.image).name) if e.image else "-",
+                          esc(o.label if o.label is not None else o.name), str(o.area), *cells)
     if n_obj <= 50:
         console.print(table)
-    console.print(f"Wrote {n_obj} objects from {len(entries)} images to [bold]{out}[/]", highlight=False)
+    console.print(f"Wrote {n_obj} objects from {len(entries)} images to [bold]{esc(out)}[/]", highlight=False)

@@ -16,7 +16,7 @@ from dextr_lib.images import read_image
 from dextr_lib.overlay import draw_overlay
 from dextr_lib.points_io import read_objects, xy_to_yx
 
-from .._console import console
+from .._console import console, esc
 from .._models import load_model
 from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, PrecisionOpt, pick
 from .._progress import progress_bar
@@ -130,11 +130,11 @@ def predict(
         out = out or Path(f"{image.stem}_mask.png")
         _save(_to_png(mask, prob), out)
         binary = mask >= thr if prob else mask
-        console.print(f"Wrote mask {out} ({rgb.shape[1]}x{rgb.shape[0]}, "
+        console.print(f"Wrote mask {esc(out)} ({rgb.shape[1]}x{rgb.shape[0]}, "
                       f"{int(binary.sum())} object pixels)", highlight=False)
         if overlay is not None:
             _save(PIL.Image.fromarray(draw_overlay(rgb, [binary], [pts])), overlay)
-            console.print(f"Wrote overlay {overlay}", highlight=False)
+            console.print(f"Wrote overlay {esc(overlay)}", highlight=False)
         return
     _predict_file(net, objects, out_dir, prob, kw)
 
@@ -173,4 +173,4 @@ def _predict_file(net, objects, out_dir: Path, prob: bool, kw: dict) -> None:
                 written.append(path)
             done += len(masks)
             update(done, total)
-    console.print(f"Wrote {len(written)} masks to [bold]{out_dir}[/]", highlight=False)
+    console.print(f"Wrote {len(written)} masks to [bold]{esc(out_dir)}[/]", highlight=False)

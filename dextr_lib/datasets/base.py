@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
-from ..errors import DatasetError
+from ..errors import DatasetError, LimitError
 from ..fileio import atomic_write_text
-from ..images import read_image as _read_rgb
+from ..images import open_image, read_image as _read_rgb
+from ..limits import check_labels
 
 ProgressFn = Optional[Callable[[int, int], None]]
 WarningFn = Optional[Callable[[str], None]]
@@ -170,7 +170,7 @@ def read_label_image(path: str) -> np.ndarray:
         DatasetError: unreadable file, or a colour/float image that holds no integer labels.
     """
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             mode = im.mode
             if mode in ("P", "L", "1") or mode.startswith("I"):
                 arr = np.array(im)
@@ -179,12 +179,14 @@ def read_label_image(path: str) -> np.ndarray:
                     f"label image {path} has PIL mode {mode!r}; expected integer labels: a palette "
                     "PNG (P), 8-bit grayscale (L) or 16/32-bit (I;16, I) image"
                 )
-    except DatasetError:
+    except (DatasetError, LimitError):
         raise
     except Exception as e:
         raise DatasetError(f"cannot read label image {path}: {e}") from None
     if arr.ndim != 2:
         raise DatasetError(f"label image {path} has shape {arr.shape}; expected (H, W)")
+    if arr.dtype.itemsize > 1:  # 8-bit images hold at most 256 labels
+        check_labels(len(np.unique(arr)), path)
     return arr.astype(np.int32) if arr.dtype != np.int32 else arr
 
 
@@ -200,10 +202,12 @@ def read_label_file(path: str) -> np.ndarray:
 def read_binary_mask(path: str) -> np.ndarray:
     """A mask file as ``(H, W)`` bool (any non-zero pixel is the object)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.mode in ("RGB", "RGBA", "LA", "PA"):
                 im = im.convert("L")
             arr = np.array(im)
+    except LimitError:
+        raise
     except Exception as e:
         raise DatasetError(f"cannot read mask {path}: {e}") from None
     if arr.ndim != 2:

@@ -1,0 +1,87 @@
+"""fileio: atomic writes that name the file and the cause on failure, and output checks."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+from dextr_lib import fileio
+from dextr_lib.errors import DextrError, OutputError
+from dextr_lib.fileio import atomic_write_text, check_output, shown_path
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    # /dev/full answers every write with ENOSPC, as a full disk does.
+    made = []
+
+    def mkstemp_on_full_disk(prefix, suffix, dir):
+        tmp = os.path.join(dir, prefix + "x" + suffix)
+        open(tmp, "w").close()
+        made.append(tmp)
+        return os.open("/dev/full", os.O_WRONLY), tmp
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_on_full_disk)
+    target = tmp_path / "report.json"
+    target.write_text("old")
+    with pytest.raises(OutputError) as e:
+        atomic_write_text(target, "x" * 100000)
+    msg = str(e.value)
+    assert "report.json" in msg and "no space left on device" in msg and "removed" in msg
+    assert isinstance(e.value, DextrError) and isinstance(e.value, OSError)
+    assert target.read_text() == "old" and not os.path.exists(made[0])
+
+
+def test_unwritable_place_is_one_error_naming_the_file(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OutputError, match="file/sub/out.txt: a part of the path is not a folder"):
+        atomic_write_text(blocker / "sub" / "out.txt", "x")
+
+
+def test_check_output_refuses_inputs_existing_files_and_folders(tmp_path):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"x")
+    with pytest.raises(OutputError, match="it is an input"):
+        check_output(photo, inputs=[photo], force=True)  # never, even with --force
+    with pytest.raises(OutputError, match="it is an input"):  # another spelling of the same file
+        check_output(tmp_path / "." / "photo.png", inputs=[str(photo)])
+    other = tmp_path / "mask.png"
+    other.write_bytes(b"y")
+    with pytest.raises(OutputError, match="already exists; pass --force"):
+        check_output(other, inputs=[photo])
+    check_output(other, inputs=[photo], force=True)
+    check_output(tmp_path / "new" / "deeper" / "m.png", inputs=[photo])  # folders get created
+    with pytest.raises(OutputError, match="it is a folder"):
+        check_output(tmp_path, force=True)
+    with pytest.raises(OutputError, match="not a folder"):
+        check_output(photo / "m.png")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match="not a regular file"):
+        check_output(fifo, force=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_check_output_refuses_a_read_only_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(OutputError, match="not writable"):
+            check_output(ro / "m.png")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_shown_path_escapes_undecodable_bytes():
+    name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes on a UTF-8 system
+    assert shown_path(name) == "caf\\xe9.png"
+    shown_path(name).encode("utf-8")  # printable
+    assert shown_path("plain/ok.png") == "plain/ok.png"
+
+
+def test_describe_os_error():
+    e = OSError(28, "No space left on device")
+    assert fileio.describe_os_error(e, "a.pt") == "cannot write a.pt: no space left on device"
