@@ -84,10 +84,11 @@ def _root(
 
 
 def _register() -> None:
-    from .commands import convert, download, evaluate, finetune, points_from_mask, predict, train
+    from .commands import convert, download, evaluate, finetune, points_from_mask, predict, serve, train
 
     app.command("predict")(predict.predict)
     app.command("points-from-mask")(points_from_mask.points_from_mask)
+    app.command("serve")(serve.serve)
     app.command("train")(train.train)
     app.command("finetune")(finetune.finetune)
     app.command("eval")(evaluate.evaluate_command)

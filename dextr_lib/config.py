@@ -57,6 +57,24 @@ class PointsFromMaskConfig:
 
 
 @dataclass
+class ServeConfig:
+    """``[serve]``: defaults of ``dextr serve``. ``images`` and ``annotations`` are relative to
+    the config file's folder."""
+
+    model: Optional[str] = None
+    device: Optional[str] = None
+    precision: str = "fp32"
+    threshold: Optional[float] = None  # default: the model's profile threshold
+    host: str = "127.0.0.1"  # another host needs --token (or shows a warning)
+    port: int = 8000
+    images: Optional[str] = None  # folder of photos to annotate
+    annotations: str = "annotations.json"  # COCO instances file, continued when it exists
+    classes: List[str] = field(default_factory=list)  # class names offered on the page
+    max_upload_mb: float = 50.0  # largest request body (413 above)
+    max_pixels: int = 50_000_000  # largest image (400 above)
+
+
+@dataclass
 class ModelsConfig:
     """``[models]``: the model zoo (``dextr download``, ``--model NAME``)."""
 
@@ -132,6 +150,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     points_from_mask: PointsFromMaskConfig = field(default_factory=PointsFromMaskConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -139,6 +158,7 @@ class Config:
 
 
 _PATH_KEYS = {"pascal_voc", "sbd", "models", "jobs"}
+_SERVE_PATH_KEYS = {"images", "annotations"}
 
 
 def find_config(path: Optional[Union[str, os.PathLike]] = None) -> Optional[Path]:
@@ -197,6 +217,9 @@ def config_from_dict(data: Dict[str, Any], source: str = "<config>") -> Config:
         v = getattr(cfg.paths, key)
         if v is not None:
             setattr(cfg.paths, key, str(base / Path(v).expanduser()))
+    if "serve" in data:  # paths given in the file are relative to it; defaults stay as they are
+        for key in _SERVE_PATH_KEYS & set(data["serve"]):
+            setattr(cfg.serve, key, str(base / Path(getattr(cfg.serve, key)).expanduser()))
     return cfg
 
 

@@ -1,0 +1,182 @@
+"""The ``dextr serve`` application: ``create_app(model, images_dir, annotations)`` builds it; any
+ASGI server runs it (the CLI uses uvicorn)."""
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from ..errors import DextrError
+from ..version import __version__
+from . import api, cvat
+from .annotations import AnnotationStore
+from .images import ImageStore
+from .predictor import Predictor
+from .schemas import Health
+from .state import ServerState, require_token
+
+PathLike = Union[str, os.PathLike]
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("dextr.serve")
+
+#: Default bounds of what the server accepts.
+DEFAULT_MAX_UPLOAD_MB = 50
+DEFAULT_MAX_PIXELS = 50_000_000  # about 8660 x 5770
+DEFAULT_CACHE_MB = 1024  # decoded photos kept in memory
+
+
+def create_app(
+    model,
+    images_dir: Optional[PathLike] = None,
+    annotations: PathLike = "annotations.json",
+    *,
+    classes: Sequence[str] = (),
+    precision: str = "fp32",
+    threshold: Optional[float] = None,
+    token: Optional[str] = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    cache_mb: float = DEFAULT_CACHE_MB,
+    cvat_function: str = "dextr",
+) -> FastAPI:
+    """Build the annotation server for one model.
+
+    Args:
+        model: a :class:`~dextr_lib.model.DextrModel` (already on its device).
+        images_dir: the folder whose photos are annotated (None: photos are uploaded one by one).
+        annotations: the COCO instances file; an existing one is continued. It stays locked
+            (``FILE.lock``) for this server until the app shuts down (:func:`close_app`).
+        classes: category names offered on the page (created in the file, in this order).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (GPU), as in ``predict``.
+        threshold: mask threshold (default: the model's).
+        token: when set, every ``/api`` request must carry it (see :func:`state.token_of`).
+        max_upload_mb: largest request body accepted (413 above).
+        max_pixels: largest image accepted, in pixels (400 above).
+        cache_mb: memory for decoded photos (least recently used ones are dropped).
+        cvat_function: the function name CVAT lists.
+
+    Raises:
+        DatasetError: the annotations file is unreadable, not COCO, or locked by another server.
+    """
+    if images_dir is not None and not Path(images_dir).is_dir():
+        raise DextrError(f"image folder not found: {images_dir}")
+    state = ServerState(
+        predictor=Predictor(model, precision=precision, threshold=threshold),
+        images=ImageStore(Path(images_dir) if images_dir is not None else None,
+                          max_pixels=int(max_pixels), cache_bytes=int(cache_mb * 2**20)),
+        annotations=AnnotationStore(Path(annotations), classes=classes),
+        token=token or None,
+        cvat_function=cvat_function,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        state.close()
+
+    app = FastAPI(
+        title="dextr serve",
+        version=__version__,
+        description="DEXTR (Deep Extreme Cut): object masks from four extreme-point clicks. The "
+        "page at / annotates photos; /api predicts and edits the COCO annotations file; "
+        "/api/functions is the CVAT (nuclio) interactor interface.",
+        lifespan=lifespan,
+    )
+    app.state.dextr = state
+    app.add_middleware(BodyLimit, max_mb=max_upload_mb)
+    _add_error_handlers(app)
+
+    @app.get("/health", response_model=Health, tags=["server"])
+    def health() -> Health:
+        return Health(status="ok")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(api.router, dependencies=[Depends(require_token)])
+    app.include_router(cvat.router, dependencies=[Depends(require_token)])
+    return app
+
+
+def close_app(app: FastAPI) -> None:
+    """Release what :func:`create_app` holds (the annotations file's lock) without running the
+    app's shutdown (for apps used without a server)."""
+    app.state.dextr.close()
+
+
+class BodyLimit:
+    """ASGI middleware: request bodies over ``max_mb`` MB get 413 before they are read whole."""
+
+    def __init__(self, app, max_mb: float):
+        self.app = app
+        self.max_mb = max_mb
+        self.max_bytes = int(max_mb * 2**20)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or self.max_bytes <= 0:
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._too_large(send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send):
+        response = JSONResponse({"detail": f"the request is larger than this server accepts "
+                                           f"({self.max_mb:g} MB, --max-upload-mb)"}, status_code=413)
+        await response({"type": "http"}, None, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DextrError)
+    async def _dextr_error(request: Request, exc: DextrError):
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"detail": f"the server failed: {type(exc).__name__}: {exc}"},
+                            status_code=500)
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """One line from FastAPI's validation errors: ``where: what`` for each."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if err.get("type") == "json_invalid":
+            msg = "the body is not valid JSON"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"

@@ -1,0 +1,140 @@
+"""CVAT interactor compatibility: ``dextr serve`` answers CVAT's lambda manager as a nuclio
+dashboard with one function, a DEXTR interactor.
+
+CVAT (``cvat/apps/lambda_manager/views.py``) lists functions with ``GET /api/functions``, reads
+one with ``GET /api/functions/NAME``, and invokes it with ``POST /api/function_invocations``
+(header ``x-nuclio-function-name``; ``CVAT_NUCLIO_INVOKE_METHOD=dashboard``) or ``POST /`` on the
+function's port (``direct``). The invocation body holds the frame as base64 (``image``),
+``pos_points``/``neg_points`` as ``[x, y]`` in CVAT's canvas coordinates (pixel ``i`` spans
+``[i, i + 1)``), ``obj_bbox`` and an optional ``threshold``. The answer is what CVAT's UI reads
+from an interactor (version 2): ``mask`` (rows of 0/255 over ``bounds``), ``bounds``
+``[left, top, right, bottom]`` (inclusive pixels) and ``points``, the outline polygon.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Annotated
+
+from ..version import __version__
+from .api import mask_box, polygons
+from .schemas import PointXY
+from .state import ServerState, get_state
+
+router = APIRouter(tags=["cvat"])
+
+HELP = ("Click the object's left-most, right-most, top and bottom points (at least four; with "
+        "more, the outermost four are used). Served by dextr serve.")
+
+
+class CvatInvocation(BaseModel):
+    """The body CVAT's lambda manager sends to an interactor."""
+
+    model_config = ConfigDict(extra="allow")
+
+    image: str = Field(..., description="The frame's encoded image file, base64.")
+    pos_points: List[PointXY] = Field(..., description="Clicked points [x, y], canvas coordinates.")
+    neg_points: List[PointXY] = Field(default_factory=list, description="Ignored: DEXTR has none.")
+    obj_bbox: Optional[Any] = None
+    threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
+
+
+class CvatMask(BaseModel):
+    mask: List[List[int]] = Field(..., description="Rows of 0/255 over bounds.")
+    bounds: List[int] = Field(..., description="[left, top, right, bottom], inclusive pixels.")
+    points: List[List[float]] = Field(..., description="The mask's outline polygon [[x, y], ...].")
+
+
+def function_spec(state: ServerState, port: Optional[int]) -> Dict[str, Any]:
+    """The nuclio function record CVAT reads (``LambdaFunction.__init__``); ``httpPort`` is
+    where CVAT's ``direct`` invoke method posts (this server's port)."""
+    m = state.predictor.model
+    return {
+        "metadata": {
+            "name": state.cvat_function,
+            "annotations": {
+                "name": f"DEXTR ({m.arch}, dextr serve)",
+                "type": "interactor",
+                "framework": "pytorch",
+                "spec": "",
+                "min_pos_points": "4",
+                "min_neg_points": "-1",
+                "version": "2",
+                "help_message": HELP,
+            },
+        },
+        "spec": {"description": f"Deep Extreme Cut, {m.arch} ({m.preprocess.name} profile), "
+                                f"dextr {__version__}"},
+        "status": {"state": "ready", "httpPort": port},
+    }
+
+
+def extreme_four(points_xy: List[List[float]]) -> np.ndarray:
+    """CVAT sends four or more clicks; DEXTR takes the extreme ones: the left-most, right-most,
+    top and bottom point, as ``(4, 2)`` ``[y, x]`` pixel indices (canvas coordinate - 0.5)."""
+    pts = np.asarray(points_xy, dtype=np.float64) - 0.5
+    xy = [pts[np.argmin(pts[:, 0])], pts[np.argmax(pts[:, 0])],
+          pts[np.argmin(pts[:, 1])], pts[np.argmax(pts[:, 1])]]
+    return np.asarray(xy)[:, ::-1].copy()
+
+
+@router.get("/api/functions", summary="CVAT: the function list (a nuclio dashboard's)")
+def list_functions(request: Request, state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+    return {state.cvat_function: function_spec(state, _port(request))}
+
+
+@router.get("/api/functions/{name}", summary="CVAT: one function's description")
+def get_function(name: str, request: Request, state: ServerState = Depends(get_state)) -> Dict[str, Any]:
+    if name != state.cvat_function:
+        raise HTTPException(404, f"no function {name!r}; this server has {state.cvat_function!r}")
+    return function_spec(state, _port(request))
+
+
+def _port(request: Request) -> int:
+    return request.url.port or (443 if request.url.scheme == "https" else 80)
+
+
+@router.post("/api/function_invocations", response_model=CvatMask,
+             summary="CVAT: invoke the interactor (dashboard invoke method)")
+def invoke_via_dashboard(
+    body: CvatInvocation,
+    x_nuclio_function_name: Optional[str] = Header(None),
+    state: ServerState = Depends(get_state),
+) -> CvatMask:
+    if x_nuclio_function_name not in (None, state.cvat_function):
+        raise HTTPException(404, f"no function {x_nuclio_function_name!r}; this server has "
+                                 f"{state.cvat_function!r}")
+    return interact(body, state)
+
+
+@router.post("/", response_model=CvatMask, summary="CVAT: invoke the interactor (direct method)")
+def invoke_directly(body: CvatInvocation, state: ServerState = Depends(get_state)) -> CvatMask:
+    return interact(body, state)
+
+
+def interact(body: CvatInvocation, state: ServerState) -> CvatMask:
+    """Run DEXTR for one CVAT interaction."""
+    if len(body.pos_points) < 4:
+        raise HTTPException(400, f"DEXTR needs at least 4 points (the object's extreme points), "
+                                 f"got {len(body.pos_points)}")
+    try:
+        data = base64.b64decode(body.image, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPException(400, "image is not valid base64") from None
+    photo = state.images.photo_from_bytes(data, "the frame")
+    pred = state.predictor.predict(photo.key, photo.rgb, extreme_four(body.pos_points), body.threshold)
+    box = mask_box(pred.mask)
+    if box is None:
+        return CvatMask(mask=[[0]], bounds=[0, 0, 0, 0], points=[])
+    x0, y0, x1, y1 = box
+    crop = pred.mask[y0:y1 + 1, x0:x1 + 1].astype(np.uint8) * 255
+    polys = polygons(pred.mask)
+    outline = max(polys, key=len) if polys else []
+    return CvatMask(mask=crop.tolist(), bounds=[x0, y0, x1, y1],
+                    points=[[outline[i], outline[i + 1]] for i in range(0, len(outline), 2)])
+

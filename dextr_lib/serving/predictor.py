@@ -1,0 +1,73 @@
+"""One model shared by every request: predictions run one at a time, and the last few results are
+kept so that accepting an object does not run the network again."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ..geometry import as_points_array
+
+
+@dataclass
+class Prediction:
+    """A mask for one object: ``mask`` (H, W) bool, ``score`` the mean foreground probability."""
+
+    mask: np.ndarray
+    score: float
+    threshold: float
+    model_ms: float
+
+
+class Predictor:
+    """Serialises predictions on one model (a lock: concurrent clients wait their turn, the
+    model never runs twice at once).
+
+    Args:
+        model: a :class:`~dextr_lib.model.DextrModel` (anything with its ``predict_image``).
+        precision: ``fp32``, ``bf16`` or ``fp16``, as in ``predict``.
+        threshold: default threshold (default: the model's profile).
+        remember: how many recent predictions to keep for :meth:`predict`'s cache.
+    """
+
+    def __init__(self, model, *, precision: str = "fp32", threshold: Optional[float] = None,
+                 remember: int = 8):
+        self.model = model
+        self.precision = precision
+        self.threshold = float(model.preprocess.threshold if threshold is None else threshold)
+        self._lock = threading.Lock()
+        self._recent: "OrderedDict[Tuple, Prediction]" = OrderedDict()
+        self._remember = remember
+
+    def predict(self, image_key: str, rgb: np.ndarray, points_yx: np.ndarray,
+                threshold: Optional[float] = None) -> Prediction:
+        """The mask of the object with these ``(4, 2)`` ``[y, x]`` points on ``rgb``.
+
+        ``image_key`` identifies the image's content (its hash): the same image, points and
+        threshold give the kept result without running the network.
+
+        Raises:
+            InvalidPointsError: malformed points (the library's check).
+        """
+        pts = as_points_array(points_yx)[0]
+        thr = self.threshold if threshold is None else float(threshold)
+        key = (image_key, tuple(pts.ravel().tolist()), thr)
+        with self._lock:
+            hit = self._recent.get(key)
+            if hit is not None:
+                self._recent.move_to_end(key)
+                return hit
+            t0 = time.perf_counter()
+            prob = self.model.predict_image(rgb, [pts], batch_size=1, precision=self.precision)[0]
+            model_ms = (time.perf_counter() - t0) * 1000
+            mask = prob >= thr  # exactly predict(..., threshold=thr)
+            score = float(prob[mask].mean()) if mask.any() else 0.0
+            result = Prediction(mask, score, thr, model_ms)
+            self._recent[key] = result
+            while len(self._recent) > self._remember:
+                self._recent.popitem(last=False)
+            return result

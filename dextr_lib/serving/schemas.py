@@ -1,0 +1,160 @@
+"""Request and response bodies of the HTTP API (FastAPI documents them at ``/docs``).
+
+Points in the API are ``[x, y]`` = (column, row) pixel indices, as on the command line and in
+``objects.json``; pixel ``i`` covers ``[i, i + 1)``, so a click at continuous position ``u`` is
+index ``u - 0.5``. Floats are allowed.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing_extensions import Annotated
+
+Coordinate = Annotated[float, Field(allow_inf_nan=False)]
+PointXY = Annotated[List[Coordinate], Field(min_length=2, max_length=2)]
+MaskFormat = Literal["png", "rle", "polygon"]
+
+
+def _four_points(points: List[List[float]]) -> List[List[float]]:
+    if len(points) != 4:
+        raise ValueError(
+            f"expected exactly 4 points [x, y] (the object's left-most, right-most, top and bottom "
+            f"pixels, any order), got {len(points)}"
+        )
+    return points
+
+
+class PredictRequest(BaseModel):
+    """An object to segment: an image (its id, or the encoded file as base64) and four points."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: Optional[str] = Field(
+        None, description="An id from GET /api/images or POST /api/images (upload).")
+    image: Optional[str] = Field(
+        None, description="The encoded image file (JPEG, PNG, ...) as base64, instead of image_id.")
+    points: List[PointXY] = Field(
+        ..., description="The four extreme points [x, y] (column, row), any order.",
+        examples=[[[101, 318], [463, 395], [213, 216], [447, 432]]])
+    format: MaskFormat = Field(
+        "png", description="png: base64 8-bit PNG (255 = object); rle: COCO compressed RLE; "
+        "polygon: COCO polygons [[x0, y0, x1, y1, ...], ...].")
+    crop: bool = Field(
+        False, description="png/polygon only: the PNG covers just the mask's box (bbox), "
+        "polygons stay in image coordinates; smaller and faster for large photos.")
+    threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        None, description="Probability threshold (default: the server's).")
+
+    _points = field_validator("points")(_four_points)
+
+
+class Timing(BaseModel):
+    model_ms: float = Field(..., description="The network's time (0 when the result was cached).")
+    total_ms: float = Field(..., description="The request's time in the server.")
+
+
+class PredictResponse(BaseModel):
+    image_id: Optional[str]
+    width: int
+    height: int
+    format: MaskFormat
+    mask: Union[str, Dict[str, Any], List[List[float]]] = Field(
+        ..., description="png: base64 PNG; rle: {size: [H, W], counts: str}; polygon: list of "
+        "flat [x0, y0, ...] lists.")
+    bbox: List[float] = Field(..., description="[x, y, w, h] of the mask's pixels (COCO).")
+    area: int = Field(..., description="Object pixels.")
+    score: float = Field(..., description="Mean probability over the mask's pixels (0 if empty).")
+    threshold: float
+    points: List[List[float]]
+    timing: Timing
+
+
+class UploadResponse(BaseModel):
+    image_id: str
+    name: str
+    width: int
+    height: int
+
+
+class ImageItem(BaseModel):
+    id: str
+    name: str
+    objects: int
+
+
+class ImageList(BaseModel):
+    images: List[ImageItem]
+    classes: List[str]
+    can_upload: bool
+    annotations_file: str
+    total_objects: int
+
+
+class ObjectOut(BaseModel):
+    id: int
+    image_id: str
+    category: str
+    points: Optional[List[List[float]]] = Field(
+        None, description="The extreme points [x, y] it was made from (left, right, top, bottom).")
+    bbox: List[float]
+    area: int
+    score: Optional[float] = None
+
+
+class ImageDetail(BaseModel):
+    id: str
+    name: str
+    width: int
+    height: int
+    objects: List[ObjectOut]
+
+
+class ObjectCreate(BaseModel):
+    """Accept an object: the server runs (or reuses) the prediction for these points."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: str
+    points: List[PointXY]
+    category: Annotated[str, Field(min_length=1, max_length=200)]
+    threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
+
+    _points = field_validator("points")(_four_points)
+
+    @field_validator("category")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("the class name is empty")
+        return v
+
+
+class ObjectUpdate(BaseModel):
+    """Re-edit an object: new points (the mask is predicted again) and/or a new class."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: Optional[List[PointXY]] = None
+    category: Optional[Annotated[str, Field(min_length=1, max_length=200)]] = None
+    threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
+
+    @field_validator("points")
+    @classmethod
+    def _four(cls, v):
+        return None if v is None else _four_points(v)
+
+
+class ModelInfo(BaseModel):
+    arch: str
+    profile: str
+    target_size: int
+    device: str
+    precision: str
+    threshold: float
+    dextr_version: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
