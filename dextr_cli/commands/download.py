@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import List, Optional
 from urllib.parse import urlsplit
@@ -13,14 +12,11 @@ from typing_extensions import Annotated
 
 from dextr_lib import weights
 from dextr_lib.config import load_config
-from dextr_lib.download import download_file
+from dextr_lib.download import check_url, download_file, entry_lock
 
 from .._console import console, esc
 from .._models import download_progress
 from .._options import ConfigOpt, pick
-
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.")  # torch.hub's NAME-<sha256 prefix>.EXT
-
 
 def _size(n: Optional[int]) -> str:
     if n is None:
@@ -83,16 +79,17 @@ def download(
         filename = name or os.path.basename(urlsplit(url).path)
         if not filename or "/" in filename or filename in (".", ".."):
             raise typer.BadParameter(f"cannot take a file name from {url!r}; pass --name", param_hint="--name")
+        check_url(url)
         dst = weights.models_dir(cache) / filename
-        if dst.is_file() and not force:
-            console.print(f"Already cached: {esc(dst)} (use --force to download again)", highlight=False)
-            return
-        m = _HASH_IN_NAME.search(filename)
-        with download_progress(filename) as update:
-            digest = download_file(url, dst, sha256=sha256, hash_prefix=None if sha256 or not m else m.group(1),
-                                   on_progress=update)
-        weights.record_download(dst, url, digest, dst.stat().st_size)
-        console.print(f"Saved {esc(dst)}\nsha256 {digest}", highlight=False)
+        with entry_lock(dst):  # a second `dextr download` of the same file waits, then reuses it
+            if dst.is_file() and not force:
+                console.print(f"Already cached: {esc(dst)} (use --force to download again)", highlight=False)
+                return
+            with download_progress(filename) as update:
+                digest = download_file(url, dst, sha256=sha256, on_progress=update)
+            weights.record_download(dst, url, digest, dst.stat().st_size)
+        console.print(f"Saved {esc(dst)}\nsha256 {digest}"
+                      + ("" if sha256 else " (not verified: pass --sha256 to check it)"), highlight=False)
         return
     for n in names:
         weights.get_pretrained(n)  # unknown names fail before any download

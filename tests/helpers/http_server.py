@@ -5,12 +5,18 @@ Paths (``NAME`` is any file name; the payload is the same for all):
 * ``/range/NAME``: honours ``Range`` (``206`` + ``Content-Range``);
 * ``/norange/NAME``: ignores ``Range`` and always sends the whole file with ``200``;
 * ``/drop/NAME``: announces the full length, sends half, then closes the connection;
+* ``/badrange/NAME``: answers ``Range`` with ``206`` but sends the file from byte 0
+  (``Content-Range: bytes 0-...``), as some misconfigured servers do;
+* ``/trickle/NAME``: announces the full length, then sends one byte every 50 ms;
+* ``/endless/NAME``: no length, zeros forever;
+* ``/slow/NAME``: the file in 8 pieces, 0.25 s apart (for concurrent downloads);
 * anything else: ``404``.
 """
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator, List, Optional
 
@@ -43,6 +49,47 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif kind == "badrange":
+            if self.headers.get("Range"):
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        elif kind == "trickle":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for i in range(len(data)):
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:  # the client gave up
+                return
+        elif kind == "endless":
+            self.send_response(200)
+            self.end_headers()
+            block = bytes(1 << 16)
+            try:
+                while True:
+                    self.wfile.write(block)
+            except OSError:  # the client hung up
+                return
+        elif kind == "slow":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            step = max(1, len(data) // 8)
+            try:
+                for i in range(0, len(data), step):
+                    self.wfile.write(data[i:i + step])
+                    self.wfile.flush()
+                    time.sleep(0.25)
+            except OSError:  # the client gave up
+                return
         elif kind == "drop":
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
