@@ -62,3 +62,8 @@ MinObjectAreaOpt = Annotated[
 def pick(cli_value, config_value):
     """The CLI value when given, else the config's."""
     return config_value if cli_value is None else cli_value
+WholeLabelsOpt = Annotated[
+    Optional[bool],
+    typer.Option("--whole-labels/--regions", help="One object per label instead of one per connected region "
+                 "(default: regions).", show_default=False),
+]

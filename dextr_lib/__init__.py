@@ -22,12 +22,13 @@ from .errors import (
 from .geometry import extreme_points_from_mask
 from .model import DextrModel, create_model
 from .version import __version__
-from .training import TrainSettings, training_loop
 from .weights import list_pretrained, load_model
+from .config import TrainSettings
+from .training import TrainingJob, training_loop
 
 __all__ = [
     "CheckpointError", "ChecksumError", "ConfigError", "DatasetError", "DextrError",
     "DextrModel", "DownloadError", "InvalidImageError", "InvalidPointsError", "MismatchError",
     "UnknownNameError", "__version__", "create_model", "extreme_points_from_mask",
-    "list_models", "list_pretrained", "load_model", "TrainSettings", "training_loop",
+    "list_models", "list_pretrained", "load_model", "TrainSettings", "TrainingJob", "training_loop",
 ]

@@ -12,7 +12,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .errors import ConfigError
 
@@ -102,45 +102,122 @@ class EvalConfig:
     worst: int = 5  # overlays written with --overlays
 
 
+#: ``[train] lr_sched`` and ``opt_type`` choices.
+LR_SCHEDULES = ("none", "cosine", "poly")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def _setting(default: Any, help: str, *, flag: Optional[str] = None, minimum: Optional[float] = None,
+             maximum: Optional[float] = None, choices: Optional[Tuple[str, ...]] = None,
+             resume: bool = False, command: Optional[str] = None, factory: Any = None) -> Any:
+    """A :class:`TrainSettings` field with what the CLI and the validation need to know.
+
+    Args:
+        help: the option's help (the default is appended by the CLI).
+        flag: the option's flags (default ``--key-name``; ``--x/--no-x`` for booleans).
+        minimum, maximum, choices: allowed values (checked for config files and the CLI alike).
+        resume: the value may change when a job is resumed (else it is the job's).
+        command: ``"train"`` or ``"finetune"`` when only that command has the option.
+    """
+    meta = {"help": help, "flag": flag, "min": minimum, "max": maximum, "choices": choices,
+            "resume": resume, "command": command}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
-class TrainConfig:
-    """``[train]``: defaults of ``dextr train`` / ``dextr finetune`` (``dextr`` 0.1.2's defaults).
+class TrainSettings:
+    """``[train]``: every setting of a training job (``dextr`` 0.1.2's defaults) — the one schema.
 
-    A job's ``config.toml`` is a config file with this table fully resolved."""
+    The config's ``[train]`` table, a job's ``config.toml`` (this table fully resolved) and the
+    options of ``dextr train``/``dextr finetune`` are all read from and checked against these
+    fields; :class:`dextr_lib.training.TrainingJob` runs a job from them.
 
-    dataset: str = "pascal_voc"  # pascal_voc, custom_label or custom_mask
-    image_pat: List[str] = field(default_factory=list)
-    target_pat: List[str] = field(default_factory=list)
-    val_image_pat: List[str] = field(default_factory=list)
-    val_target_pat: List[str] = field(default_factory=list)
-    label_ignore_index: int = 255  # -1: none
-    min_object_area: int = 0
-    whole_labels: bool = False
-    arch: str = "resunet101"
-    target_size: int = 512
-    padding: float = 10.0
-    blob_sigma: float = 10.0
-    pretrained: bool = True  # ImageNet encoder weights (torchvision) unless backbone_weights
-    backbone_weights: Optional[str] = None
-    learning_rate: float = 0.1
-    pretrained_lr_factor: float = 0.1
-    lr_sched: str = "poly"
-    lr_poly_power: float = 0.9
-    opt_type: str = "sgd"
-    sgd_weight_decay: float = 1e-4
-    extreme_range: float = 5.0
-    noise_std: float = 1.0
-    aug_hflip: bool = True
-    aug_rot_range: float = 20.0
-    aug_scale_range: float = 0.0
-    batch_size: int = 4
-    num_epochs: int = 100
-    iters_per_epoch: int = 1000
-    val_every_n_epochs: int = 25
-    device: Optional[str] = None
-    num_workers: int = 0
-    seed: Optional[int] = None  # None: a random seed, recorded in the job's config.toml
-    from_model: Optional[str] = None  # finetune: the starting DEXTR model
+    Raises:
+        ConfigError: a value out of range or not among the choices (named ``[train] key``).
+    """
+
+    dataset: str = _setting("pascal_voc", "Dataset kind: pascal_voc, custom_label or custom_mask.")
+    image_pat: List[str] = _setting(None, "Glob of the training images (custom kinds); repeat to unite, "
+                                    "@FILE reads a list.", factory=list)
+    target_pat: List[str] = _setting(None, "Glob of the label images (custom_label) or mask files "
+                                     "(custom_mask); paired with images by file stem.", factory=list)
+    val_image_pat: List[str] = _setting(None, "Glob of validation images (custom kinds; pascal_voc uses "
+                                        "its val split).", factory=list)
+    val_target_pat: List[str] = _setting(None, "Glob of validation label images / masks.", factory=list)
+    label_ignore_index: int = _setting(255, "Label value that is neither object nor background (void); -1: none.",
+                                       minimum=-1)
+    min_object_area: int = _setting(0, "Skip objects with fewer pixels.", minimum=0)
+    whole_labels: bool = _setting(False, "One object per label instead of one per connected region.",
+                                  flag="--whole-labels/--regions")
+    arch: str = _setting("resunet101", "Network architecture (dextr_lib.list_models()).", command="train")
+    target_size: int = _setting(512, "Crop side in pixels.", minimum=16, command="train")
+    padding: float = _setting(10.0, "Margin around the points in crop pixels.", minimum=0.0, command="train")
+    blob_sigma: float = _setting(10.0, "Heatmap Gaussian sigma in crop pixels.", minimum=0.0, command="train")
+    pretrained: bool = _setting(True, "Start the encoder from torchvision's ImageNet weights.", command="train")
+    backbone_weights: Optional[str] = _setting(None, "Encoder weights from a local torchvision state-dict "
+                                               "file (offline use).", command="train")
+    from_model: Optional[str] = _setting(None, "Starting DEXTR model: a checkpoint file or a model-zoo name.",
+                                         flag="--from", command="finetune")
+    learning_rate: float = _setting(0.1, "Base learning rate.", minimum=0.0)
+    pretrained_lr_factor: float = _setting(0.1, "LR factor of the pretrained encoder (finetune: of every layer).",
+                                           minimum=0.0)
+    lr_sched: str = _setting("poly", "LR schedule, stepped per iteration over all epochs.", choices=LR_SCHEDULES)
+    lr_poly_power: float = _setting(0.9, "Power of the poly schedule.", minimum=0.0)
+    opt_type: str = _setting("sgd", "Optimiser: sgd (momentum 0.9, Nesterov) or adam.", choices=OPTIMIZERS)
+    sgd_weight_decay: float = _setting(1e-4, "SGD weight decay.", minimum=0.0)
+    extreme_range: float = _setting(5.0, "Draw training points within this many crop pixels of each extreme.",
+                                    minimum=0.0)
+    noise_std: float = _setting(1.0, "Gaussian jitter of the training points, crop pixels.", minimum=0.0)
+    aug_hflip: bool = _setting(True, "Random horizontal flips.")
+    aug_rot_range: float = _setting(20.0, "Random rotation range in degrees.", minimum=0.0)
+    aug_scale_range: float = _setting(0.0, "Random crop-box scale 1 +- this; 0: off.", minimum=0.0, maximum=0.99)
+    batch_size: int = _setting(4, "Samples per iteration and process (global batch: x processes).", minimum=1)
+    num_epochs: int = _setting(100, "Epochs; on --resume a larger value extends the job.", minimum=1, resume=True)
+    iters_per_epoch: int = _setting(1000, "Iterations per epoch; -1: one pass over the objects.", minimum=-1)
+    val_every_n_epochs: int = _setting(25, "Validate every N epochs (and always at the end); 0: only at the end.",
+                                       minimum=0, resume=True)
+    sync_bn: bool = _setting(False, "Synchronise batch-norm statistics across processes (CUDA only).")
+    device: Optional[str] = _setting(None, "cpu, cuda, cuda:N, mps or auto (default: CUDA when available).",
+                                     resume=True)
+    num_workers: int = _setting(0, "Data-loading processes; 0: load in the training process.", minimum=0,
+                                resume=True)
+    seed: Optional[int] = _setting(None, "Random seed (default: a random one, recorded in config.toml).",
+                                   minimum=0)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check_setting(f.name, getattr(self, f.name))
+        if self.iters_per_epoch == 0:
+            raise ConfigError("[train] iters_per_epoch: must be >= 1, or -1 (one pass over the objects), got 0")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_setting(key: str, value: Any) -> None:
+    """Check one ``[train]`` value against its field's range and choices.
+
+    Raises:
+        ConfigError: ``[train] key: ...`` with the allowed values and the value received.
+    """
+    meta = SETTING_FIELDS[key].metadata
+    if value is None or isinstance(value, (bool, list)):
+        return
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"[train] {key}: expected one of {', '.join(meta['choices'])}, got {value!r}")
+    if meta["min"] is not None and value < meta["min"]:
+        raise ConfigError(f"[train] {key}: must be >= {meta['min']}, got {value!r}")
+    if meta["max"] is not None and value > meta["max"]:
+        raise ConfigError(f"[train] {key}: must be <= {meta['max']}, got {value!r}")
+
+
+#: The name of every ``[train]`` setting -> its dataclass field (metadata: see ``_setting``).
+SETTING_FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+
+#: The old name of the ``[train]`` table's class.
+TrainConfig = TrainSettings
 
 
 @dataclass
@@ -153,7 +230,7 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
     source: Optional[str] = None
 
 
@@ -232,7 +309,10 @@ def _build_table(cls: type, table: Dict[str, Any], where: str) -> Any:
                 f"{where} unknown key {key!r}; known keys: {', '.join(sorted(hints))}"
             )
         kwargs[key] = _check_type(value, hints[key], f"{where} {key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a range check of the table's dataclass: "[table] key: ..."
+        raise ConfigError(f"{where.rsplit(' [', 1)[0]} {e}") from None
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:

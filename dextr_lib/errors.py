@@ -61,3 +61,7 @@ class OutputError(DextrError, OSError):
 class LimitError(DextrError, ValueError):
     """An input larger than a safety limit (image pixels, objects, labels, model size); the
     message names the limit and how to raise it."""
+
+
+class DistributedError(DextrError):
+    """A multi-process (torchrun) job whose processes cannot start or lost one another."""

@@ -19,10 +19,9 @@ from .._datasets import open_dataset
 from .._models import load_model
 from .._options import (
     BatchSizeOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt, LabelIgnoreIndexOpt,
-    MinObjectAreaOpt, PrecisionOpt, SeedOpt, SplitOpt, TargetPatOpt, pick,
+    MinObjectAreaOpt, PrecisionOpt, SeedOpt, SplitOpt, TargetPatOpt, WholeLabelsOpt, pick,
 )
 from .._progress import progress_bar
-from ._training import WholeLabelsOpt
 
 #: Overlay outline colours: ground truth green, prediction red (points in red too).
 GT_COLOR, PRED_COLOR = (40, 220, 60), (255, 40, 40)

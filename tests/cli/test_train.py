@@ -1,21 +1,29 @@
-"""``dextr train`` / ``dextr finetune``: job directories, resume, Ctrl-C, usage errors."""
+"""``dextr train`` / ``dextr finetune``: job directories, resume rules, locks and signals (real
+processes for the last two), usage errors."""
 from __future__ import annotations
 
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 import dextr_lib
 from dextr_cli.app import app
-from dextr_cli.commands import _training
-from dextr_lib.config import load_config
-from dextr_lib.training import TrainingInterrupted, TrainingState
+from dextr_lib.checkpoint import read_checkpoint
+from dextr_lib.config import SETTING_FIELDS, load_config
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--arch", "resunet18", "--target-size", "64", "--padding", "4", "--blob-sigma", "4",
         "--no-pretrained", "--batch-size", "2", "--iters-per-epoch", "1", "--opt-type", "adam",
         "--learning-rate", "1e-3", "--seed", "1"]
@@ -50,6 +58,10 @@ def _label_args(data: Path):
             "--val-target-pat", str(data / "labels/*.png")]
 
 
+def _epochs(job: Path):
+    return [json.loads(line)["epoch"] for line in (job / "metrics.jsonl").read_text().splitlines()]
+
+
 @pytest.fixture(scope="module")
 def trained_job(tmp_path_factory, data):
     jobs = tmp_path_factory.mktemp("jobs")
@@ -57,6 +69,16 @@ def trained_job(tmp_path_factory, data):
                             "--num-epochs", "2", "--val-every-n-epochs", "1"])
     assert r.exit_code == 0, r.output
     return jobs / "j", r.output
+
+
+def test_train_options_are_the_settings_schema():
+    from typer.main import get_command
+
+    group = get_command(app)
+    for command, exclusive in (("train", "from_model"), ("finetune", "arch")):
+        names = {p.name for p in group.commands[command].params}
+        assert {k for k, f in SETTING_FIELDS.items() if f.metadata["command"] in (None, command)} <= names
+        assert exclusive not in names
 
 
 def test_train_writes_a_complete_job(trained_job):
@@ -71,7 +93,7 @@ def test_train_writes_a_complete_job(trained_job):
     assert "Epoch 1/2" in log and "Warning: 1 targets match no image" in log
     best = dextr_lib.DextrModel.load(job / "checkpoints" / "best.pt", map_location="cpu")
     assert best.arch == "resunet18" and best.preprocess.target_size == 64
-    ckpt = dextr_lib.checkpoint.read_checkpoint(job / "checkpoints" / "last.pt")
+    ckpt = read_checkpoint(job / "checkpoints" / "last.pt")
     assert ckpt["training"]["state"]["iteration"] == 2 and "optimizer" in ckpt["training"]["state"]
 
 
@@ -81,41 +103,38 @@ def test_existing_job_is_refused(trained_job, data):
     assert r.exit_code == 1 and "--resume" in r.output and "--overwrite" in r.output
 
 
-def test_ctrl_c_saves_last_prints_the_resume_command_and_resume_continues(tmp_path, data, monkeypatch):
-    def interrupted(model, *a, **k):
-        raise TrainingInterrupted(TrainingState(iteration=0))
-
-    monkeypatch.setattr(_training, "training_loop", interrupted)
-    r = runner.invoke(app, ["train", "c", "--jobs-dir", str(tmp_path), *_label_args(data), *TINY,
-                            "--num-epochs", "1", "--val-every-n-epochs", "0"])
-    assert r.exit_code == 130
-    assert f"dextr train c --resume --jobs-dir {tmp_path}" in " ".join(r.output.split())
-    ckpt = dextr_lib.checkpoint.read_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")
-    assert ckpt["training"]["state"]["iteration"] == 0
-    monkeypatch.undo()
-    r = runner.invoke(app, ["train", "c", "--jobs-dir", str(tmp_path), "--resume", "--learning-rate", "0.5"])
-    assert r.exit_code == 2 and "--learning-rate" in r.output
-    r = runner.invoke(app, ["train", "c", "--jobs-dir", str(tmp_path), "--resume", "--val-every-n-epochs", "1"])
+def test_resume_accepts_the_same_command_line_and_names_each_changed_value(tmp_path, data, monkeypatch):
+    monkeypatch.chdir(data)
+    args = ["train", "r", "--jobs-dir", str(tmp_path), "--dataset", "custom_label", "--image-pat", "images/*.png",
+            "--target-pat", "labels/*.png", *TINY, "--num-epochs", "1"]
+    assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, [*args, "--resume", "--learning-rate", "0.5", "--seed", "7"])
+    assert r.exit_code == 1
+    out = " ".join(r.output.split())
+    assert "--learning-rate (job: 0.001, given: 0.5)" in out and "--seed (job: 1, given: 7)" in out
+    r = runner.invoke(app, [*args, "--resume", "--num-epochs", "2"])
     assert r.exit_code == 0, r.output
-    assert "Resuming job c at epoch 1" in r.output
-    assert load_config(tmp_path / "c" / "config.toml").train.val_every_n_epochs == 1  # kept for later resumes
-    rows = [json.loads(line) for line in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()]
-    assert [row["epoch"] for row in rows] == [1]
-    ckpt = dextr_lib.checkpoint.read_checkpoint(tmp_path / "c" / "checkpoints" / "last.pt")
-    assert ckpt["training"]["state"]["iteration"] == 1
+    assert "Resuming job r after epoch 1" in r.output and "changed: num_epochs 1 -> 2" in r.output
+    assert _epochs(tmp_path / "r") == [1, 2]
+    assert load_config(tmp_path / "r" / "config.toml").train.num_epochs == 2  # kept for later resumes
+    assert "in all" in r.output  # the resumed part's time and the total
 
 
-def test_finetune_on_a_mask_stack_keeps_arch_and_preprocessing(trained_job, data, tmp_path):
+def test_finetune_records_the_model_it_trains_and_validates_it_first(trained_job, data, tmp_path):
     job, _ = trained_job
     r = runner.invoke(app, [
         "finetune", "ft", "--from", str(job / "checkpoints" / "best.pt"), "--jobs-dir", str(tmp_path),
         "--dataset", "custom_mask", "--image-pat", str(data / "images/*.png"),
-        "--target-pat", str(data / "masks/*.png"), "--batch-size", "2", "--iters-per-epoch", "1",
+        "--target-pat", str(data / "masks/*.png"), "--val-image-pat", str(data / "images/p0.png"),
+        "--val-target-pat", str(data / "masks/*.png"), "--batch-size", "2", "--iters-per-epoch", "1",
         "--num-epochs", "1", "--learning-rate", "1e-3", "--opt-type", "adam", "--seed", "2"])
     assert r.exit_code == 0, r.output
+    assert "Epoch 0 (the starting model)" in r.output
     model = dextr_lib.DextrModel.load(tmp_path / "ft" / "checkpoints" / "last.pt", map_location="cpu")
     assert model.arch == "resunet18" and model.preprocess.target_size == 64 and model.preprocess.padding == 4
-    assert load_config(tmp_path / "ft" / "config.toml").train.from_model.endswith("best.pt")
+    cfg = load_config(tmp_path / "ft" / "config.toml").train
+    assert (cfg.arch, cfg.target_size, cfg.from_model) == ("resunet18", 64, str(job / "checkpoints" / "best.pt"))
+    assert _epochs(tmp_path / "ft") == [0, 1]
 
 
 def test_finetune_on_voc_mini(trained_job, shared_data, tmp_path):
@@ -140,3 +159,113 @@ def test_usage_errors(tmp_path, data):
     r = runner.invoke(app, ["train", "z", "--jobs-dir", str(tmp_path), "--dataset", "custom_label",
                             "--image-pat", str(data / "images/*.png"), "--target-pat", str(tmp_path / "none*.png")])
     assert r.exit_code == 1 and "none*.png" in r.output
+    assert not any(tmp_path.iterdir())  # no half-made job
+
+
+def test_a_bad_validation_pair_fails_before_training(tmp_path, data):
+    bad = _write_data(tmp_path / "bad", n=1)
+    Image.fromarray(np.zeros((40, 30), np.uint8) + 1, mode="P").save(bad / "labels" / "p0_labels.png")
+    r = runner.invoke(app, ["train", "v", "--jobs-dir", str(tmp_path / "jobs"), "--dataset", "custom_label",
+                            "--image-pat", str(data / "images/*.png"), "--target-pat", str(data / "labels/*.png"),
+                            "--val-image-pat", str(bad / "images/*.png"), "--val-target-pat",
+                            str(bad / "labels/*.png"), *TINY])
+    assert r.exit_code == 1
+    assert "p0.png is 48x40 px but its targets are 30x40 px" in " ".join(r.output.split())
+    assert not (tmp_path / "jobs" / "v").exists()
+
+
+def test_resume_with_a_broken_checkpoint_changes_nothing(tmp_path, data):
+    args = ["train", "b", "--jobs-dir", str(tmp_path), *_label_args(data), *TINY, "--num-epochs", "1"]
+    assert runner.invoke(app, args).exit_code == 0
+    job = tmp_path / "b"
+    (job / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    before = {p: p.read_bytes() for p in job.rglob("*") if p.is_file()}
+    r = runner.invoke(app, ["train", "b", "--jobs-dir", str(tmp_path), "--resume", "--num-epochs", "5"])
+    assert r.exit_code == 1 and "last.pt" in r.output
+    assert {p: p.read_bytes() for p in job.rglob("*") if p.is_file()} == before
+
+
+# -- real processes: locks and signals ---------------------------------------------------------
+SLOW_TINY = [*TINY, "--iters-per-epoch", "3", "--num-epochs", "3", "--val-every-n-epochs", "1"]  # last wins
+
+
+def _dextr(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "dextr_cli", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(p: subprocess.Popen, timeout: float = 300):
+    out, _ = p.communicate(timeout=timeout)
+    return p.returncode, out
+
+
+def _weights(job: Path):
+    return read_checkpoint(job / "checkpoints" / "last.pt")["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, data):
+    """The uninterrupted run the interrupted ones must reproduce bit for bit."""
+    jobs = tmp_path_factory.mktemp("ref")
+    rc, out = _finish(_dextr("train", "ref", "--jobs-dir", str(jobs), *_label_args(data), *SLOW_TINY))
+    assert rc == 0, out
+    return jobs / "ref"
+
+
+def _wait_for(path: Path, text: str, p: subprocess.Popen, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if path.is_file() and text in path.read_text():
+            return
+        if p.poll() is not None:
+            raise AssertionError(f"process ended early: {p.communicate()[0]}")
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", pytest.param("SIGTERM", marks=pytest.mark.slow),
+                                 pytest.param("SIGKILL", marks=pytest.mark.slow)])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data, reference_run, sig):
+    args = ["train", "i", "--jobs-dir", str(tmp_path), *_label_args(data), *SLOW_TINY]
+    p = _dextr(*args)
+    job = tmp_path / "i"
+    if sig == "SIGKILL":  # right after the first epoch-end checkpoint
+        _wait_for(job / "metrics.jsonl", '"epoch": 1', p)
+    else:  # at a random moment of training (mid-step, mid-validation, mid-save...)
+        _wait_for(job / "log.txt", "Training objects", p)
+        time.sleep(random.uniform(0.0, 3.0))
+    p.send_signal(getattr(signal, sig))
+    rc, out = _finish(p)
+    if rc == 0:  # the signal came after the last step: nothing to resume
+        assert sig != "SIGKILL"
+    else:
+        assert rc in (130, -9), out
+        if sig != "SIGKILL":
+            assert f"Interrupted ({sig})" in out and "dextr train i --resume" in " ".join(out.split())
+        rc, out = _finish(_dextr(*args, "--resume"))
+        assert rc == 0, out
+    assert _epochs(job) == [1, 2, 3]
+    ref = _weights(reference_run)
+    for k, v in _weights(job).items():
+        assert torch.equal(v, ref[k]), k
+
+
+@pytest.mark.slow
+def test_two_trainings_of_one_job_at_once(tmp_path, data):
+    args = ["train", "dup", "--jobs-dir", str(tmp_path), *_label_args(data), *SLOW_TINY]
+    procs = [_dextr(*args), _dextr(*args)]
+    results = [_finish(p) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 1], results
+    refused = next(out for rc, out in results if rc == 1)
+    assert "in use by another process" in refused or "already exists" in refused
+    assert _epochs(tmp_path / "dup") == [1, 2, 3]
+    # Two resumes at once: one continues, the other is refused while the first holds the job.
+    resume = [*args, "--resume", "--num-epochs", "6"]
+    procs = [_dextr(*resume), _dextr(*resume)]
+    results = [_finish(p) for p in procs]
+    rcs = sorted(rc for rc, _ in results)
+    assert rcs[0] == 0, results
+    if rcs[1] == 1:
+        assert "in use by another process" in next(out for rc, out in results if rc == 1)
+    assert _epochs(tmp_path / "dup") == [1, 2, 3, 4, 5, 6]

@@ -1,8 +1,10 @@
 """Training: sample geometry, the loss, LR schedules, resume and job directories."""
 from __future__ import annotations
 
-import dataclasses
+import json
 import math
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +14,17 @@ from PIL import Image
 
 import dextr_lib
 from dextr_lib.checkpoint import read_checkpoint
-from dextr_lib.config import TrainConfig, config_from_dict
+from dextr_lib.config import ConfigError, TrainSettings, config_from_dict
 from dextr_lib.datasets import build_dataset
-from dextr_lib.datasets.samples import SampleStream, TrainingSamples
+from dextr_lib.errors import DatasetError, JobError
 from dextr_lib.geometry import extreme_points_from_mask
-from dextr_lib.jobs import JobDir, JobError, dumps_toml
-from dextr_lib.losses import balanced_bce_with_logits
 from dextr_lib.preprocessing import get_profile, image_to_tensor
 from dextr_lib.training import (
-    TrainingInterrupted, TrainingState, TrainSettings, lr_factor, make_optimizer, training_loop,
+    Callbacks, JobDir, TrainingInterrupted, TrainingJob, TrainingState, balanced_bce_with_logits,
+    lr_factor, make_optimizer, training_loop,
 )
+from dextr_lib.training.folder import dumps_toml
+from dextr_lib.training.samples import SampleStream, TrainingSamples
 
 
 def write_label_dataset(root: Path, n: int = 3, h: int = 48, w: int = 56) -> Path:
@@ -101,6 +104,17 @@ def test_sample_stream_is_reproducible_and_resumable():
     assert first != [x for _, x in zip(range(20), SampleStream(7, seed=4))]
 
 
+def test_sample_stream_splits_each_global_batch_between_processes():
+    one = [x for _, x in zip(range(24), SampleStream(7, seed=3, batch_size=4))]
+    ranks = [[x for _, x in zip(range(12), SampleStream(7, seed=3, rank=r, world_size=2, batch_size=4))]
+             for r in range(2)]
+    # Step k's global batch (8 samples) is rank 0's k-th 4 samples, then rank 1's.
+    merged = [x for k in range(3) for r in range(2) for x in ranks[r][4 * k:4 * k + 4]]
+    assert merged == one
+    # Resuming a 2-process stream with one process continues the same global stream.
+    assert [x for _, x in zip(range(8), SampleStream(7, seed=3, start=16, batch_size=4))] == one[16:24]
+
+
 # -- loss ---------------------------------------------------------------------------------------
 def test_balanced_bce_weights_by_class_share():
     logits = torch.zeros(1, 1, 2, 2)
@@ -136,20 +150,27 @@ def test_parameter_groups_scale_the_encoder(tiny_model):
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
     n_enc = sum(p.numel() for p in opt.param_groups[0]["params"])
     assert n_enc == sum(p.numel() for p in model.net.encoder_parameters())
-    ft = make_optimizer(model, TrainSettings(opt_type="adam", learning_rate=1e-3, pretrained_lr_factor=0.1, new_lr_factor=0.1))
+    ft = make_optimizer(model, TrainSettings(opt_type="adam", learning_rate=1e-3, pretrained_lr_factor=0.1),
+                        finetune=True)
     assert isinstance(ft, torch.optim.Adam) and [g["lr"] for g in ft.param_groups] == pytest.approx([1e-4, 1e-4])
 
 
-def test_train_config_defaults_match_the_library():
-    tc = TrainConfig()
-    for f in dataclasses.fields(TrainSettings):
-        if hasattr(tc, f.name) and f.name != "seed":
-            assert getattr(tc, f.name) == getattr(TrainSettings(), f.name), f.name
+def test_one_schema_for_toml_and_its_checks():
+    cfg = config_from_dict({"train": {"batch_size": 3, "opt_type": "adam"}}, source="c.toml")
+    assert isinstance(cfg.train, TrainSettings) and cfg.train.batch_size == 3
+    with pytest.raises(ConfigError, match=r"c.toml: \[train\] batch_size: must be >= 1, got 0"):
+        config_from_dict({"train": {"batch_size": 0}}, source="c.toml")
+    with pytest.raises(ConfigError, match=r"\[train\] lr_sched: expected one of none, cosine, poly, got 'step'"):
+        config_from_dict({"train": {"lr_sched": "step"}}, source="c.toml")
+    with pytest.raises(ConfigError, match="unknown key 'epochs'"):
+        config_from_dict({"train": {"epochs": 3}}, source="c.toml")
+    with pytest.raises(ConfigError, match="aug_scale_range: must be <= 0.99"):
+        TrainSettings(aug_scale_range=1.0)
 
 
-# -- resume -------------------------------------------------------------------------------------
-def _tiny():
-    torch.manual_seed(0)
+# -- the loop: seeding and resume ---------------------------------------------------------------
+def _tiny(seed=0):
+    torch.manual_seed(seed)
     return dextr_lib.create_model("resunet18", target_size=64, padding=4, blob_sigma=4.0)
 
 
@@ -157,40 +178,42 @@ SETTINGS = TrainSettings(opt_type="adam", learning_rate=1e-3, batch_size=2, num_
                          iters_per_epoch=2, val_every_n_epochs=0, seed=5)
 
 
+def assert_same_weights(a, b):
+    for (k, x), y in zip(a.net.state_dict().items(), b.net.state_dict().values()):
+        assert torch.equal(x, y), k
+
+
 def test_resume_after_interruption_gives_the_same_weights(label_ds, tmp_path):
     ref = _tiny()
     training_loop(ref, label_ds, None, SETTINGS, device="cpu")
 
     model = _tiny()
-    job = JobDir.open(tmp_path / "jobs", "r")
+    job = JobDir(tmp_path / "jobs" / "r")
+    epoch = {"n": 0}
 
     def interrupt(i, n, loss, lr):
-        if model_state["epoch"] == 1 and i == 1:  # mid-way through the second epoch
-            raise KeyboardInterrupt
-
-    model_state = {"epoch": 0}
+        if epoch["n"] == 1 and i == 1:  # mid-way through the second epoch: a signal arrives
+            os.kill(os.getpid(), signal.SIGINT)
 
     def epoch_end(result, state):
-        model_state["epoch"] = state.epoch
+        epoch["n"] = state.epoch
         job.save_checkpoint(model, {"state": state.to_dict()})
 
     with pytest.raises(TrainingInterrupted) as e:
         training_loop(model, label_ds, None, SETTINGS, device="cpu", on_iteration=interrupt, on_epoch_end=epoch_end)
-    assert e.value.state.iteration == 3
+    assert e.value.state.iteration == 3 and e.value.signal_name == "SIGINT"
     job.save_checkpoint(model, {"state": e.value.state.to_dict()})
     del model
 
-    # The checkpoint is plain data: weights_only loading works.
-    torch.load(job.last_path, weights_only=True)
-    resumed, training = JobDir.open(tmp_path / "jobs", "r", resume=True).load_last("cpu")
-    state = TrainingState.from_dict(training["state"])
-    final = training_loop(resumed, label_ds, None, SETTINGS, device="cpu", state=state)
+    torch.load(job.last_path, weights_only=True)  # plain data
+    resumed, training = job.load_last("cpu")
+    final = training_loop(resumed, label_ds, None, SETTINGS, device="cpu",
+                          state=TrainingState.from_dict(training["state"]))
     assert final.iteration == 4 and final.epoch == 2
-    for (k, a), b in zip(ref.net.state_dict().items(), resumed.net.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+    assert_same_weights(ref, resumed)  # bit for bit
 
 
-def test_validation_reports_loss_and_miou(label_ds, tmp_path):
+def test_validation_reports_loss_and_miou(label_ds):
     model = _tiny()
     results = []
     training_loop(model, label_ds, label_ds, SETTINGS, device="cpu", num_epochs=1, iters_per_epoch=1,
@@ -199,26 +222,168 @@ def test_validation_reports_loss_and_miou(label_ds, tmp_path):
     assert r.val_loss > 0 and 0.0 <= r.val_miou <= 1.0 and r.is_best
 
 
+# -- TrainingJob --------------------------------------------------------------------------------
+def _settings(root: Path, **kw) -> TrainSettings:
+    base = dict(dataset="custom_label", image_pat=[str(root / "images/*.png")],
+                target_pat=[str(root / "labels/*.png")], val_image_pat=[str(root / "images/s0.png")],
+                val_target_pat=[str(root / "labels/*.png")], arch="resunet18", target_size=64,
+                padding=4.0, blob_sigma=4.0, pretrained=False, opt_type="adam", learning_rate=1e-3,
+                batch_size=2, num_epochs=2, iters_per_epoch=2, val_every_n_epochs=1, seed=3)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+class Recorder(Callbacks):
+    def __init__(self):
+        self.messages, self.epochs = [], []
+
+    def message(self, text):
+        self.messages.append(text)
+
+    def epoch_end(self, result):
+        self.epochs.append(result)
+
+
+def _run(settings, name, jobs, **kw):
+    with TrainingJob.create(settings, name, jobs, **kw) as job:
+        job.run()
+    return job
+
+
+def test_same_seed_gives_bit_identical_checkpoints(tmp_path):
+    root = write_label_dataset(tmp_path / "data")
+    a = _run(_settings(root), "a", tmp_path / "jobs")
+    torch.manual_seed(123)  # whatever happened before: the job seeds before creating its model
+    b = _run(_settings(root), "b", tmp_path / "jobs")
+    ca, cb = (read_checkpoint(j.folder.last_path) for j in (a, b))
+    for k, v in ca["state_dict"].items():
+        assert torch.equal(v, cb["state_dict"][k]), k
+    oa, ob = ca["training"]["state"]["optimizer"]["state"], cb["training"]["state"]["optimizer"]["state"]
+    for k in oa:
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(oa[k][name], ob[k][name])
+    c = _run(_settings(root, seed=4), "c", tmp_path / "jobs")
+    cc = read_checkpoint(c.folder.last_path)
+    assert not all(torch.equal(v, cc["state_dict"][k]) for k, v in ca["state_dict"].items())
+
+
+def test_job_records_metrics_checkpoints_and_its_settings(tmp_path):
+    root = write_label_dataset(tmp_path / "data")
+    rec = Recorder()
+    with TrainingJob.create(_settings(root, seed=None), "m", tmp_path / "jobs", callbacks=rec) as job:
+        assert job.settings.seed is not None  # a random seed, recorded
+        job.run(rec)
+    assert [r.epoch for r in rec.epochs] == [1, 2]
+    rows = job.folder.read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[0]["val_miou"] == pytest.approx(rec.epochs[0].val_miou)
+    saved = job.folder.read_config().train
+    assert saved == job.settings and saved.seed == job.settings.seed
+    assert all(os.path.isabs(p) for p in saved.image_pat + saved.val_target_pat)
+    assert job.folder.best_path.is_file() and "Training objects: 6, validation objects: 2" in " ".join(rec.messages)
+
+
+def test_finetune_records_the_real_model_and_validates_it_first(tmp_path):
+    root = write_label_dataset(tmp_path / "data")
+    start = _run(_settings(root, num_epochs=1), "start", tmp_path / "jobs")
+    ft = TrainSettings(**{**_settings(root).to_dict(), "arch": "resunet101", "target_size": 512,
+                          "from_model": str(start.folder.best_path), "num_epochs": 1})
+    with TrainingJob.create(ft, "ft", tmp_path / "jobs") as job:
+        job.run()
+    saved = job.folder.read_config().train
+    assert (saved.arch, saved.target_size, saved.padding, saved.from_model) == (
+        "resunet18", 64, 4.0, str(start.folder.best_path))
+    rows = job.folder.read_metrics()
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert rows[0]["train_loss"] is None and rows[0]["is_best"]
+    # Epoch 0 is the starting model: its validation equals the start job's own.
+    assert rows[0]["val_miou"] == pytest.approx(start.folder.read_metrics()[-1]["val_miou"], abs=1e-9)
+
+
+def test_resume_accepts_equal_values_refuses_different_ones_and_extends(tmp_path, monkeypatch):
+    root = write_label_dataset(tmp_path / "data")
+    monkeypatch.chdir(root)
+    s = _settings(root, image_pat=["images/*.png"], num_epochs=1)
+    job = _run(s, "r", tmp_path / "jobs")
+    config_before = job.folder.config_path.read_text()
+    with pytest.raises(JobError) as e:
+        TrainingJob.resume("r", tmp_path / "jobs", changes={"learning_rate": 0.5, "batch_size": 2,
+                                                             "image_pat": ["images/*.png"], "seed": 9})
+    msg = str(e.value)
+    assert "--learning-rate (job: 0.001, given: 0.5)" in msg and "--seed (job: 3, given: 9)" in msg
+    assert "batch" not in msg and "image-pat" not in msg  # equal values (relative or not) pass
+    assert job.folder.config_path.read_text() == config_before
+    rec = Recorder()
+    with TrainingJob.resume(tmp_path / "jobs" / "r", changes={**s.to_dict(), "num_epochs": 3},
+                            callbacks=rec) as resumed:
+        resumed.run()
+    assert "changed: num_epochs 1 -> 3" in rec.messages[0]
+    assert [r["epoch"] for r in resumed.folder.read_metrics()] == [1, 2, 3]
+    assert resumed.folder.read_config().train.num_epochs == 3
+    with pytest.raises(JobError, match="completed 3 epochs already; --num-epochs 2"):
+        TrainingJob.resume("r", tmp_path / "jobs", changes={"num_epochs": 2})
+    assert resumed.folder.read_config().train.num_epochs == 3
+
+
+def test_validation_set_is_checked_before_anything_is_written(tmp_path):
+    root = write_label_dataset(tmp_path / "data")
+    small = np.zeros((10, 10), np.uint8)
+    small[2:6, 3:7] = 1
+    Image.fromarray(small, mode="P").save(root / "labels" / "s0_label.png")
+    with pytest.raises(DatasetError, match=r"s0.png is 56x48 px but its targets are 10x10 px"):
+        TrainingJob.create(_settings(root, image_pat=[str(root / "images/s1.png")]), "v", tmp_path / "jobs")
+    assert not (tmp_path / "jobs" / "v").exists()
+
+
+def test_a_job_in_use_is_refused(tmp_path):
+    root = write_label_dataset(tmp_path / "data")
+    job = _run(_settings(root, num_epochs=1), "l", tmp_path / "jobs")
+    holder = JobDir(job.folder.root)
+    holder.lock()
+    try:
+        with pytest.raises(JobError, match="in use by another process"):
+            TrainingJob.resume("l", tmp_path / "jobs")
+        with pytest.raises(JobError, match="in use by another process"):
+            TrainingJob.create(_settings(root), "l", tmp_path / "jobs", overwrite=True)
+    finally:
+        holder.unlock()
+    with TrainingJob.resume("l", tmp_path / "jobs"):
+        pass
+
+
+def test_resume_repairs_a_torn_metrics_line_and_removes_stale_temporaries(tmp_path):
+    root = write_label_dataset(tmp_path / "data")
+    job = _run(_settings(root, num_epochs=1), "t", tmp_path / "jobs")
+    with open(job.folder.metrics_path, "a") as f:
+        f.write('{"epoch": 2, "train_lo')  # killed while appending
+    stale = job.folder.last_path.parent / ".last.pt.abc123.tmp"
+    stale.write_bytes(b"half")
+    assert [r["epoch"] for r in job.folder.read_metrics()] == [1]
+    with TrainingJob.resume("t", tmp_path / "jobs", changes={"num_epochs": 2}) as resumed:
+        assert not stale.exists()
+        resumed.run()
+    lines = job.folder.metrics_path.read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
 # -- job directories ----------------------------------------------------------------------------
-def test_job_dir_refuses_existing_jobs(tmp_path):
-    job = JobDir.open(tmp_path, "j1")
-    assert not job.root.exists()  # nothing is created until prepare()
-    job.prepare()
-    job.log("hello")
-    with pytest.raises(JobError, match="--resume.*--overwrite"):
-        JobDir.open(tmp_path, "j1")
-    with pytest.raises(JobError, match="last.pt"):
-        JobDir.open(tmp_path, "j1", resume=True)
+def test_job_dir_names_and_overwrite(tmp_path):
+    root = write_label_dataset(tmp_path / "data")
     with pytest.raises(JobError, match="invalid job name"):
-        JobDir.open(tmp_path, "../x")
-    again = JobDir.open(tmp_path, "j1", overwrite=True)
-    assert again.log_path.exists()  # an overwritten job is only emptied when the new run starts
-    again.prepare()
-    assert not again.log_path.exists() and (again.root / "checkpoints").is_dir()
+        JobDir.named(tmp_path, "../x")
+    _run(_settings(root, num_epochs=1), "o", tmp_path / "jobs")
+    with pytest.raises(JobError, match="--resume.*--overwrite"):
+        TrainingJob.create(_settings(root), "o", tmp_path / "jobs")
+    with pytest.raises(JobError, match="last.pt does not exist"):
+        TrainingJob.resume("nothing", tmp_path / "jobs")
+    rec = Recorder()
+    with TrainingJob.create(_settings(root, num_epochs=1), "o", tmp_path / "jobs", overwrite=True, callbacks=rec):
+        pass
+    assert any("--overwrite removed the previous job's checkpoints/, config.toml, log.txt, metrics.jsonl" in m
+               for m in rec.messages)
 
 
 def test_crash_while_saving_keeps_the_previous_last_pt(tmp_path, tiny_model, monkeypatch):
-    job = JobDir.open(tmp_path, "crash")
+    job = JobDir(tmp_path / "crash")
     job.save_checkpoint(tiny_model, {"state": TrainingState(iteration=7).to_dict()})
     real_save = torch.save
 
@@ -236,9 +401,9 @@ def test_crash_while_saving_keeps_the_previous_last_pt(tmp_path, tiny_model, mon
 
 
 def test_job_config_round_trips_through_the_config_loader(tmp_path):
-    tc = TrainConfig(dataset="custom_mask", image_pat=["/a/*.jpg"], target_pat=["/a/*_mask*.png"],
-                     learning_rate=1e-3, seed=4, aug_hflip=False)
-    job = JobDir.open(tmp_path, "cfg")
+    tc = TrainSettings(dataset="custom_mask", image_pat=["/a/*.jpg"], target_pat=["/a/*_mask*.png"],
+                       learning_rate=1e-3, seed=4, aug_hflip=False)
+    job = JobDir(tmp_path / "cfg")
     job.prepare()
     job.write_config(tc, paths={"pascal_voc": "/data/VOC2012", "sbd": None})
     cfg = job.read_config()

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..datasets.base import ImageTargets, ObjectDataset, ObjectRecord
 from ..errors import DatasetError
+from ..geometry import image_to_crop
 from ..preprocessing import Preprocess, image_to_tensor
-from .base import ImageTargets, ObjectDataset, ObjectRecord
 
 
 class _ImageCache:
@@ -131,8 +132,6 @@ class TrainingSamples(torch.utils.data.Dataset):
         if pp.uint8_resample:
             rgb_crop = torch.floor(rgb_crop * 255.0 + 1e-3).div_(255.0)
         heat = pp.heatmaps(points[None], box[None], torch.device("cpu"))
-        from ..geometry import image_to_crop
-
         return {
             "input": pp.normalize(rgb_crop[None], heat)[0],
             "target": mask_crop,
@@ -253,26 +252,36 @@ def crop_transformed(
 class SampleStream(torch.utils.data.Sampler):
     """Endless ``(object index, sample seed)`` stream for :class:`TrainingSamples`.
 
-    Sample ``g`` (counting from the start of training) is the ``g % N``-th object of a random
-    permutation drawn for pass ``g // N``; everything depends only on ``seed`` and ``g``, so a
+    Sample ``g`` (counting from the start of training, over all processes) is the ``g % N``-th
+    object of a random permutation drawn for pass ``g // N`` (re-seeded per pass, as
+    ``DistributedSampler.set_epoch`` does); everything depends only on ``seed`` and ``g``, so a
     resumed run (``start`` = samples already seen) continues the same stream exactly.
+
+    With ``world_size`` processes, each step's global batch is ``batch_size * world_size``
+    consecutive samples and process ``rank`` takes its ``rank``-th slice of ``batch_size``: the
+    processes see disjoint samples, and a job may resume with another number of processes.
     """
 
-    def __init__(self, n: int, seed: int, start: int = 0):
+    def __init__(self, n: int, seed: int, start: int = 0, *, rank: int = 0, world_size: int = 1,
+                 batch_size: int = 1):
         self.n = n
         self.seed = int(seed)
         self.start = int(start)
+        self.rank, self.world_size, self.batch_size = int(rank), int(world_size), int(batch_size)
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
-        g = self.start
+        b, w = self.batch_size, self.world_size
         perm_pass, perm = -1, None
+        k = 0
         while True:
+            step, j = divmod(k, b)
+            g = self.start + step * b * w + self.rank * b + j
             p, pos = divmod(g, self.n)
             if p != perm_pass:
                 gen = torch.Generator().manual_seed(self.seed * 1_000_003 + p)
                 perm, perm_pass = torch.randperm(self.n, generator=gen).tolist(), p
             yield perm[pos], int(np.random.SeedSequence([self.seed, g]).generate_state(1)[0])
-            g += 1
+            k += 1
 
     def __len__(self) -> int:  # pragma: no cover - endless; DataLoader only needs it for len()
         return 2 ** 62

@@ -1,13 +1,15 @@
-"""Training job directories.
+"""A training job's folder.
 
 ``<jobs_dir>/<JOB_NAME>/`` holds:
 
 - ``config.toml``: the fully resolved settings, as a dextr config file (``[train]`` table);
 - ``log.txt``: everything the job printed;
 - ``metrics.jsonl``: one JSON line per epoch (train loss, val loss, val mIoU, lr, seconds...);
-- ``checkpoints/last.pt`` (weights + optimiser, schedule, epoch and RNG state, for ``--resume``)
+- ``checkpoints/last.pt`` (weights + optimiser, schedule, epoch and RNG state, for resuming)
   and ``checkpoints/best.pt`` (the best validation mIoU so far), written atomically in the
-  dextr checkpoint format.
+  dextr checkpoint format;
+- ``job.lock``: held (an OS file lock) by the one process that runs the job; the OS releases
+  it when that process ends, however it ends.
 """
 from __future__ import annotations
 
@@ -20,13 +22,16 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from .checkpoint import atomic_torch_save, read_checkpoint
-from .config import Config, TrainConfig, config_from_dict, tomllib
-from .errors import CheckpointError, JobError
-from .fileio import atomic_write_text
-from .model import DextrModel
+import filelock
+
+from ..checkpoint import atomic_torch_save, read_checkpoint
+from ..config import Config, TrainSettings, config_from_dict, tomllib
+from ..errors import CheckpointError, JobError
+from ..fileio import atomic_write_text
+from ..model import DextrModel
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+LOCK_NAME = "job.lock"
 
 
 class JobDir:
@@ -34,6 +39,21 @@ class JobDir:
 
     def __init__(self, root: Union[str, os.PathLike]):
         self.root = Path(root)
+        self._lock: Optional[filelock.BaseFileLock] = None
+
+    @classmethod
+    def named(cls, jobs_dir: Union[str, os.PathLike], name: str) -> "JobDir":
+        """The folder of job ``name`` under ``jobs_dir``.
+
+        Raises:
+            JobError: a name that is not a plain folder name.
+        """
+        if not _NAME.match(name or ""):
+            raise JobError(
+                f"invalid job name {name!r}: use letters, digits, '.', '_' and '-' "
+                "(it becomes a folder name)"
+            )
+        return cls(Path(jobs_dir).expanduser() / name)
 
     @property
     def name(self) -> str:
@@ -59,55 +79,73 @@ class JobDir:
     def best_path(self) -> Path:
         return self.root / "checkpoints" / "best.pt"
 
-    # -- creation --------------------------------------------------------------------------
-    @classmethod
-    def open(
-        cls, jobs_dir: Union[str, os.PathLike], name: str, *, resume: bool = False,
-        overwrite: bool = False,
-    ) -> "JobDir":
-        """Check a new job's name (create it with :meth:`prepare`), or open one to resume.
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_NAME
+
+    def exists(self) -> bool:
+        """The folder holds a job (anything besides its lock file)."""
+        return self.root.is_dir() and any(p.name != LOCK_NAME for p in self.root.iterdir())
+
+    # -- the lock ------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take the job's lock (creating the folder) for as long as this process runs the job.
 
         Raises:
-            JobError: a bad name; an existing job without ``resume``/``overwrite``; ``resume``
-                without a ``last.pt`` to resume from; both flags.
+            JobError: another process holds it.
         """
-        if not _NAME.match(name or ""):
+        if self._lock is not None:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise JobError(f"cannot create the job folder {self.root}: {e.strerror or e}") from None
+        lock = filelock.FileLock(str(self.lock_path), timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
             raise JobError(
-                f"invalid job name {name!r}: use letters, digits, '.', '_' and '-' "
-                "(it becomes a folder name)"
-            )
-        if resume and overwrite:
-            raise JobError("--resume and --overwrite exclude each other")
-        job = cls(Path(jobs_dir).expanduser() / name)
-        exists = job.root.exists() and any(job.root.iterdir())
-        if resume:
-            if not job.last_path.is_file():
-                raise JobError(
-                    f"cannot resume job {name!r}: {job.last_path} does not exist"
-                    + ("" if exists else f" (no job folder at {job.root})")
-                )
-            return job
-        if exists and not overwrite:
-            raise JobError(
-                f"job {name!r} already exists at {job.root}; use --resume to continue it, "
-                "--overwrite to start it again, or another name"
-            )
-        return job
+                f"job {self.name!r} is in use by another process (lock {self.lock_path}); "
+                "wait for it to finish, or stop it first"
+            ) from None
+        self._lock = lock
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    # -- contents ------------------------------------------------------------------------------
+    def clear(self) -> List[str]:
+        """Delete the job's contents (not its lock); returns what was removed, for the log."""
+        removed = []
+        for p in sorted(self.root.iterdir()):
+            if p.name == LOCK_NAME:
+                continue
+            removed.append(p.name + ("/" if p.is_dir() else ""))
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        return removed
 
     def prepare(self) -> None:
-        """Create the (emptied) folder of a new job. Separate from :meth:`open`, so a run that
-        fails while loading data or weights leaves no half-made job behind."""
-        if self.root.exists():
-            shutil.rmtree(self.root)
-        (self.root / "checkpoints").mkdir(parents=True)
+        """Create the empty layout of a new job (``checkpoints/``)."""
+        (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    def remove_temporaries(self) -> List[Path]:
+        """Delete temporary files an interrupted atomic write left (``.last.pt.*.tmp``...).
+        Call it with the lock held: then no other process is writing them."""
+        stale = [p for d in (self.root, self.root / "checkpoints") if d.is_dir()
+                 for p in d.glob(".*.tmp") if p.is_file()]
+        for p in stale:
+            p.unlink()
+        return stale
 
     # -- settings and logs -----------------------------------------------------------------
-    def write_config(self, train: TrainConfig, paths: Optional[Dict[str, Optional[str]]] = None) -> None:
+    def write_config(self, train: TrainSettings, paths: Optional[Dict[str, Optional[str]]] = None) -> None:
         """Write ``config.toml``: ``[paths]`` entries given plus the resolved ``[train]`` table."""
         tables = {}
-        if paths:
+        if paths and any(v is not None for v in paths.values()):
             tables["paths"] = {k: v for k, v in paths.items() if v is not None}
-        tables["train"] = train.__dict__
+        tables["train"] = train.to_dict()
         text = "# Resolved settings of this job; `dextr train NAME --config THIS_FILE` repeats it.\n"
         text += dumps_toml(tables)
         atomic_write_text(self.config_path, text)
@@ -115,7 +153,7 @@ class JobDir:
     def read_config(self) -> Config:
         """The job's ``config.toml`` as a :class:`~dextr_lib.config.Config`."""
         try:
-            data = tomllib.loads(self.config_path.read_text())
+            data = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise JobError(f"cannot read {self.config_path}: {e}") from None
         return config_from_dict(data, source=str(self.config_path))
@@ -132,14 +170,30 @@ class JobDir:
             f.write(json.dumps(_json_safe(record)) + "\n")
 
     def read_metrics(self) -> List[Dict[str, Any]]:
+        """The epochs' records; a torn last line (the process died while appending it) is skipped.
+
+        Raises:
+            JobError: a damaged line other than the last.
+        """
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        lines = self.metrics_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        rows = []
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                if n == len(lines):
+                    break
+                raise JobError(f"{self.metrics_path} line {n} is damaged: {line[:60]!r}") from None
+        return rows
 
-    def truncate_metrics(self, epochs: int) -> None:
-        """Keep the first ``epochs`` lines (a resumed job redoes the epochs after ``last.pt``)."""
-        rows = [r for r in self.read_metrics() if r.get("epoch", 0) <= epochs]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+    def write_metrics(self, records: List[Dict[str, Any]]) -> None:
+        """Replace ``metrics.jsonl`` with ``records`` (a resume writes the checkpoint's history:
+        this drops epochs after ``last.pt`` and repairs a torn or missing line)."""
+        atomic_write_text(self.metrics_path, "".join(json.dumps(_json_safe(r)) + "\n" for r in records))
 
     # -- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(
