@@ -98,6 +98,15 @@ def broadcast(obj: Any) -> Any:
     return box[0]
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers of ``module`` (batch-norm running statistics: each
+    process updates its own in its last forward; the saved model is rank 0's)."""
+    if not current().distributed:
+        return
+    for buf in module.buffers():
+        _collective(dist.broadcast, buf, src=0)
+
+
 def barrier() -> None:
     if current().distributed:
         _collective(dist.barrier)

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
-from PIL import Image
 
 from .. import distributed
 from ..config import SETTING_FIELDS, ModelsConfig, PathsConfig, TrainSettings
 from ..datasets import KINDS, ObjectDataset, build_dataset
 from ..errors import ConfigError, DatasetError, DextrError, JobError
+from ..images import open_image
 from ..model import DextrModel, create_model
 from ..weights import load_model
 from .folder import JobDir
@@ -129,11 +129,8 @@ def check_image_sizes(dataset: ObjectDataset) -> None:
         DatasetError: naming the first image whose targets differ in size.
     """
     for image, _ in dataset.image_groups():
-        try:
-            with Image.open(image) as im:
-                w, h = im.size
-        except OSError as e:
-            raise DatasetError(f"cannot read image {image}: {e}") from None
+        with open_image(image) as im:  # the header only: no pixels decoded
+            w, h = im.size
         th, tw = dataset.read_targets(image).shape
         if (th, tw) != (h, w):
             raise DatasetError(f"{image} is {w}x{h} px but its targets are {tw}x{th} px")

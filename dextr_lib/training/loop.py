@@ -349,6 +349,7 @@ def training_loop(
                 if on_iteration is not None:
                     on_iteration(in_epoch, iters, loss_value, optimizer.param_groups[-1]["lr"])
                 if in_epoch == iters:
+                    distributed.broadcast_buffers(model.net)  # validate and save one model
                     st.epoch += 1
                     seconds = time.perf_counter() - epoch_start
                     n_steps = st.iteration - epoch_first_iter
