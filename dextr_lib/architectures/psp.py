@@ -3,7 +3,8 @@
 The encoder is Caffe-style (the stride of a bottleneck is on its first 1x1 convolution), with
 output stride 8: layer3 and layer4 keep the resolution and use dilation 2 and 4. The pyramid
 pooling head averages the features to 1x1, 2x2, 3x3 and 6x6 grids, projects each to a quarter
-of the channels, upsamples them back and fuses them with the features. Module names follow the
+of the channels, upsamples them back (bilinear, ``align_corners=True``, as the original does: with
+``False`` the logits of imported models drift by about a unit) and fuses them with the features. Module names follow the
 original ``networks/deeplab_resnet.py``, so its state dicts load unchanged. The stride-8 logits
 are upsampled to the input size (bilinear, ``align_corners=True``, as its demo does), so the
 network maps ``(N, 4, T, T)`` to ``(N, 1, T, T)`` like every other architecture here.
@@ -70,7 +71,7 @@ class PSPHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         size = feats.shape[-2:]
         pooled = [
-            F.interpolate(stage(feats), size=size, mode="bilinear", align_corners=False)
+            F.interpolate(stage(feats), size=size, mode="bilinear", align_corners=True)
             for stage in self.stages
         ]
         fused = self.relu(self.bottleneck(torch.cat(pooled + [feats], dim=1)))
