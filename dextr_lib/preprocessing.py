@@ -56,6 +56,15 @@ class Preprocess:
             past the image edge (and paste-back clamps to the crop's edge); ``"pil"`` clamps to
             the edge pixels inside and gives 0 for sample points outside, in both the image crop
             and the paste-back (PIL's transform, ``dextr`` 0.1.2).
+        integer_points: truncate the points to whole pixels (toward zero) before anything else,
+            as original DEXTR's demo casts its clicks with ``astype(int)``.
+        resampler: ``"torch"``: the image crop and the paste-back are sampled over the continuous
+            box with ``grid_sample`` (``interpolation``, ``paste_interpolation``, ``edge_mode``
+            apply). ``"opencv"``: original DEXTR's ``cv2.resize`` steps, reproduced in torch: the
+            box is whole pixels, zero-padded past the image, resized with OpenCV's bicubic
+            (its float32 weights, edge pixels repeated) and rounded to 8-bit levels, and the
+            probabilities are resized back with the same bicubic. Needs
+            ``padding_mode="image"`` with a whole ``padding``.
     """
 
     name: str = "dextr"
@@ -75,6 +84,8 @@ class Preprocess:
     paste_interpolation: str = "bilinear"
     uint8_resample: bool = False
     edge_mode: str = "zeros"
+    integer_points: bool = False
+    resampler: str = "torch"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -111,6 +122,13 @@ class Preprocess:
             raise ValueError(
                 f"paste_interpolation must be 'bilinear' or 'bicubic', got {self.paste_interpolation!r}"
             )
+        if self.resampler not in ("torch", "opencv"):
+            raise ValueError(f"resampler must be 'torch' or 'opencv', got {self.resampler!r}")
+        if self.resampler == "opencv" and (
+            self.padding_mode != "image" or self.padding != int(self.padding)
+        ):
+            raise ValueError("resampler 'opencv' crops whole pixels: it needs padding_mode='image' "
+                             f"and a whole padding, got {self.padding_mode!r} and {self.padding}")
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
@@ -121,18 +139,28 @@ class Preprocess:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Preprocess":
+        """The inverse of :meth:`to_dict`. Settings a stored profile lacks (written before they
+        existed) take the value of the registered profile of the same name, else the default."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown pre-processing settings: {sorted(unknown)}")
+        base = PROFILES.get(d.get("name", "dextr"))
+        if base is not None:
+            d = {**{k: getattr(base, k) for k in known - set(d)}, **d}
         return cls(**d)
 
     def replace(self, **changes: Any) -> "Preprocess":
         return dataclasses.replace(self, **changes)
 
     # -- geometry ------------------------------------------------------------------------------
+    def snap_points(self, points: np.ndarray) -> np.ndarray:
+        """The points as the profile uses them: truncated to whole pixels with ``integer_points``."""
+        return np.trunc(points) if self.integer_points else points
+
     def boxes(self, points: np.ndarray) -> np.ndarray:
         """``(N, 4, 2)`` points -> ``(N, 4)`` continuous crop boxes ``[y0, x0, y1, x1]``."""
+        points = self.snap_points(points)
         if self.padding_mode == "crop":
             boxes = geometry.relaxed_boxes(points, self.padding, self.target_size)
             # relaxed_boxes puts points on pixel centres; "corner" takes them as they are.
@@ -173,11 +201,25 @@ class Preprocess:
             out = out * inside[:, None].to(out.dtype)
         return out
 
+    def to_8bit(self, rgb: torch.Tensor) -> torch.Tensor:
+        """A resampled crop (floats in ``[0, 1]``) on the 8-bit levels the profile's reference
+        produces: truncated (``uint8_resample``, PIL), rounded and saturated (``resampler
+        "opencv"``), or unchanged. Training crops go through it too."""
+        if self.uint8_resample:
+            return torch.floor(rgb * 255.0 + 1e-3).div_(255.0)
+        if self.resampler == "opencv":
+            return torch.round(rgb * 255.0).clamp_(0.0, 255.0).div_(255.0)
+        return rgb
+
     def heatmaps(self, points: np.ndarray, boxes: np.ndarray, device: torch.device) -> torch.Tensor:
         """``(N, T, T)`` guidance heatmaps for ``(N, 4, 2)`` image-space points."""
+        points = self.snap_points(points)
         if self.point_origin == "corner":
             lo = boxes[:, None, :2]
-            in_crop = (points - lo) / (boxes[:, None, 2:] - lo) * self.target_size
+            if self.heatmap_snap:  # original DEXTR's arithmetic, so its truncation lands alike
+                in_crop = self.target_size * (points - lo) * (1.0 / (boxes[:, None, 2:] - lo))
+            else:
+                in_crop = (points - lo) / (boxes[:, None, 2:] - lo) * self.target_size
         else:
             in_crop = geometry.image_to_crop(points, boxes, self.target_size)
         if self.heatmap_snap:
@@ -205,9 +247,10 @@ class Preprocess:
             ``(N, 4)`` crop boxes needed by :meth:`paste`.
         """
         boxes = self.boxes(points)
-        rgb = self.crop(image, self.sampling_boxes(boxes))
-        if self.uint8_resample:
-            rgb = torch.floor(rgb * 255.0 + 1e-3).div_(255.0)
+        if self.resampler == "opencv":
+            rgb = torch.stack([_opencv_crop_resize(image, box, self.target_size) for box in boxes])
+        else:
+            rgb = self.to_8bit(self.crop(image, self.sampling_boxes(boxes)))
         heat = self.heatmaps(points, boxes, image.device)
         return self.normalize(rgb, heat), boxes
 
@@ -230,30 +273,15 @@ class Preprocess:
             ``N`` tensors of shape ``(H, W)``, zero outside each crop box, on ``probs``' device.
         """
         h, w = int(image_size[0]), int(image_size[1])
+        if points is not None:
+            points = self.snap_points(points)
         out = []
         for i, box in enumerate(boxes):
             full = probs.new_zeros((h, w))
-            y0, x0, y1, x1 = (float(v) for v in box)
-            r0, c0 = max(int(np.floor(y0)), 0), max(int(np.floor(x0)), 0)
-            r1, c1 = min(int(np.ceil(y1)), h), min(int(np.ceil(x1)), w)
-            if r1 > r0 and c1 > c0:
-                # Pixel centres of the window, in the crop's normalised [-1, 1] coordinates.
-                ys = (torch.arange(r0, r1, device=probs.device, dtype=probs.dtype) + 0.5 - y0) / (y1 - y0)
-                xs = (torch.arange(c0, c1, device=probs.device, dtype=probs.dtype) + 0.5 - x0) / (x1 - x0)
-                grid = torch.stack(torch.meshgrid(xs * 2 - 1, ys * 2 - 1, indexing="xy"), dim=-1)
-                src = probs[i][None, None]
-                if self.uint8_resample:
-                    src = torch.floor(src * 255.0).div_(255.0)
-                window = F.grid_sample(
-                    src, grid[None], mode=self.paste_interpolation,
-                    padding_mode="border", align_corners=False,
-                )
-                if self.edge_mode == "pil":  # pixels whose centre falls outside the crop read 0
-                    window = window * ((grid >= -1) & (grid < 1)).all(dim=-1)[None, None].to(window.dtype)
-                if self.uint8_resample:
-                    window = torch.floor(window * 255.0 + 1e-3).div_(255.0)
-                # Bicubic overshoots a little: keep probabilities in [0, 1].
-                full[r0:r1, c0:c1] = window[0, 0].clamp(0.0, 1.0)
+            if self.resampler == "opencv":
+                _opencv_paste(probs[i], box, full)
+            else:
+                self._paste_grid(probs[i], box, full)
             if self.clip_to_box:
                 if points is None:
                     raise ValueError("clip_to_box needs the points")
@@ -264,6 +292,113 @@ class Preprocess:
                 full = full * keep
             out.append(full)
         return out
+
+    def _paste_grid(self, prob: torch.Tensor, box: np.ndarray, full: torch.Tensor) -> None:
+        """Resample one ``(T, T)`` map into ``full`` (in place) over ``box`` with ``grid_sample``."""
+        h, w = full.shape
+        y0, x0, y1, x1 = (float(v) for v in box)
+        r0, c0 = max(int(np.floor(y0)), 0), max(int(np.floor(x0)), 0)
+        r1, c1 = min(int(np.ceil(y1)), h), min(int(np.ceil(x1)), w)
+        if r1 <= r0 or c1 <= c0:
+            return
+        # Pixel centres of the window, in the crop's normalised [-1, 1] coordinates.
+        ys = (torch.arange(r0, r1, device=prob.device, dtype=prob.dtype) + 0.5 - y0) / (y1 - y0)
+        xs = (torch.arange(c0, c1, device=prob.device, dtype=prob.dtype) + 0.5 - x0) / (x1 - x0)
+        grid = torch.stack(torch.meshgrid(xs * 2 - 1, ys * 2 - 1, indexing="xy"), dim=-1)
+        src = prob[None, None]
+        if self.uint8_resample:
+            src = torch.floor(src * 255.0).div_(255.0)
+        window = F.grid_sample(
+            src, grid[None], mode=self.paste_interpolation, padding_mode="border", align_corners=False,
+        )
+        if self.edge_mode == "pil":  # pixels whose centre falls outside the crop read 0
+            window = window * ((grid >= -1) & (grid < 1)).all(dim=-1)[None, None].to(window.dtype)
+        if self.uint8_resample:
+            window = torch.floor(window * 255.0 + 1e-3).div_(255.0)
+        # Bicubic overshoots a little: keep probabilities in [0, 1].
+        full[r0:r1, c0:c1] = window[0, 0].clamp(0.0, 1.0)
+
+
+def _opencv_cubic_taps(src: int, dst: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``cv2.resize``'s ``INTER_CUBIC`` sampling of ``src`` samples at ``dst`` outputs.
+
+    Returns:
+        ``(dst, 4)`` int64 source indices, clamped into ``[0, src)`` (OpenCV repeats the edge
+        sample), and ``(dst, 4)`` float32 weights (Keys kernel, a = -0.75), computed with the same
+        float32 steps as OpenCV.
+    """
+    scale = 1.0 / (dst / src)  # OpenCV keeps the inverse scale and inverts it
+    f = ((np.arange(dst) + 0.5) * scale - 0.5).astype(np.float32)
+    s = np.floor(f)
+    x = f - s
+    a, one = np.float32(-0.75), np.float32(1.0)
+    x1, omx = x + one, one - x
+    c0 = ((a * x1 - 5 * a) * x1 + 8 * a) * x1 - 4 * a
+    c1 = ((a + 2) * x - (a + 3)) * x * x + one
+    c2 = ((a + 2) * omx - (a + 3)) * omx * omx + one
+    c3 = one - c0 - c1 - c2
+    idx = np.clip(s.astype(np.int64)[:, None] + np.arange(-1, 3), 0, src - 1)
+    return idx, np.stack([c0, c1, c2, c3], axis=1).astype(np.float32)
+
+
+def _opencv_resize_rows_cols(
+    src: torch.Tensor, taps_y: Tuple[torch.Tensor, torch.Tensor], taps_x: Tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """Separable resampling of ``(..., H, W)`` with 4-tap indices and weights, columns first as
+    OpenCV does (the order decides the last float bits)."""
+    (ry, wy), (rx, wx) = taps_y, taps_x
+    cols = sum(src.index_select(-1, rx[:, k]) * wx[:, k] for k in range(4))
+    return sum(cols.index_select(-2, ry[:, k]) * wy[:, k, None] for k in range(4))
+
+
+def _opencv_crop_resize(image: torch.Tensor, box: np.ndarray, size: int) -> torch.Tensor:
+    """Original DEXTR's crop of ``image`` to the whole-pixel ``box`` (zeros past the image) and
+    ``cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)`` of its 8-bit pixels.
+
+    OpenCV (4.x) resamples 8-bit images with float weights, rounds to the nearest level and
+    saturates to ``0..255``; taps past the crop repeat its edge pixel.
+
+    Args:
+        image: ``(C, H, W)`` float tensor in ``[0, 1]`` holding 8-bit levels.
+        box: ``[y0, x0, y1, x1]`` whole-pixel box (``y1``/``x1`` exclusive).
+
+    Returns:
+        ``(C, size, size)`` float tensor in ``[0, 1]`` on 8-bit levels.
+    """
+    _, h, w = image.shape
+    y0, x0, y1, x1 = (int(v) for v in box)
+    dev = image.device
+    taps, window = [], []
+    for lo, length, bound in ((y0, y1 - y0, h), (x0, x1 - x0, w)):
+        idx, wts = _opencv_cubic_taps(length, size)
+        idx = idx + lo  # image coordinates; past the image the zero padding reads 0
+        wts = wts * ((idx >= 0) & (idx < bound))
+        idx = np.clip(idx, 0, bound - 1)
+        first = int(idx.min())
+        window.append(slice(first, int(idx.max()) + 1))
+        taps.append((torch.as_tensor(idx - first, device=dev), torch.as_tensor(wts, device=dev)))
+    levels = torch.round(image[:, window[0], window[1]].float() * 255.0)
+    out = _opencv_resize_rows_cols(levels, taps[0], taps[1])
+    return torch.round(out).clamp_(0, 255).to(image.dtype).div_(255.0)
+
+
+def _opencv_paste(prob: torch.Tensor, box: np.ndarray, full: torch.Tensor) -> None:
+    """Original DEXTR's ``crop2fullmask``: ``cv2.resize`` of the ``(T, T)`` map to the box's size
+    (float bicubic, edge repeated), written into ``full`` (in place) where the box meets it."""
+    h, w = full.shape
+    y0, x0, y1, x1 = (int(v) for v in box)
+    r0, c0, r1, c1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
+    if r1 <= r0 or c1 <= c0:
+        return
+    t = prob.shape[-1]
+    taps = []
+    for lo, length, a, b in ((y0, y1 - y0, r0, r1), (x0, x1 - x0, c0, c1)):
+        idx, wts = _opencv_cubic_taps(t, length)
+        taps.append((torch.as_tensor(idx[a - lo:b - lo], device=prob.device),
+                     torch.as_tensor(wts[a - lo:b - lo], device=prob.device, dtype=prob.dtype)))
+    window = _opencv_resize_rows_cols(prob, taps[0], taps[1])
+    # Bicubic overshoots a little; the original thresholds as is, clamping keeps every threshold's mask.
+    full[r0:r1, c0:c1] = window.clamp_(0.0, 1.0)
 
 
 def _crop_theta(boxes: np.ndarray, h: int, w: int) -> torch.Tensor:
@@ -297,15 +432,17 @@ PROFILES["dextr012"] = Preprocess(
     edge_mode="pil",
 )
 
-#: Original DEXTR-PyTorch (Maninis et al.): 50 px relax in image pixels, zero padding past the
-#: image, 512x512 bicubic resize, Gaussians of full width at half maximum 10 (std 10 / 2.3548)
-#: combined by max and scaled to 0-255, raw 0-255 RGB, bicubic paste-back, zero outside the
-#: points' box, threshold 0.8.
+#: Original DEXTR-PyTorch (Maninis et al.), its ``demo.py``: clicks truncated to whole pixels,
+#: 50 px relax in image pixels, zero padding past the image, ``cv2.resize`` to 512x512 bicubic on
+#: 8-bit pixels, Gaussians of full width at half maximum 10 (std 10 / 2.3548) at truncated crop
+#: pixels, combined by max and scaled to 0-255, raw 0-255 RGB, ``cv2.resize`` bicubic paste-back,
+#: zero outside the points' box, threshold 0.8.
 PROFILES["original"] = Preprocess(
     name="original", target_size=512, padding=50.0, padding_mode="image",
     blob_sigma=10.0 / (2.0 * float(np.sqrt(2.0 * np.log(2.0)))), heatmap_combine="max",
     mean=(0.0, 0.0, 0.0, 0.0), std=(1 / 255.0,) * 4, interpolation="bicubic", clip_to_box=True,
     threshold=0.8, point_origin="corner", heatmap_snap=True, paste_interpolation="bicubic",
+    integer_points=True, resampler="opencv",
 )
 
 

@@ -129,8 +129,7 @@ class TrainingSamples(torch.utils.data.Dataset):
             rgb, mask, targets.ignore, crop_box, inv, pp.target_size, pp.interpolation,
             edge_mode=pp.edge_mode,
         )
-        if pp.uint8_resample:
-            rgb_crop = torch.floor(rgb_crop * 255.0 + 1e-3).div_(255.0)
+        rgb_crop = pp.to_8bit(rgb_crop)
         heat = pp.heatmaps(points[None], box[None], torch.device("cpu"))
         return {
             "input": pp.normalize(rgb_crop[None], heat)[0],
