@@ -20,11 +20,11 @@ from .errors import (
     UnknownNameError,
 )
 from .geometry import extreme_points_from_mask
-from .model import DextrModel, create_model
+from .model import DextrModel, create_model, load_model
 from .version import __version__
-from .weights import list_pretrained, load_model
 from .config import TrainSettings
 from .training import TrainingJob, training_loop
+from .zoo import list_pretrained
 
 __all__ = [
     "CheckpointError", "ChecksumError", "ConfigError", "DatasetError", "DextrError",

@@ -11,7 +11,8 @@
   (our ``psp101``), possibly saved from ``nn.DataParallel`` (``module.`` prefix).
 
 Both become our checkpoint dict (see :mod:`dextr_lib.checkpoint`) with the matching
-pre-processing profile (``dextr012`` / ``original``).
+pre-processing profile (``dextr012`` / ``original``). Telling the formats apart and loading any
+of them is :mod:`dextr_lib.loading`'s job; this module only reads the old ones.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import types
 from collections import OrderedDict
 from typing import Any, Dict, Optional, Tuple, Union
 
+import numpy as np
 import torch
 
 from . import checkpoint as ckpt_io
@@ -45,8 +47,6 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
 
 def _real_globals() -> Dict[Tuple[str, str], Any]:
     """Callables the pickle may really use: tensor/array rebuilders and plain containers."""
-    import numpy as np
-
     allowed: Dict[Tuple[str, str], Any] = {
         ("collections", "OrderedDict"): OrderedDict,
         ("builtins", "set"): set,
@@ -257,7 +257,8 @@ def convert_dextr012(obj: Any, source: str = "<file>") -> Dict[str, Any]:
 
 
 # -- original DEXTR-PyTorch ----------------------------------------------------------------------
-def _is_psp_state_dict(obj: Any) -> bool:
+def is_original_state_dict(obj: Any) -> bool:
+    """Whether ``obj`` looks like an original DEXTR-PyTorch state dict (tensors, a ``layer5``)."""
     return isinstance(obj, dict) and bool(obj) and all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ) and any(k.split("module.", 1)[-1].startswith("layer5.") for k in obj)
@@ -273,36 +274,15 @@ def convert_original(state_dict: Dict[str, torch.Tensor], source: str = "<file>"
     return ckpt_io.make_checkpoint("psp101", get_profile("original").to_dict(), weights, meta)
 
 
-# -- entry point -------------------------------------------------------------------------------
-def read_any_checkpoint(path: PathLike) -> Tuple[Dict[str, Any], Optional[str]]:
-    """Read our checkpoint, or import a legacy one.
-
-    Returns:
-        ``(checkpoint_dict, note)``: ``note`` is ``None`` for our own format, else a sentence
-        saying what the file was converted from (for the CLI to show).
+def read_dextr012(path: PathLike) -> Dict[str, Any]:
+    """Read a pickled ``dextr`` 0.1.2 model file (restricted unpickler) as our checkpoint dict.
 
     Raises:
-        CheckpointError: missing, unreadable or unsupported file, or a pickle referencing
-            anything outside the allow-list.
+        CheckpointError: unreadable file, not a 0.1.2 model, or a pickle referencing anything
+            outside the allow-list.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
-    name = os.path.basename(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # not loadable with weights_only: maybe a dextr 0.1.2 pickle
-        obj = _load_restricted(path)
-        return convert_dextr012(obj, path), f"converted from dextr 0.1.2 model file {name}"
-    if isinstance(obj, dict) and obj.get("format") == ckpt_io.FORMAT:
-        return ckpt_io.validate_checkpoint(obj, path), None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and "format" not in obj:
-        obj = obj["state_dict"]
-    if _is_psp_state_dict(obj):
-        return convert_original(obj, path), f"converted from DEXTR-PyTorch model file {name}"
-    raise CheckpointError(
-        f"{path} is not a dextr checkpoint, a dextr 0.1.2 model or a DEXTR-PyTorch state dict"
-    )
+    return convert_dextr012(_load_restricted(path), path)
 
 
 def _load_restricted(path: str) -> Any:
@@ -317,19 +297,3 @@ def _load_restricted(path: str) -> Any:
         raise CheckpointError(
             f"cannot read {path}: not a dextr checkpoint nor a readable legacy model ({first})"
         ) from None
-
-
-def convert_file(src: PathLike, dst: PathLike) -> Optional[str]:
-    """Convert any supported checkpoint ``src`` to our format at ``dst`` (written atomically).
-
-    Returns:
-        The conversion note (``None`` when ``src`` was already in our format).
-    """
-    ckpt, note = read_any_checkpoint(src)
-    if note is not None:
-        # Validate by loading into the architecture before writing anything.
-        from .model import DextrModel
-
-        DextrModel.from_checkpoint(ckpt, map_location="cpu", source=os.fspath(src))
-    ckpt_io.atomic_torch_save(ckpt, dst)
-    return note

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -11,10 +11,11 @@ import torch.nn as nn
 
 from . import checkpoint as ckpt_io
 from .architectures import build_network
-from .device import DeviceError, resolve_device
-from .errors import CheckpointError, InvalidImageError, MismatchError, UnknownNameError
+from .device import resolve_device
+from .errors import DeviceError, InvalidImageError, MismatchError, UnknownNameError
 from .geometry import as_points_array
 from .images import ImageLike, to_rgb_array
+from .loading import network_from_checkpoint, resolve_checkpoint
 from .preprocessing import Preprocess, get_profile, image_to_tensor
 
 PathLike = Union[str, os.PathLike]
@@ -243,19 +244,7 @@ class DextrModel:
     @classmethod
     def from_checkpoint(cls, ckpt: Dict[str, Any], map_location: Any = None, source: str = "<checkpoint>") -> "DextrModel":
         """Build a model from a loaded checkpoint dict (see :mod:`dextr_lib.checkpoint`)."""
-        ckpt = ckpt_io.validate_checkpoint(ckpt, source)
-        try:
-            preprocess = Preprocess.from_dict(ckpt["preprocess"])
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{source} has invalid pre-processing settings: {e}") from None
-        net = build_network(ckpt["arch"])
-        try:
-            net.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as e:
-            raise CheckpointError(
-                f"{source}: weights do not fit architecture {ckpt['arch']!r}: "
-                f"{str(e).splitlines()[0]}"
-            ) from None
+        net, preprocess = network_from_checkpoint(ckpt, source)
         model = cls(net, preprocess, ckpt["arch"], ckpt.get("meta"))
         model.to(resolve_device(map_location) if map_location is None or isinstance(map_location, str) else map_location)
         return model.eval()
@@ -275,12 +264,42 @@ class DextrModel:
         return cls.from_checkpoint(ckpt, map_location, os.fspath(path))
 
     @classmethod
-    def from_pretrained(cls, name_or_path: Union[str, PathLike], map_location: Any = None, **kwargs: Any) -> "DextrModel":
-        """A ready model from a registry name (downloaded when not cached) or a file (ours or
-        legacy); see :func:`dextr_lib.weights.load_model` for ``kwargs`` (``cache_dir``, ...)."""
-        from .weights import load_model
+    def from_pretrained(
+        cls,
+        name_or_path: Union[str, PathLike],
+        map_location: Any = None,
+        *,
+        cache_dir: Optional[PathLike] = None,
+        mirror: Optional[str] = None,
+        on_progress: Optional[Callable[[int, Optional[int]], None]] = None,
+    ) -> "DextrModel":
+        """A ready model from a file or the zoo: the one loader every ``--model`` option uses.
 
-        return load_model(name_or_path, map_location, **kwargs)
+        Args:
+            name_or_path: a path to one of our checkpoints, a path to a legacy file (a ``dextr``
+                0.1.2 pickle or an original DEXTR-PyTorch state dict, converted in memory), or a
+                pretrained model name (:func:`dextr_lib.zoo.list_pretrained`; downloaded into
+                the cache when missing). See :mod:`dextr_lib.loading`.
+            map_location: device for the model; default CUDA when available, else CPU.
+            cache_dir: model cache (default: :func:`dextr_lib.zoo.models_dir`).
+            mirror: base URL tried first for zoo downloads; default ``$DEXTR_MIRROR``.
+            on_progress: download progress callback ``fn(done_bytes, total_bytes_or_None)``.
+
+        Returns:
+            A model in eval mode. Its ``load_note`` says what a legacy file was converted from
+            (``None`` for our own checkpoints).
+
+        Raises:
+            CheckpointError: no such file or name, or an unreadable/unsupported file.
+            DownloadError, ChecksumError: a zoo download failed.
+
+        Example:
+            >>> model = DextrModel.from_pretrained("pascalvoc-resunet101", map_location="cpu")
+        """
+        found = resolve_checkpoint(name_or_path, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress)
+        model = cls.from_checkpoint(found.checkpoint, map_location, source=found.source)
+        model.load_note = found.note
+        return model
 
     @classmethod
     def pascalvoc_resunet101(cls, map_location: Any = "cpu", **kwargs: Any) -> "DextrModel":
@@ -322,3 +341,23 @@ def create_model(
     net = build_network(arch, backbone_weights=backbone_weights)
     meta = {"backbone_weights": None if backbone_weights is None else str(backbone_weights)}
     return DextrModel(net, preprocess, arch, meta).eval()
+
+
+def load_model(
+    spec: Union[str, PathLike],
+    map_location: Any = None,
+    *,
+    cache_dir: Optional[PathLike] = None,
+    mirror: Optional[str] = None,
+    on_progress: Optional[Callable[[int, Optional[int]], None]] = None,
+) -> DextrModel:
+    """Load a model from a checkpoint file, a legacy file or a pretrained model name.
+
+    The same as :meth:`DextrModel.from_pretrained` (see there for the arguments).
+
+    Example:
+        >>> model = load_model("pascalvoc-resunet101", map_location="cpu")
+    """
+    return DextrModel.from_pretrained(
+        spec, map_location, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress
+    )

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from dextr_lib import weights
+from dextr_lib import zoo
 from dextr_lib.config import load_config
 from dextr_lib.download import check_url, download_file, entry_lock
 
@@ -29,12 +29,12 @@ def _size(n: Optional[int]) -> str:
 
 
 def _list(cache_dir: Optional[str]) -> None:
-    table = Table(title=f"Published DEXTR models (cache: {esc(weights.models_dir(cache_dir))})")
+    table = Table(title=f"Published DEXTR models (cache: {esc(zoo.models_dir(cache_dir))})")
     for col in ("name", "arch", "size", "reported accuracy", "cached"):
         table.add_column(col)
-    for name in weights.list_pretrained():
-        entry = weights.get_pretrained(name)
-        path = weights.cached_path(entry, cache_dir)
+    for name in zoo.list_pretrained():
+        entry = zoo.get_pretrained(name)
+        path = zoo.cached_path(entry, cache_dir)
         size = path.stat().st_size if path.is_file() else entry.size
         table.add_row(name, entry.arch, _size(size), entry.accuracy,
                       "[green]yes[/]" if path.is_file() else "no")
@@ -80,25 +80,25 @@ def download(
         if not filename or "/" in filename or filename in (".", ".."):
             raise typer.BadParameter(f"cannot take a file name from {url!r}; pass --name", param_hint="--name")
         check_url(url)
-        dst = weights.models_dir(cache) / filename
+        dst = zoo.models_dir(cache) / filename
         with entry_lock(dst):  # a second `dextr download` of the same file waits, then reuses it
             if dst.is_file() and not force:
                 console.print(f"Already cached: {esc(dst)} (use --force to download again)", highlight=False)
                 return
             with download_progress(filename) as update:
                 digest = download_file(url, dst, sha256=sha256, on_progress=update)
-            weights.record_download(dst, url, digest, dst.stat().st_size)
+            zoo.record_download(dst, url, digest, dst.stat().st_size)
         console.print(f"Saved {esc(dst)}\nsha256 {digest}"
                       + ("" if sha256 else " (not verified: pass --sha256 to check it)"), highlight=False)
         return
     for n in names:
-        weights.get_pretrained(n)  # unknown names fail before any download
+        zoo.get_pretrained(n)  # unknown names fail before any download
     for n in names:
-        entry = weights.get_pretrained(n)
-        if weights.is_cached(entry, cache) and not force:
-            console.print(f"{n}: already cached at {esc(weights.cached_path(entry, cache))}", highlight=False)
+        entry = zoo.get_pretrained(n)
+        if zoo.is_cached(entry, cache) and not force:
+            console.print(f"{n}: already cached at {esc(zoo.cached_path(entry, cache))}", highlight=False)
             continue
         with download_progress(n) as update:
-            path = weights.fetch_pretrained(n, cache_dir=cache, force=force, mirror=cfg.models.mirror,
+            path = zoo.fetch_pretrained(n, cache_dir=cache, force=force, mirror=cfg.models.mirror,
                                             on_progress=update)
         console.print(f"{n}: saved {esc(path)}", highlight=False)

@@ -22,8 +22,9 @@ import numpy as np
 
 from ..errors import DatasetError
 from . import voc
+from .voc import VOC_CLASSES
 from .base import (
-    VOC_CLASSES, ImageTargets, ObjectDataset, ObjectRecord, default_cache_dir, index_key,
+    ImageTargets, ObjectDataset, ObjectRecord, default_cache_dir, index_key,
     load_cached_index, objects_in_label, read_binary_mask, read_label_image, report,
     save_cached_index,
 )

@@ -16,23 +16,18 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import paths
 from ..errors import DatasetError, LimitError
 from ..fileio import atomic_write_text
 from ..images import open_image, read_image as _read_rgb
 from ..limits import check_labels
+from .voc import read_sbd_instances
 
 ProgressFn = Optional[Callable[[int, int], None]]
 WarningFn = Optional[Callable[[str], None]]
 
 #: Bumped whenever the cached index layout or the indexing rules change.
 INDEX_VERSION = 1
-
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)
-
 
 @dataclass(frozen=True)
 class ObjectRecord:
@@ -193,8 +188,6 @@ def read_label_image(path: str) -> np.ndarray:
 def read_label_file(path: str) -> np.ndarray:
     """A label image, or the instance map of an SBD ``inst/*.mat`` file."""
     if path.lower().endswith(".mat"):
-        from .voc import read_sbd_instances
-
         return read_sbd_instances(path)[0]
     return read_label_image(path)
 
@@ -261,12 +254,8 @@ def objects_in_label(
 
 
 def default_cache_dir() -> Path:
-    """``$DEXTR_HOME/datasets``, else ``$XDG_CACHE_HOME/dextr/datasets`` (``~/.cache/...``)."""
-    home = os.environ.get("DEXTR_HOME")
-    if home:
-        return Path(home).expanduser() / "datasets"
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg) / "dextr" / "datasets"
+    """Where dataset indexes are cached: ``paths.user_dir("datasets")``."""
+    return paths.user_dir(paths.DATASETS)
 
 
 def _file_sig(path: str) -> List:

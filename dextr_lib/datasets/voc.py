@@ -7,7 +7,12 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from ..errors import DatasetError
-from .base import VOC_CLASSES
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
 
 
 def read_split(root: Path, names_file: Path, what: str) -> List[str]:

@@ -35,7 +35,7 @@ from ..datasets import KINDS, ObjectDataset, build_dataset
 from ..errors import ConfigError, DatasetError, DextrError, JobError
 from ..images import open_image
 from ..model import DextrModel, create_model
-from ..weights import load_model
+from ..model import load_model
 from .folder import JobDir
 from .loop import (
     DeferredSignals, EpochResult, TrainingInterrupted, TrainingState, iterations_per_epoch, seed_everything,

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dextr_cli.app import app
-from dextr_lib import weights
+from dextr_lib import zoo
 from helpers.http_server import serve
 from helpers.legacy_files import write_dextr012_resunet18
 
@@ -39,9 +39,9 @@ def test_list_shows_models_and_cache_state(tmp_path):
 
 
 def test_download_name_from_mirror_then_cached(server, tmp_path, monkeypatch):
-    entry = weights.get_pretrained("pascalvoc-resunet101")
+    entry = zoo.get_pretrained("pascalvoc-resunet101")
     fake = dataclasses.replace(entry, hash_prefix=None, sha256=SHA)  # the stand-in's hash
-    monkeypatch.setitem(weights._MODELS, entry.name, fake)
+    monkeypatch.setitem(zoo._MODELS, entry.name, fake)
     monkeypatch.setenv("DEXTR_MIRROR", server.url("range", "")[:-1])
     result = runner.invoke(app, ["download", entry.name, "--cache-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -51,8 +51,8 @@ def test_download_name_from_mirror_then_cached(server, tmp_path, monkeypatch):
 
 
 def test_download_config_mirror_and_models_path(server, tmp_path, monkeypatch):
-    entry = weights.get_pretrained("coco")
-    monkeypatch.setitem(weights._MODELS, "coco", dataclasses.replace(entry, sha256=SHA))
+    entry = zoo.get_pretrained("coco")
+    monkeypatch.setitem(zoo._MODELS, "coco", dataclasses.replace(entry, sha256=SHA))
     cfg = tmp_path / "dextr.toml"
     cfg.write_text(f'[paths]\nmodels = "cache"\n\n[models]\nmirror = "{server.base}/range/"\n')
     result = runner.invoke(app, ["download", "coco", "--config", str(cfg)])
@@ -93,13 +93,13 @@ def test_unknown_name_lists_choices():
 def test_predict_with_registry_name_uses_cached_stand_in(tmp_path, monkeypatch, synthetic_sample):
     """``--model pascalvoc-resunet101`` with a stand-in file in the cache: its hash is computed
     and put in the registry, the file is found in $DEXTR_HOME/models, nothing is downloaded."""
-    entry = weights.get_pretrained("pascalvoc-resunet101")
-    cache = weights.models_dir()
+    entry = zoo.get_pretrained("pascalvoc-resunet101")
+    cache = zoo.models_dir()
     cache.mkdir(parents=True, exist_ok=True)
     stand_in = cache / entry.filename
     write_dextr012_resunet18(stand_in, target_size=64, padding=5, blob_sigma=4.0)
     digest = hashlib.sha256(stand_in.read_bytes()).hexdigest()
-    monkeypatch.setitem(weights._MODELS, entry.name, dataclasses.replace(entry, hash_prefix=digest[:8]))
+    monkeypatch.setitem(zoo._MODELS, entry.name, dataclasses.replace(entry, hash_prefix=digest[:8]))
     monkeypatch.setattr("dextr_lib.download.download_first", _refuse_download)
     image, mask, pts = synthetic_sample
     img_path = tmp_path / "photo.png"

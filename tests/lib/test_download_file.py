@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from dextr_lib import weights
+from dextr_lib import zoo
 from dextr_lib.download import download_file
 from dextr_lib.errors import ChecksumError, DownloadError
 from helpers.http_server import serve
@@ -95,9 +95,9 @@ def test_unreachable_host_is_a_download_error(tmp_path):
 
 
 def _entry(monkeypatch, name="test-model", **changes):
-    base = weights.get_pretrained("pascalvoc-resunet101")
+    base = zoo.get_pretrained("pascalvoc-resunet101")
     entry = dataclasses.replace(base, name=name, **changes)
-    monkeypatch.setitem(weights._MODELS, name, entry)
+    monkeypatch.setitem(zoo._MODELS, name, entry)
     return entry
 
 
@@ -105,29 +105,29 @@ def test_fetch_uses_mirror_keeps_file_name_and_records_sha(server, tmp_path, mon
     entry = _entry(monkeypatch, urls=("http://127.0.0.1:9/nowhere/dextr_x-%s.pth" % SHA[:8],),
                    hash_prefix=SHA[:8])
     monkeypatch.setenv("DEXTR_MIRROR", server.base + "/range/")
-    path = weights.fetch_pretrained(entry.name, cache_dir=tmp_path)
+    path = zoo.fetch_pretrained(entry.name, cache_dir=tmp_path)
     assert path == tmp_path / entry.filename and path.read_bytes() == PAYLOAD
     assert server.requests[-1]["path"] == "/range/" + entry.filename
     assert json.loads((tmp_path / (entry.filename + ".json")).read_text())["sha256"] == SHA
     # Cached: no new request.
     n = len(server.requests)
-    weights.fetch_pretrained(entry.name, cache_dir=tmp_path)
+    zoo.fetch_pretrained(entry.name, cache_dir=tmp_path)
     assert len(server.requests) == n
 
 
 def test_unhashed_entry_is_pinned_on_first_download(server, tmp_path, monkeypatch):
     entry = _entry(monkeypatch, urls=(server.url("range", "orig.pth"),), hash_prefix=None)
-    weights.fetch_pretrained(entry.name, cache_dir=tmp_path)
-    assert weights.recorded_sha256(tmp_path / "orig.pth") == SHA
+    zoo.fetch_pretrained(entry.name, cache_dir=tmp_path)
+    assert zoo.recorded_sha256(tmp_path / "orig.pth") == SHA
     # A later forced download must give the same bytes: tamper with the record to simulate.
     meta = tmp_path / "orig.pth.json"
     meta.write_text(json.dumps({"sha256": "f" * 64}))
     with pytest.raises(ChecksumError):
-        weights.fetch_pretrained(entry.name, cache_dir=tmp_path, force=True)
+        zoo.fetch_pretrained(entry.name, cache_dir=tmp_path, force=True)
 
 
 def test_mirror_falls_back_to_published_url(server, tmp_path, monkeypatch):
     entry = _entry(monkeypatch, urls=(server.url("range", "dextr_y.pth"),), hash_prefix=None)
-    path = weights.fetch_pretrained(entry.name, cache_dir=tmp_path, mirror=server.base + "/missing/")
+    path = zoo.fetch_pretrained(entry.name, cache_dir=tmp_path, mirror=server.base + "/missing/")
     assert path.read_bytes() == PAYLOAD
     assert [r["path"] for r in server.requests[-2:]] == ["/missing/dextr_y.pth", "/range/dextr_y.pth"]

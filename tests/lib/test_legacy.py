@@ -10,7 +10,7 @@ import torch
 import dextr_lib
 from dextr_lib.architectures import build_network
 from dextr_lib.errors import CheckpointError
-from dextr_lib.legacy import read_any_checkpoint
+from dextr_lib.loading import read_model_file
 from dextr_lib.preprocessing import get_profile
 from helpers.legacy_files import write_dextr012_resunet18, write_malicious_pickle
 
@@ -54,10 +54,10 @@ def test_non_checkpoint_file_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.pth"
     path.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="junk.pth"):
-        read_any_checkpoint(path)
+        read_model_file(path)
     torch.save({"weights": [1, 2, 3]}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="not a dextr checkpoint"):
-        read_any_checkpoint(tmp_path / "other.pth")
+        read_model_file(tmp_path / "other.pth")
 
 
 @pytest.fixture(scope="module")

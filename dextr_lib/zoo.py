@@ -16,29 +16,31 @@ Verification:
   must match it.
 
 Cache directory (first that applies): an explicit ``cache_dir`` (the CLI passes
-``--cache-dir`` or ``[paths] models``), ``$DEXTR_HOME/models``, the platform's user cache dir
-(``$XDG_CACHE_HOME/dextr/models``, by default ``~/.cache/dextr/models`` on Linux,
-``~/Library/Caches/dextr/models`` on macOS, ``%LOCALAPPDATA%\\dextr\\Cache\\models`` on Windows).
+``--cache-dir`` or ``[paths] models``), else :func:`dextr_lib.paths.user_dir` ``("models")``
+(``$DEXTR_HOME/models``, else the platform's user cache folder).
+
+Turning a zoo name or a file into a model is :mod:`dextr_lib.loading`'s job; this module only
+knows the entries and how to get their files.
 """
 from __future__ import annotations
 
 import fnmatch
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
+from . import paths
+from . import download
 from .errors import UnknownNameError
 from .fileio import atomic_write_text
 
 PathLike = Union[str, os.PathLike]
 
 MIRROR_ENV = "DEXTR_MIRROR"
-HOME_ENV = "DEXTR_HOME"
 
 
 @dataclass(frozen=True)
@@ -182,26 +184,11 @@ def is_pretrained_name(spec: Any) -> bool:
 
 
 # -- cache -------------------------------------------------------------------------------------
-def user_cache_dir() -> Path:
-    """The platform's per-user cache directory for dextr (no ``models`` suffix)."""
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
-        return Path(base) / "dextr" / "Cache"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "dextr"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "dextr"
-
-
 def models_dir(cache_dir: Optional[PathLike] = None) -> Path:
-    """Where downloaded models live (see the module docstring for the order)."""
+    """Where downloaded models live: ``cache_dir`` when given, else ``paths.user_dir("models")``."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    home = os.environ.get(HOME_ENV)
-    if home:
-        return Path(home).expanduser() / "models"
-    return user_cache_dir() / "models"
+    return paths.user_dir(paths.MODELS)
 
 
 def cached_path(entry: PretrainedModel, cache_dir: Optional[PathLike] = None) -> Path:
@@ -264,69 +251,14 @@ def fetch_pretrained(
     Raises:
         UnknownNameError, DownloadError, ChecksumError.
     """
-    from .download import download_first
-
     entry = get_pretrained(name)
     dst = cached_path(entry, cache_dir)
     if dst.is_file() and not force:
         return dst
     expected = entry.sha256 or (None if entry.hash_prefix else recorded_sha256(dst))
-    url, digest, size = download_first(
+    url, digest, size = download.download_first(
         mirror_urls(entry, mirror), dst, sha256=expected, hash_prefix=entry.hash_prefix,
         size=entry.size, on_progress=on_progress,
     )
     record_download(dst, url, digest, size)
     return dst
-
-
-def load_model(
-    spec: Union[PathLike, str],
-    map_location: Any = None,
-    *,
-    cache_dir: Optional[PathLike] = None,
-    mirror: Optional[str] = None,
-    on_progress=None,
-):
-    """Load a model from a file or the zoo: the one resolver every ``--model`` option uses.
-
-    Args:
-        spec: a path to one of our checkpoints, a path to a legacy file (a ``dextr`` 0.1.2
-            pickle or an original DEXTR-PyTorch state dict, converted in memory), or a registry
-            name (see :func:`list_pretrained`; downloaded into the cache when missing).
-        map_location: device for the model; default CUDA when available, else CPU.
-        cache_dir: model cache (default: :func:`models_dir`); the CLI passes ``[paths] models``.
-        mirror: base URL tried first for registry downloads; default ``$DEXTR_MIRROR``.
-        on_progress: download progress callback ``fn(done_bytes, total_bytes_or_None)``.
-
-    Returns:
-        A :class:`~dextr_lib.model.DextrModel` in eval mode. Its ``load_note`` attribute says
-        what a legacy file was converted from (``None`` for our own checkpoints).
-
-    Raises:
-        CheckpointError: no such file or name, or an unreadable/unsupported file.
-        DownloadError, ChecksumError: a registry download failed.
-
-    Example:
-        >>> model = load_model("pascalvoc-resunet101", map_location="cpu")
-    """
-    from .errors import CheckpointError
-    from .legacy import read_any_checkpoint
-    from .model import DextrModel
-
-    pretrained = None
-    if isinstance(spec, (str, os.PathLike)) and os.path.isfile(spec):
-        path = Path(spec)
-    elif is_pretrained_name(spec):
-        pretrained = str(spec)
-        path = fetch_pretrained(pretrained, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress)
-    else:
-        raise CheckpointError(
-            f"model not found: {spec!r} is neither a checkpoint file nor a registered model "
-            f"name ({', '.join(list_pretrained())})"
-        )
-    ckpt, note = read_any_checkpoint(path)
-    if pretrained is not None:
-        ckpt.setdefault("meta", {})["pretrained"] = pretrained
-    model = DextrModel.from_checkpoint(ckpt, map_location, source=os.fspath(path))
-    model.load_note = note
-    return model

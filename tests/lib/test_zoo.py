@@ -1,4 +1,4 @@
-"""The model registry's schema and the cache directory rules."""
+"""The model zoo: the registry's schema, the cache folder, resolving names and files."""
 from __future__ import annotations
 
 import re
@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 
 import dextr_lib
-from dextr_lib import weights
+from dextr_lib import zoo
 from dextr_lib.architectures import list_architectures
 from dextr_lib.errors import CheckpointError, UnknownNameError
 from dextr_lib.preprocessing import PROFILES
 
 
-@pytest.mark.parametrize("name", weights.list_pretrained())
+@pytest.mark.parametrize("name", zoo.list_pretrained())
 def test_registry_entry_schema(name):
-    e = weights.get_pretrained(name)
+    e = zoo.get_pretrained(name)
     assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", e.name)
     assert e.urls and all(u.startswith("https://") for u in e.urls)
     assert len({Path(u).name for u in e.urls}) == 1, "mirrors must serve the same file name"
@@ -31,44 +31,27 @@ def test_registry_entry_schema(name):
     assert e.size is None or e.size > 0
 
 
-def test_expected_entries():
-    assert set(weights.list_pretrained()) >= {"pascalvoc-resunet101", "pascal-sbd", "pascal", "coco"}
-    voc = weights.get_pretrained("pascalvoc-resunet101")
-    assert voc.hash_prefix == "a2d81727" and voc.arch == "resunet101" and voc.profile == "dextr012"
-    assert voc.filename == "dextr_pascalvoc_resunet101-a2d81727.pth"
-    for name, acc in (("pascal-sbd", "91.5"), ("pascal", "90.5"), ("coco", "87.8")):
-        e = weights.get_pretrained(name)
-        assert e.arch == "psp101" and e.profile == "original" and e.accuracy.startswith(acc)
-        assert e.filename == f"dextr_{name}.pth"
-
-
 def test_unknown_name_lists_choices():
     with pytest.raises(UnknownNameError, match="pascalvoc-resunet101"):
-        weights.get_pretrained("pascal-voc")
+        zoo.get_pretrained("pascal-voc")
 
 
-def test_cache_dir_order(monkeypatch, tmp_path):
+def test_models_dir_explicit_else_user_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("DEXTR_HOME", str(tmp_path / "home"))
-    assert weights.models_dir() == tmp_path / "home" / "models"
-    assert weights.models_dir(tmp_path / "explicit") == tmp_path / "explicit"
-    monkeypatch.delenv("DEXTR_HOME")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    if weights.sys.platform.startswith("linux"):
-        assert weights.models_dir() == tmp_path / "xdg" / "dextr" / "models"
-        monkeypatch.delenv("XDG_CACHE_HOME")
-        assert weights.models_dir() == Path.home() / ".cache" / "dextr" / "models"
+    assert zoo.models_dir() == tmp_path / "home" / "models"
+    assert zoo.models_dir(tmp_path / "explicit") == tmp_path / "explicit"
 
 
 def test_mirror_url_keeps_file_name(monkeypatch):
-    e = weights.get_pretrained("coco")
+    e = zoo.get_pretrained("coco")
     monkeypatch.setenv("DEXTR_MIRROR", "https://mirror.example/dextr")
-    assert weights.mirror_urls(e)[0] == "https://mirror.example/dextr/dextr_coco.pth"
-    assert weights.mirror_urls(e, "https://other/x/")[0] == "https://other/x/dextr_coco.pth"
-    assert weights.mirror_urls(e)[1:] == list(e.urls)
+    assert zoo.mirror_urls(e)[0] == "https://mirror.example/dextr/dextr_coco.pth"
+    assert zoo.mirror_urls(e, "https://other/x/")[0] == "https://other/x/dextr_coco.pth"
+    assert zoo.mirror_urls(e)[1:] == list(e.urls)
 
 
 def test_load_model_rejects_unknown_spec():
-    with pytest.raises(CheckpointError, match="neither a checkpoint file nor a registered model"):
+    with pytest.raises(CheckpointError, match="neither a checkpoint file nor a pretrained model"):
         dextr_lib.load_model("no-such-model")
 
 
@@ -85,7 +68,7 @@ def test_from_pretrained_uses_cached_registry_file(tmp_path, monkeypatch):
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    entry = weights.get_pretrained("pascalvoc-resunet101")
+    entry = zoo.get_pretrained("pascalvoc-resunet101")
     write_dextr012_resunet18(cache / entry.filename, target_size=64, padding=5, blob_sigma=4.0)
     monkeypatch.setattr("dextr_lib.download.download_first", _refuse_download)
     m = dextr_lib.DextrModel.pascalvoc_resunet101(map_location="cpu", cache_dir=cache)

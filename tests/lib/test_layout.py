@@ -1,0 +1,97 @@
+"""The package's layering: no import cycle among dextr_lib's modules, no CLI imports in it.
+
+Only module-level imports count (imports inside functions are how cycles used to be hidden), so
+the test also fails on a function-level import of a dextr_lib module that closes a cycle."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Dict, Set
+
+import pytest
+
+LIB = Path(__file__).resolve().parents[2] / "dextr_lib"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(LIB.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> Set[str]:
+    if node.level:
+        base = module.split(".") if is_package else module.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    out = {target}
+    for alias in node.names:  # `from . import zoo` imports the submodule dextr_lib.zoo
+        out.add(f"{target}.{alias.name}")
+    return out
+
+
+def _graph(all_imports: bool) -> Dict[str, Set[str]]:
+    files = {_module_name(p): p for p in LIB.rglob("*.py")}
+    graph: Dict[str, Set[str]] = {}
+    for mod, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        nodes = ast.walk(tree) if all_imports else tree.body
+        deps: Set[str] = set()
+        for node in nodes:
+            if isinstance(node, ast.ImportFrom):
+                deps |= _resolve(mod, path.name == "__init__.py", node)
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+        graph[mod] = {d for d in deps if d in files and d != mod and not mod.startswith(d + ".")}
+    return graph
+
+
+def _find_cycle(graph: Dict[str, Set[str]]):
+    state: Dict[str, int] = {}
+    stack = []
+
+    def visit(n):
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph[n]):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return None
+
+
+@pytest.mark.parametrize("all_imports", [False, True], ids=["module-level", "including-function-level"])
+def test_no_import_cycle(all_imports):
+    # A package __init__ importing its own submodules is not a cycle, so edges into a package's
+    # __init__ from inside it were dropped above.
+    cycle = _find_cycle(_graph(all_imports))
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_find_cycle_sees_a_cycle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_library_never_imports_the_cli():
+    for path in LIB.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            for name in names:
+                assert name.split(".")[0] not in ("typer", "rich", "dextr_cli"), f"{path}: {name}"
