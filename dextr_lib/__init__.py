@@ -12,10 +12,12 @@ from .errors import (
     ChecksumError,
     ConfigError,
     DatasetError,
+    DeviceError,
     DextrError,
     DownloadError,
     InvalidImageError,
     InvalidPointsError,
+    InvalidValueError,
     MismatchError,
     UnknownNameError,
 )
@@ -27,8 +29,9 @@ from .training import TrainingJob, training_loop
 from .zoo import list_pretrained
 
 __all__ = [
-    "CheckpointError", "ChecksumError", "ConfigError", "DatasetError", "DextrError",
-    "DextrModel", "DownloadError", "InvalidImageError", "InvalidPointsError", "MismatchError",
+    "CheckpointError", "ChecksumError", "ConfigError", "DatasetError", "DeviceError", "DextrError",
+    "DextrModel", "DownloadError", "InvalidImageError", "InvalidPointsError", "InvalidValueError",
+    "MismatchError",
     "UnknownNameError", "__version__", "create_model", "extreme_points_from_mask",
     "list_models", "list_pretrained", "load_model", "TrainSettings", "TrainingJob", "training_loop",
 ]

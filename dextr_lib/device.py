@@ -28,14 +28,14 @@ def resolve_device(spec: Optional[Union[str, torch.device]] = None) -> torch.dev
         ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {spec!r} requested but CUDA is not available here; use --device cpu")
+            raise DeviceError(f"device {spec!r} requested but CUDA is not available here; use the 'cpu' device")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise DeviceError(
                 f"device {spec!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist"
             )
     elif dev.type == "mps":
         if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise DeviceError(f"device {spec!r} requested but MPS is not available here; use --device cpu")
+            raise DeviceError(f"device {spec!r} requested but MPS is not available here; use the 'cpu' device")
     elif dev.type != "cpu":
         raise DeviceError(f"unsupported device {spec!r}; use cpu, cuda, cuda:N, mps or auto")
     return dev

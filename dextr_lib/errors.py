@@ -14,8 +14,14 @@ class InvalidImageError(DextrError, ValueError):
     """An image that cannot be read or has an unsupported shape or dtype."""
 
 
+class InvalidValueError(DextrError, ValueError):
+    """A number or choice outside its valid range: a threshold outside [0, 1], a batch size below
+    1, padding that leaves no room in the crop, an unknown pre-processing setting."""
+
+
 class MismatchError(DextrError, ValueError):
-    """Two inputs that must pair up (images and point sets) have different lengths."""
+    """Two inputs that must pair up differ: images and point sets in number, masks and images
+    in size."""
 
 
 class UnknownNameError(DextrError, KeyError):

@@ -30,10 +30,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import DatasetError, InvalidPointsError
+from .errors import DatasetError, InvalidPointsError, InvalidValueError
 from .fileio import atomic_write_text
 from .geometry import as_points_array, extreme_points_from_mask, jitter_points
 from .metrics import boundary_f, group_means, iou, summarize
+from .model import check_batch_size, check_threshold
 
 ProgressFn = Optional[Callable[[int, int], None]]
 BASELINES = ("box", "quadrilateral")
@@ -408,13 +409,9 @@ def evaluate(
     if jitter > 0 and points_file is not None:
         raise InvalidPointsError("jitter and a points file exclude each other: the points "
                                  "file's points are used as they are")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    main = float(model.preprocess.threshold if threshold is None else threshold)
-    sweep = sorted({main, *(float(t) for t in thresholds)})
-    for t in sweep:
-        if not 0.0 <= t <= 1.0:
-            raise ValueError(f"thresholds must be in [0, 1], got {t}")
+    check_batch_size(batch_size)
+    main = check_threshold(model.preprocess.threshold if threshold is None else threshold)
+    sweep = sorted({main, *(check_threshold(t, "every swept threshold") for t in thresholds)})
     if device is not None:
         model.to(device)
     kind = getattr(dataset, "kind", None)
@@ -528,7 +525,7 @@ def evaluate(
 
 def _limit_groups(groups, limit: int):
     if limit < 1:
-        raise ValueError(f"limit must be >= 1, got {limit}")
+        raise InvalidValueError(f"limit must be >= 1 object, got {limit}")
     out, left = [], limit
     for path, idx in groups:
         if left <= 0:

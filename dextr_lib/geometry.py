@@ -13,7 +13,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from .errors import InvalidPointsError
+from .errors import InvalidPointsError, InvalidValueError
 
 PointsLike = Union[np.ndarray, Sequence]
 
@@ -111,7 +111,10 @@ def relaxed_boxes(points: np.ndarray, padding: float, target_size: int) -> np.nd
     """
     inner = target_size - 2 * padding
     if inner <= 0:
-        raise ValueError(f"padding {padding} leaves no room in a {target_size} px crop")
+        raise InvalidValueError(
+            f"padding {padding} leaves no room in a {target_size} px crop: padding must be below "
+            f"{target_size / 2:g} (half the target size)"
+        )
     lo = points.min(axis=1) + 0.5
     hi = points.max(axis=1) + 0.5
     margin = (hi - lo) * (padding / inner)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import InvalidValueError
+
 
 def gaussian_heatmaps(
     points: torch.Tensor, size: int, sigma: float, combine: str = "sum"
@@ -26,4 +28,4 @@ def gaussian_heatmaps(
         return torch.einsum("nky,nkx->nyx", gy, gx)
     if combine == "max":
         return (gy[..., :, None] * gx[..., None, :]).amax(dim=1)
-    raise ValueError(f"combine must be 'sum' or 'max', got {combine!r}")
+    raise InvalidValueError(f"combine must be 'sum' or 'max', got {combine!r}")

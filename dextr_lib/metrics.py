@@ -16,6 +16,8 @@ from typing import Dict, Hashable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import InvalidValueError, MismatchError
+
 #: DAVIS's default boundary tolerance, as a fraction of the image diagonal.
 DEFAULT_BOUNDARY_FRACTION = 0.008
 
@@ -27,14 +29,14 @@ def _as_masks(pred, gt, ignore) -> Tuple[np.ndarray, np.ndarray, Optional[np.nda
     pred = np.asarray(pred, dtype=bool)
     gt = np.asarray(gt, dtype=bool)
     if pred.shape != gt.shape or pred.ndim != 2:
-        raise ValueError(
+        raise MismatchError(
             f"expected two (H, W) masks of the same shape, got prediction {pred.shape} and "
             f"ground truth {gt.shape}"
         )
     if ignore is not None:
         ignore = np.asarray(ignore, dtype=bool)
         if ignore.shape != gt.shape:
-            raise ValueError(f"ignore mask shape {ignore.shape} differs from the masks' {gt.shape}")
+            raise MismatchError(f"ignore mask shape {ignore.shape} differs from the masks' {gt.shape}")
     return pred, gt, ignore
 
 
@@ -119,7 +121,7 @@ def boundary_precision_recall(
     pred, gt, ignore = _as_masks(pred, gt, ignore)
     tol = boundary_tolerance(gt.shape) if tolerance is None else float(tolerance)
     if tol < 0:
-        raise ValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
+        raise InvalidValueError(f"tolerance must be >= 0 pixels, got {tolerance}")
     radius = int(math.floor(tol))
     # Work in the box around both masks (plus the tolerance): contours only live there.
     either = pred | gt
@@ -186,7 +188,7 @@ def share_above(values: Sequence[float], threshold: float) -> float:
 def group_means(values: Sequence[float], keys: Sequence[Hashable]) -> Dict[Hashable, float]:
     """Mean of ``values`` per key, keys in order of first appearance."""
     if len(values) != len(keys):
-        raise ValueError(f"got {len(values)} values but {len(keys)} keys")
+        raise MismatchError(f"got {len(values)} values but {len(keys)} keys")
     sums: Dict[Hashable, list] = {}
     for v, k in zip(values, keys):
         s = sums.setdefault(k, [0.0, 0])

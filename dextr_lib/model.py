@@ -12,7 +12,7 @@ import torch.nn as nn
 from . import checkpoint as ckpt_io
 from .architectures import build_network
 from .device import resolve_device
-from .errors import DeviceError, InvalidImageError, MismatchError, UnknownNameError
+from .errors import DeviceError, InvalidImageError, InvalidValueError, MismatchError, UnknownNameError
 from .geometry import as_points_array
 from .images import ImageLike, to_rgb_array
 from .loading import network_from_checkpoint, resolve_checkpoint
@@ -22,6 +22,29 @@ PathLike = Union[str, os.PathLike]
 
 #: ``precision`` choices of :meth:`DextrModel.predict`: the dtype convolutions run in (autocast).
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_batch_size(batch_size: int) -> int:
+    """``batch_size`` when it is an integer >= 1.
+
+    Raises:
+        InvalidValueError: otherwise.
+    """
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise InvalidValueError(f"batch size must be an integer >= 1 (objects per forward), got {batch_size}")
+    return int(batch_size)
+
+
+def check_threshold(threshold: float, what: str = "threshold") -> float:
+    """``threshold`` as a float when it is a probability in ``[0, 1]``.
+
+    Raises:
+        InvalidValueError: otherwise (NaN included).
+    """
+    t = float(threshold)
+    if not 0.0 <= t <= 1.0:
+        raise InvalidValueError(f"{what} must be a probability in [0, 1], got {threshold}")
+    return t
 
 
 class DextrModel:
@@ -167,10 +190,9 @@ class DextrModel:
         precision: str = "fp32",
     ) -> Iterable[np.ndarray]:
         """Yield one mask per object of ``jobs`` in order, batching objects across images."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        check_batch_size(batch_size)
+        if threshold is not None:
+            check_threshold(threshold)
         if precision not in PRECISIONS:
             raise UnknownNameError(
                 f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"

@@ -8,6 +8,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
+from .errors import MismatchError
 from .images import ImageLike, to_rgb_array
 
 #: Distinct, saturated tints (one per object, cycled).
@@ -49,7 +50,7 @@ def draw_overlay(
     for i, m in enumerate(masks):
         m = np.asarray(m)
         if m.shape != (h, w):
-            raise ValueError(f"mask {i} has shape {m.shape}, expected the image's {(h, w)}")
+            raise MismatchError(f"mask {i} has shape {m.shape}, expected the image's {(h, w)}")
         inside = m >= 0.5 if m.dtype != bool else m
         color = np.array(colors[i % len(colors)], dtype=np.float32)
         rgb[inside] = (1 - alpha) * rgb[inside] + alpha * color

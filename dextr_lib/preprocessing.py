@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from . import geometry
-from .errors import UnknownNameError
+from .errors import InvalidValueError, UnknownNameError
 from .heatmaps import gaussian_heatmaps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -91,43 +91,43 @@ class Preprocess:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if int(self.target_size) != self.target_size or self.target_size < 16:
-            raise ValueError(f"target_size must be an integer >= 16, got {self.target_size}")
+            raise InvalidValueError(f"target_size must be an integer >= 16, got {self.target_size}")
         object.__setattr__(self, "target_size", int(self.target_size))
         if self.padding_mode not in ("crop", "image"):
-            raise ValueError(f"padding_mode must be 'crop' or 'image', got {self.padding_mode!r}")
+            raise InvalidValueError(f"padding_mode must be 'crop' or 'image', got {self.padding_mode!r}")
         if self.padding < 0 or (
             self.padding_mode == "crop" and 2 * self.padding >= self.target_size
         ):
-            raise ValueError(
+            raise InvalidValueError(
                 f"padding must be >= 0 and leave room in the crop: got {self.padding} for a "
                 f"{self.target_size} px crop"
             )
         if self.blob_sigma <= 0:
-            raise ValueError(f"blob_sigma must be > 0, got {self.blob_sigma}")
+            raise InvalidValueError(f"blob_sigma must be > 0, got {self.blob_sigma}")
         if self.heatmap_combine not in ("sum", "max"):
-            raise ValueError(f"heatmap_combine must be 'sum' or 'max', got {self.heatmap_combine!r}")
+            raise InvalidValueError(f"heatmap_combine must be 'sum' or 'max', got {self.heatmap_combine!r}")
         if len(self.mean) != 4 or len(self.std) != 4 or min(self.std) <= 0:
-            raise ValueError("mean and std need 4 values (R, G, B, heatmap), std > 0")
+            raise InvalidValueError("mean and std need 4 values (R, G, B, heatmap), std > 0")
         if self.interpolation not in ("bilinear", "bicubic"):
-            raise ValueError(
+            raise InvalidValueError(
                 f"interpolation must be 'bilinear' or 'bicubic', got {self.interpolation!r}"
             )
         if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+            raise InvalidValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.point_origin not in ("center", "corner"):
-            raise ValueError(f"point_origin must be 'center' or 'corner', got {self.point_origin!r}")
+            raise InvalidValueError(f"point_origin must be 'center' or 'corner', got {self.point_origin!r}")
         if self.edge_mode not in ("zeros", "pil"):
-            raise ValueError(f"edge_mode must be 'zeros' or 'pil', got {self.edge_mode!r}")
+            raise InvalidValueError(f"edge_mode must be 'zeros' or 'pil', got {self.edge_mode!r}")
         if self.paste_interpolation not in ("bilinear", "bicubic"):
-            raise ValueError(
+            raise InvalidValueError(
                 f"paste_interpolation must be 'bilinear' or 'bicubic', got {self.paste_interpolation!r}"
             )
         if self.resampler not in ("torch", "opencv"):
-            raise ValueError(f"resampler must be 'torch' or 'opencv', got {self.resampler!r}")
+            raise InvalidValueError(f"resampler must be 'torch' or 'opencv', got {self.resampler!r}")
         if self.resampler == "opencv" and (
             self.padding_mode != "image" or self.padding != int(self.padding)
         ):
-            raise ValueError("resampler 'opencv' crops whole pixels: it needs padding_mode='image' "
+            raise InvalidValueError("resampler 'opencv' crops whole pixels: it needs padding_mode='image' "
                              f"and a whole padding, got {self.padding_mode!r} and {self.padding}")
 
     # -- serialisation -------------------------------------------------------------------------
@@ -144,7 +144,7 @@ class Preprocess:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown pre-processing settings: {sorted(unknown)}")
+            raise InvalidValueError(f"unknown pre-processing settings: {sorted(unknown)}")
         base = PROFILES.get(d.get("name", "dextr"))
         if base is not None:
             d = {**{k: getattr(base, k) for k in known - set(d)}, **d}
@@ -284,7 +284,7 @@ class Preprocess:
                 self._paste_grid(probs[i], box, full)
             if self.clip_to_box:
                 if points is None:
-                    raise ValueError("clip_to_box needs the points")
+                    raise InvalidValueError("clip_to_box needs the points")
                 lo = np.floor(points[i].min(axis=0)).astype(int)
                 hi = np.ceil(points[i].max(axis=0)).astype(int) + 1
                 keep = torch.zeros_like(full, dtype=torch.bool)
