@@ -39,20 +39,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 import PIL.Image
 
-from .errors import DatasetError, InvalidImageError, InvalidPointsError
+from .errors import DatasetError, InvalidPointsError
 from .fileio import atomic_write_text
 from .fileio import os_error_cause, shown_path
-from .images import open_image
-from .limits import check_labels, check_objects
+from .limits import check_objects
 from .geometry import EXTREME_POINT_ORDER, as_points_array, extreme_points_from_mask, jitter_points
+from .targets import PhotoFinder, largest_component, read_label_image, read_mask
 
 FORMAT = "dextr-objects"
 FORMAT_VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-#: Suffixes stripped from a mask file's stem to find its photo (``X_mask3.png`` -> ``X``).
-_MASK_SUFFIX = re.compile(r"(_mask\d*|_masks|_label|_labels|_gt|_seg|_segmentation)$", re.IGNORECASE)
-#: Folders, relative to a mask's folder, searched for its photo when no image folder is given.
-IMAGE_DIR_GUESSES = (".", "../images", "../JPEGImages", "../imgs", "../img")
 PathLike = Union[str, os.PathLike]
 
 
@@ -87,83 +82,6 @@ class ImageEntry:
     width: Optional[int] = None
 
 
-# -- reading label images and masks ---------------------------------------------------------------
-def read_label_image(path: PathLike) -> np.ndarray:
-    """Read a label image as an ``(H, W)`` integer array of label values.
-
-    Palette PNGs give their indices (never colours); 8-, 16- and 32-bit grayscale give their values.
-
-    Raises:
-        InvalidImageError: unreadable file, or a colour image (labels must be one channel).
-    """
-    im = _open(path)
-    with im:
-        if im.mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N"):
-            arr = np.asarray(im)
-        elif im.mode in ("LA", "PA"):
-            arr = np.asarray(im)[..., 0]
-        else:
-            raise InvalidImageError(
-                f"{path}: expected a one-channel label image (palette or 8/16/32-bit grayscale), "
-                f"got mode {im.mode}; for binary masks use --kind mask"
-            )
-    if arr.dtype.itemsize > 1:  # 8-bit images hold at most 256 labels
-        check_labels(len(np.unique(arr)), path)
-    return arr.astype(np.int64)
-
-
-def read_mask(path: PathLike) -> np.ndarray:
-    """Read a binary mask file: any non-zero pixel (in any channel, alpha ignored) is the object."""
-    im = _open(path)
-    with im:
-        if im.mode == "P":
-            arr = np.asarray(im)
-        elif im.mode in ("RGBA", "LA", "PA"):
-            arr = np.asarray(im)[..., :-1]
-        else:
-            arr = np.asarray(im)
-    if arr.ndim == 3:
-        arr = arr.any(axis=2)
-    return arr != 0
-
-
-def _open(path: PathLike) -> PIL.Image.Image:
-    return open_image(path)
-
-
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 8-connected component of a boolean mask (empty stays empty)."""
-    from skimage.measure import label as cc_label
-
-    comps = cc_label(mask, connectivity=2)
-    if comps.max() <= 1:
-        return mask
-    counts = np.bincount(comps.ravel())
-    counts[0] = 0
-    return comps == int(counts.argmax())
-
-
-def find_image_for_mask(mask_path: PathLike, image_dir: Optional[PathLike] = None) -> Optional[Path]:
-    """The photo a label/mask file belongs to, by the stem rule.
-
-    The photo has the mask's stem minus a trailing ``_mask``/``_mask<N>``/``_label``/``_gt``/... and
-    any image extension (``labels/X_mask.png`` -> ``X.jpg``). It is looked for in ``image_dir``
-    when given, else in the mask's folder, ``../images`` and ``../JPEGImages``. The mask file itself
-    is never its own photo.
-    """
-    mask_path = Path(mask_path)
-    stem = _MASK_SUFFIX.sub("", mask_path.stem)
-    dirs = [Path(image_dir)] if image_dir is not None else [
-        (mask_path.parent / d) for d in IMAGE_DIR_GUESSES
-    ]
-    for d in dirs:
-        for ext in IMAGE_EXTENSIONS:
-            for cand in (d / (stem + ext), d / (stem + ext.upper())):
-                if cand.is_file() and cand.resolve() != mask_path.resolve():
-                    return cand
-    return None
-
-
 def points_from_masks(
     paths: Sequence[PathLike],
     *,
@@ -192,7 +110,8 @@ def points_from_masks(
             annotators), clipped into the image; 0: exact points.
         seed: random seed of the jitter.
         image: the photo, when there is a single label/mask file.
-        image_dir: folder holding the photos (see :func:`find_image_for_mask`).
+        image_dir: folder holding the photos; each file's photo is found by the stem rule
+            (:mod:`dextr_lib.targets`), beside it and in ``../images`` when not given.
 
     Returns:
         One :class:`ImageEntry` per photo (or per label/mask file without a photo), in input order;
@@ -214,11 +133,13 @@ def points_from_masks(
     warn = on_warning or (lambda msg: None)
     rng = np.random.default_rng(seed)
     entries: Dict[str, ImageEntry] = {}
+    finder = PhotoFinder(image_dir, exclude=paths)
     for done, path in enumerate(paths, 1):
         path = Path(path)
-        photo = Path(image) if image is not None else find_image_for_mask(path, image_dir)
+        photo = Path(image) if image is not None else finder.find(path)
         if photo is None:
-            warn(f"no photo found for {path} (looked for {_MASK_SUFFIX.sub('', path.stem)}.* "
+            warn(f"no photo found for {path} (looked for a photo whose name is the start of "
+                 f"{path.stem!r} up to a '_', '-' or '.', "
                  f"{'in ' + str(image_dir) if image_dir else 'beside it and in ../images'})")
         if kind == "label":
             labels = read_label_image(path)

@@ -5,6 +5,9 @@ Three kinds, built with :func:`build_dataset`:
 - ``custom_label``: each image has one label image (palette PNG indices, 8-bit grayscale, or
   16/32-bit integers; 0 is background, ``ignore_index`` pixels are left out).
 - ``custom_mask``: each image has a stack of binary masks (``img0_mask0.png``, ``img0_mask1.png``...).
+
+Label images and masks are read by :mod:`dextr_lib.targets` (its rules: what a label value is,
+which mask pixels are object, which photo a target belongs to).
 - ``pascal_voc``: VOC 2012 ``SegmentationObject`` instances with their ``SegmentationClass``
   classes; with ``sbd_root``, the ``train`` split adds SBD (VOC val images excluded).
 
@@ -21,12 +24,12 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from ..errors import DatasetError
+from ..targets import read_label_image, read_mask, read_sbd_instances
 from . import voc
 from .voc import VOC_CLASSES
 from .base import (
     ImageTargets, ObjectDataset, ObjectRecord, default_cache_dir, index_key,
-    load_cached_index, objects_in_label, read_binary_mask, read_label_image, report,
-    save_cached_index,
+    load_cached_index, objects_in_label, report, save_cached_index,
 )
 from .pairing import (
     PatternLike, as_pattern_list, describe_unmatched, expand_patterns, pair_files,
@@ -36,7 +39,7 @@ KINDS = ("pascal_voc", "custom_label", "custom_mask")
 
 __all__ = [
     "KINDS", "VOC_CLASSES", "ImageTargets", "ObjectDataset", "ObjectRecord", "build_dataset",
-    "expand_patterns", "pair_files", "read_binary_mask", "read_label_image",
+    "expand_patterns", "pair_files",
 ]
 
 
@@ -170,13 +173,13 @@ def _index_image(kind, image, targets, extra, settings) -> List[ObjectRecord]:
     out = []
     if kind == "custom_mask":
         for k, path in enumerate(targets, start=1):
-            label = read_binary_mask(path).astype(np.int32) * k
+            label = read_mask(path).astype(np.int32) * k
             for lab, reg, area, box in objects_in_label(label, [k], **opts):
                 out.append(ObjectRecord(image, path, lab, reg, None, None, area, box))
         return out
     path = targets[0]
     if path.lower().endswith(".mat"):
-        label, cats = voc.read_sbd_instances(path)
+        label, cats = read_sbd_instances(path)
         class_of = {i + 1: c for i, c in enumerate(cats)}
     else:
         label = read_label_image(path)

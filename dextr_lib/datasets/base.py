@@ -17,11 +17,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .. import paths
-from ..errors import DatasetError, LimitError
+from ..errors import DatasetError
 from ..fileio import atomic_write_text
-from ..images import open_image, read_image as _read_rgb
-from ..limits import check_labels
-from .voc import read_sbd_instances
+from ..images import read_image as _read_rgb
+from ..targets import connected_regions, read_label_file, read_mask
 
 ProgressFn = Optional[Callable[[int, int], None]]
 WarningFn = Optional[Callable[[str], None]]
@@ -78,7 +77,7 @@ class ImageTargets:
             return mask
         key = (record.target, record.label)
         if key not in self._regions:
-            self._regions[key] = _connected_regions(mask)
+            self._regions[key] = connected_regions(mask)
         return self._regions[key] == record.region
 
 
@@ -137,7 +136,7 @@ class ObjectDataset:
         ignore = None
         if self.kind == "custom_mask":
             for k, path in enumerate(files, start=1):
-                labels[path] = read_binary_mask(path).astype(np.int32) * k
+                labels[path] = read_mask(path).astype(np.int32) * k
         else:
             # pascal_voc lists [SegmentationObject, SegmentationClass]: both mark void pixels.
             for n, path in enumerate(files):
@@ -152,66 +151,6 @@ class ObjectDataset:
         if len(shapes) > 1:
             raise DatasetError(f"the targets of {image_path} differ in size: {sorted(shapes)}")
         return ImageTargets(labels, ignore)
-
-
-# -- file readers ------------------------------------------------------------------------------
-def read_label_image(path: str) -> np.ndarray:
-    """A label image as an ``(H, W)`` integer array.
-
-    Palette PNGs give their palette indices (never colours); 8-bit grayscale, 16-bit and 32-bit
-    integer images give their values.
-
-    Raises:
-        DatasetError: unreadable file, or a colour/float image that holds no integer labels.
-    """
-    try:
-        with open_image(path) as im:
-            mode = im.mode
-            if mode in ("P", "L", "1") or mode.startswith("I"):
-                arr = np.array(im)
-            else:
-                raise DatasetError(
-                    f"label image {path} has PIL mode {mode!r}; expected integer labels: a palette "
-                    "PNG (P), 8-bit grayscale (L) or 16/32-bit (I;16, I) image"
-                )
-    except (DatasetError, LimitError):
-        raise
-    except Exception as e:
-        raise DatasetError(f"cannot read label image {path}: {e}") from None
-    if arr.ndim != 2:
-        raise DatasetError(f"label image {path} has shape {arr.shape}; expected (H, W)")
-    if arr.dtype.itemsize > 1:  # 8-bit images hold at most 256 labels
-        check_labels(len(np.unique(arr)), path)
-    return arr.astype(np.int32) if arr.dtype != np.int32 else arr
-
-
-def read_label_file(path: str) -> np.ndarray:
-    """A label image, or the instance map of an SBD ``inst/*.mat`` file."""
-    if path.lower().endswith(".mat"):
-        return read_sbd_instances(path)[0]
-    return read_label_image(path)
-
-
-def read_binary_mask(path: str) -> np.ndarray:
-    """A mask file as ``(H, W)`` bool (any non-zero pixel is the object)."""
-    try:
-        with open_image(path) as im:
-            if im.mode in ("RGB", "RGBA", "LA", "PA"):
-                im = im.convert("L")
-            arr = np.array(im)
-    except LimitError:
-        raise
-    except Exception as e:
-        raise DatasetError(f"cannot read mask {path}: {e}") from None
-    if arr.ndim != 2:
-        raise DatasetError(f"mask {path} has shape {arr.shape}; expected (H, W)")
-    return arr > 0
-
-
-def _connected_regions(mask: np.ndarray) -> np.ndarray:
-    from skimage.measure import label as cc_label
-
-    return cc_label(mask, connectivity=2)
 
 
 # -- indexing ----------------------------------------------------------------------------------
@@ -245,7 +184,7 @@ def objects_in_label(
                 continue
             out.append((v, 0, int(len(ys)), (int(ys.min()), int(xs.min()), int(ys.max()), int(xs.max()))))
             continue
-        for reg in regionprops(_connected_regions(mask)):
+        for reg in regionprops(connected_regions(mask)):
             if reg.area < max(min_object_area, 1):
                 continue
             r0, c0, r1, c1 = reg.bbox

@@ -1,14 +1,11 @@
 """Expanding file patterns and pairing images with their target files by file stem.
 
-The rule: a target belongs to the image whose stem is the *longest* prefix of the target's stem
-that ends at the end of the stem or right before a separator (any character that is not a letter
-or digit, such as ``_``, ``-``, ``.`` or a space). So ``img0.png``, ``img0_labels.png`` and
-``img0_mask3.png`` belong to ``img0.jpg``; ``img0b_mask0.png`` belongs to ``img0b.jpg`` and never
-to ``img0.jpg``; ``img0_mask0.png`` never belongs to ``img0b.jpg``.
+A target belongs to its image by the stem rule of :mod:`dextr_lib.targets` (the image whose
+stem is the longest prefix of the target's stem ending at a separator): the same rule
+``points-from-mask`` uses to find a mask's photo.
 """
 from __future__ import annotations
 
-import bisect
 import glob
 import os
 import re
@@ -16,6 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from ..errors import DatasetError
+from ..targets import owner_stem, stem_of
 
 PatternLike = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], None]
 _DIGITS = re.compile(r"(\d+)")
@@ -74,11 +72,6 @@ def natural_key(path: str) -> Tuple:
     return tuple(int(t) if t.isdigit() else t for t in _DIGITS.split(path))
 
 
-def stem_of(path: str) -> str:
-    """File name without its (last) extension."""
-    return os.path.splitext(os.path.basename(path))[0]
-
-
 def pair_files(
     images: Sequence[str], targets: Sequence[str]
 ) -> Tuple[Dict[str, List[str]], List[str], List[str]]:
@@ -112,7 +105,7 @@ def pair_files(
         if tgt in image_set:
             continue
         ts = stem_of(tgt)
-        owner = _longest_owner(ts, stems_sorted)
+        owner = owner_stem(ts, stems_sorted)
         if owner is None:
             unmatched_targets.append(tgt)
         else:
@@ -120,18 +113,6 @@ def pair_files(
     pairs = {img: sorted(owned[img], key=natural_key) for img in images if img in owned}
     unmatched_images = [img for img in images if img not in owned]
     return pairs, unmatched_images, unmatched_targets
-
-
-def _longest_owner(target_stem: str, stems_sorted: List[str]) -> Optional[str]:
-    """Longest owning stem: candidates are the prefixes of ``target_stem`` ending at a separator."""
-
-    cuts = [i for i, ch in enumerate(target_stem) if not ch.isalnum()] + [len(target_stem)]
-    for cut in sorted(set(cuts), reverse=True):
-        prefix = target_stem[:cut]
-        i = bisect.bisect_left(stems_sorted, prefix)
-        if i < len(stems_sorted) and stems_sorted[i] == prefix:
-            return prefix
-    return None
 
 
 def describe_unmatched(kind: str, files: Sequence[str], first: int = 3) -> str:

@@ -1,4 +1,6 @@
-"""PASCAL VOC 2012 (``SegmentationObject`` instances) and SBD (``inst/*.mat``) readers."""
+"""PASCAL VOC 2012 (``SegmentationObject`` instances) and SBD (``inst/*.mat``) file lists and classes.
+
+Reading the target files themselves is :mod:`dextr_lib.targets`'s job."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,21 +60,6 @@ def sbd_files(root: Path, exclude_ids: set) -> List[Tuple[str, str]]:
                 raise DatasetError(f"sbd: {f} is missing (listed in the SBD split files)")
         out.append((str(img), str(inst)))
     return out
-
-
-def read_sbd_instances(path: str) -> Tuple[np.ndarray, List[int]]:
-    """An SBD ``inst/*.mat`` file -> ``(instance map (H, W) int32, class id of each instance)``."""
-    try:
-        from scipy.io import loadmat
-    except ImportError:  # pragma: no cover - scipy comes with scikit-image
-        raise DatasetError("reading SBD .mat files needs scipy: pip install scipy") from None
-    try:
-        gt = loadmat(path)["GTinst"][0, 0]
-        seg = np.asarray(gt["Segmentation"]).astype(np.int32)
-        cats = [int(c) for c in np.asarray(gt["Categories"]).ravel()]
-    except Exception as e:
-        raise DatasetError(f"cannot read SBD instance file {path}: {e}") from None
-    return seg, cats
 
 
 def voc_class_of(class_map: np.ndarray, instance: np.ndarray, ignore_index: Optional[int]) -> Optional[int]:

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 import dextr_lib.datasets as dsmod
-from dextr_lib.datasets import build_dataset, expand_patterns, pair_files, read_label_image
-from dextr_lib.errors import DatasetError
+from dextr_lib.datasets import build_dataset, expand_patterns, pair_files
+from dextr_lib.errors import DatasetError, InvalidImageError
+from dextr_lib.targets import read_label_image
 
 
 def _touch(paths):
@@ -108,7 +109,7 @@ def test_16bit_labels(tmp_path):
 
 def test_rgb_label_image_is_an_error(tmp_path):
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "rgb.png")
-    with pytest.raises(DatasetError, match="mode 'RGB'"):
+    with pytest.raises(InvalidImageError, match="mode 'RGB'"):
         read_label_image(str(tmp_path / "rgb.png"))
 
 

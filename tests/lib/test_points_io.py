@@ -1,4 +1,4 @@
-"""objects.json reading/writing, the photo stem rule, and overlays."""
+"""objects.json reading/writing, and overlays."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 from dextr_lib.errors import DatasetError, InvalidPointsError
 from dextr_lib.overlay import draw_overlay
 from dextr_lib.points_io import (
-    ImageEntry, ObjectEntry, find_image_for_mask, objects_from_dict, objects_to_dict, read_objects,
+    ImageEntry, ObjectEntry, objects_from_dict, objects_to_dict, read_objects,
     write_objects, xy_to_yx, yx_to_xy,
 )
 
@@ -74,22 +74,6 @@ def test_unreadable_json(tmp_path):
         read_objects(tmp_path / "o.json")
     with pytest.raises(DatasetError, match="not found"):
         read_objects(tmp_path / "missing.json")
-
-
-def test_stem_rule(tmp_path):
-    for d in ("images", "labels", "JPEGImages", "SegmentationObject", "other"):
-        (tmp_path / d).mkdir()
-    (tmp_path / "images" / "X.jpg").write_bytes(b"")
-    (tmp_path / "JPEGImages" / "2007_1.jpg").write_bytes(b"")
-    (tmp_path / "other" / "X.PNG").write_bytes(b"")
-    assert find_image_for_mask(tmp_path / "labels" / "X_mask.png") == tmp_path / "labels" / "../images" / "X.jpg"
-    assert find_image_for_mask(tmp_path / "labels" / "X_mask12.png").name == "X.jpg"
-    assert find_image_for_mask(tmp_path / "SegmentationObject" / "2007_1.png").name == "2007_1.jpg"
-    assert find_image_for_mask(tmp_path / "labels" / "X_mask.png", tmp_path / "other").name == "X.PNG"
-    assert find_image_for_mask(tmp_path / "labels" / "Y_mask.png") is None
-    # A label image is never its own photo.
-    (tmp_path / "other" / "Z.png").write_bytes(b"")
-    assert find_image_for_mask(tmp_path / "other" / "Z.png") is None
 
 
 def test_overlay_tints_outlines_and_marks_points(synthetic_sample):
