@@ -61,7 +61,8 @@ class DatasetError(DextrError):
 
 class OutputError(DextrError, OSError):
     """A file that cannot or must not be written: it exists (and overwriting was not asked
-    for), it is one of the command's inputs, its folder is not writable, or the disk is full."""
+    for), it is one of the command's inputs, its folder is not writable, the disk is full, or
+    its name (from input data) would land outside its folder."""
 
 
 class LimitError(DextrError, ValueError):

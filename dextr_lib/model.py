@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -180,6 +180,33 @@ class DextrModel:
         """
         points = as_points_array(points_list, name="points_list")
         return list(self._run([(image, points)], batch_size, device, threshold, precision))
+
+    def predict_iter(
+        self,
+        jobs: Iterable[Tuple[ImageLike, Union[np.ndarray, Sequence]]],
+        *,
+        batch_size: int = 8,
+        device: Optional[Union[str, torch.device]] = None,
+        threshold: Optional[float] = None,
+        precision: str = "fp32",
+    ) -> Iterator[np.ndarray]:
+        """Masks one at a time for ``(image, points_list)`` pairs, batching objects across images.
+
+        ``jobs`` is consumed lazily, so a caller can read each image only when the network
+        needs it and write each mask as it comes: memory holds one batch, not every mask.
+
+        Args:
+            jobs: ``(image, points)`` pairs; ``points`` is one ``(4, 2)`` ``[y, x]`` array or a
+                ``(K, 4, 2)`` array of the image's objects.
+            batch_size, device, threshold, precision: as for :meth:`predict`.
+
+        Yields:
+            One ``(H, W)`` mask per object, in order, as in :meth:`predict`.
+        """
+        return self._run(
+            ((img, as_points_array(pts, name="points_list")) for img, pts in jobs),
+            batch_size, device, threshold, precision,
+        )
 
     def _run(
         self,

@@ -10,8 +10,8 @@ import PIL.Image
 import typer
 from typing_extensions import Annotated
 
+from dextr_lib.batch import check_photos, predict_objects, save_image, write_mask
 from dextr_lib.config import load_config
-from dextr_lib.errors import DatasetError, DextrError, MismatchError
 from dextr_lib.images import read_image
 from dextr_lib.overlay import draw_overlay
 from dextr_lib.points_io import read_objects, xy_to_yx
@@ -41,20 +41,6 @@ def _parse_points(values: List[str]) -> np.ndarray:
     return xy_to_yx(xy)
 
 
-def _to_png(mask: np.ndarray, prob: bool) -> PIL.Image.Image:
-    if prob:
-        return PIL.Image.fromarray(np.round(np.clip(mask, 0, 1) * 255).astype(np.uint8), mode="L")
-    return PIL.Image.fromarray(mask.astype(np.uint8) * 255, mode="L")
-
-
-def _save(img: PIL.Image.Image, path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        img.save(path)
-    except (OSError, ValueError) as e:  # unwritable folder, unknown extension
-        raise DextrError(f"cannot write {path}: {e}; use a writable .png path") from None
-
-
 def predict(
     image: Annotated[Optional[Path], typer.Argument(
         help="The photo (not with --points-file).", exists=True, dir_okay=False, show_default=False,
@@ -71,8 +57,9 @@ def predict(
         "--out", "-o", dir_okay=False, help="Mask PNG to write (default: IMAGE_mask.png in the "
         "current folder).", show_default=False)] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
-        "--out-dir", file_okay=False, help="Folder for the masks of --points-file "
-        "(IMAGESTEM_<label>.png per object).", show_default=False)] = None,
+        "--out-dir", file_okay=False, help="Folder for the masks of --points-file: "
+        "PHOTOSTEM_label<L>.png or PHOTOSTEM_<mask name>.png per object (made safe and unique).",
+        show_default=False)] = None,
     overlay: Annotated[Optional[Path], typer.Option(
         "--overlay", dir_okay=False, help="Also write the photo with the mask tinted and outlined "
         "and the points marked.", show_default=False)] = None,
@@ -117,7 +104,7 @@ def predict(
             raise typer.BadParameter("--points-file writes one mask per object into --out-dir DIR "
                                      "(not --out/--overlay)", param_hint="--out-dir")
         objects = read_objects(points_file)  # fail on a bad file before loading the model
-        _check_photos(objects, points_file)
+        check_photos(objects, str(points_file))
     dev = pick(device, cfg.device)
     net = load_model(model, full_cfg, map_location=dev)  # dextr_lib.load_model + cache/mirror config
     thr = pick(threshold, cfg.threshold)
@@ -128,49 +115,15 @@ def predict(
         rgb = read_image(image)
         mask = net.predict_image(rgb, [pts], **kw)[0]
         out = out or Path(f"{image.stem}_mask.png")
-        _save(_to_png(mask, prob), out)
+        write_mask(mask, out, prob)
         binary = mask >= thr if prob else mask
         console.print(f"Wrote mask {esc(out)} ({rgb.shape[1]}x{rgb.shape[0]}, "
                       f"{int(binary.sum())} object pixels)", highlight=False)
         if overlay is not None:
-            _save(PIL.Image.fromarray(draw_overlay(rgb, [binary], [pts])), overlay)
+            save_image(PIL.Image.fromarray(draw_overlay(rgb, [binary], [pts])), overlay)
             console.print(f"Wrote overlay {esc(overlay)}", highlight=False)
         return
-    _predict_file(net, objects, out_dir, prob, kw)
-
-
-def _check_photos(objects, points_file: Path) -> None:
-    """Every entry with objects names an existing photo (checked before any work is done)."""
-    for i, entry in enumerate(objects.images):
-        if not entry.objects:
-            continue
-        if entry.image is None:
-            raise DatasetError(f"{points_file}: images[{i}] has no photo (\"image\": null; its mask "
-                               "had no matching photo); rerun points-from-mask with --image-dir")
-        if not Path(entry.image).is_file():
-            raise DatasetError(f"{points_file}: images[{i}]: photo not found: {entry.image}")
-
-
-def _predict_file(net, objects, out_dir: Path, prob: bool, kw: dict) -> None:
-    """One mask per object of an objects.json; each photo decoded once."""
-    total, done, written = objects.n_objects, 0, []
-    with progress_bar("Predicting", total) as update:
-        for entry in objects.images:
-            if not entry.objects:
-                continue
-            rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
-            if entry.height is not None and (entry.height, entry.width) != rgb.shape[:2]:
-                raise MismatchError(f"{entry.image} is {rgb.shape[1]}x{rgb.shape[0]} but the points "
-                                    f"file says {entry.width}x{entry.height}")
-            masks = net.predict_image(rgb, [o.points for o in entry.objects], **kw)
-            stem = Path(entry.image).stem
-            for i, (o, m) in enumerate(zip(entry.objects, masks)):
-                tag = o.name if o.label is None and o.name else f"label{o.label}" if o.label is not None else f"obj{i}"
-                path = out_dir / f"{stem}_{tag}.png"
-                if path in written:
-                    path = out_dir / f"{stem}_{tag}_{i}.png"
-                _save(_to_png(m, prob), path)
-                written.append(path)
-            done += len(masks)
-            update(done, total)
-    console.print(f"Wrote {len(written)} masks to [bold]{esc(out_dir)}[/]", highlight=False)
+    with progress_bar("Predicting", objects.n_objects) as update:
+        result = predict_objects(net, objects, out_dir, prob=prob, threshold=thr, on_progress=update,
+                                 batch_size=kw["batch_size"], precision=kw["precision"])
+    console.print(f"Wrote {result.count} masks to [bold]{esc(out_dir)}[/]", highlight=False)
