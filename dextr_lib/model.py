@@ -64,6 +64,8 @@ class DextrModel:
         self.meta = dict(meta or {})
         #: Set by ``load_model``: what a legacy file was converted from (None otherwise).
         self.load_note: Optional[str] = None
+        #: Set when loaded: the pretrained model name or the file it came from (None when created).
+        self.source: Optional[str] = None
 
     def __repr__(self) -> str:
         p = self.preprocess
@@ -310,7 +312,9 @@ class DextrModel:
             CheckpointError: missing, unreadable or incompatible file.
         """
         ckpt = ckpt_io.read_checkpoint(path, map_location="cpu")
-        return cls.from_checkpoint(ckpt, map_location, os.fspath(path))
+        model = cls.from_checkpoint(ckpt, map_location, os.fspath(path))
+        model.source = os.fspath(path)
+        return model
 
     @classmethod
     def from_pretrained(
@@ -348,6 +352,7 @@ class DextrModel:
         found = resolve_checkpoint(name_or_path, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress)
         model = cls.from_checkpoint(found.checkpoint, map_location, source=found.source)
         model.load_note = found.note
+        model.source = found.pretrained or found.source
         return model
 
     @classmethod

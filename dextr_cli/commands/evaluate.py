@@ -6,13 +6,14 @@ from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
-import PIL.Image
 import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
 from dextr_lib.evaluation import BASELINES, EvalReport, evaluate
+from dextr_lib.points_io import read_objects
+from dextr_lib.report import GT_COLOR, PRED_COLOR, write_worst_overlays
 
 from .._console import console, err_console, esc
 from .._datasets import open_dataset
@@ -23,8 +24,7 @@ from .._options import (
 )
 from .._progress import progress_bar
 
-#: Overlay outline colours: ground truth green, prediction red (points in red too).
-GT_COLOR, PRED_COLOR = (40, 220, 60), (255, 40, 40)
+__all__ = ["GT_COLOR", "PRED_COLOR", "evaluate_command"]
 
 
 def _parse_thresholds(text: Optional[str]) -> List[float]:
@@ -83,22 +83,6 @@ def _render(report: EvalReport, model_name: str) -> None:
                           + " (--min-object-area N leaves out specks)", highlight=False)
 
 
-def _write_overlays(report: EvalReport, dataset, folder: Path) -> List[Path]:
-    from dextr_lib.overlay import draw_overlay
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for rank, case in enumerate(report.worst, 1):
-        r = case.result
-        rgb = dataset.read_image(r.image)
-        img = draw_overlay(rgb, [case.ground_truth, case.prediction], [None, case.points],
-                           alpha=0.0, colors=[GT_COLOR, PRED_COLOR])
-        path = folder / f"worst{rank:02d}_iou{r.iou[report.threshold]:.3f}_{Path(r.image).stem}_obj{r.index}.png"
-        PIL.Image.fromarray(img).save(path)
-        paths.append(path)
-    return paths
-
-
 def evaluate_command(
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help="Model checkpoint file (or registered model name).", show_default=False)] = None,
@@ -123,8 +107,8 @@ def evaluate_command(
         "--threshold", "-t", min=0.0, max=1.0, help="Main probability threshold (default: the model's, "
         "usually 0.5).", show_default=False)] = None,
     thresholds: Annotated[Optional[str], typer.Option(
-        "--thresholds", help="Also sweep these thresholds, e.g. 0.3,0.5,0.8 (the main one is "
-        "--threshold, else 0.5 if listed, else the first).", show_default=False)] = None,
+        "--thresholds", help="Also sweep these thresholds, e.g. 0.3,0.5,0.8 (table and CSV rows); "
+        "the headline numbers stay at --threshold.", show_default=False)] = None,
     boundary_tolerance: Annotated[Optional[float], typer.Option(
         "--boundary-tolerance", min=0.0, help="Boundary F match distance in pixels (default: 0.008 x "
         "the image diagonal, as DAVIS).", show_default=False)] = None,
@@ -167,18 +151,7 @@ def evaluate_command(
         raise typer.BadParameter("--worst K says how many overlays --overlays DIR writes; add --overlays",
                                  param_hint="--worst")
     sweep = _parse_thresholds(thresholds) or list(ec.thresholds)
-    main = pick(threshold, ec.threshold)
-    if main is None and sweep:
-        main = 0.5 if 0.5 in sweep else sweep[0]
-    points = None
-    if points_file is not None:
-        from dextr_lib.points_io import read_objects
-
-        points = read_objects(points_file)  # fail on a bad file before the slow steps
-        if points.exif_transpose:
-            err_console.print("[yellow]Warning:[/] the points file's points refer to EXIF-rotated photos, "
-                              "but labels refer to the stored pixels; photos with an EXIF rotation will "
-                              "not line up", highlight=False)
+    points = read_objects(points_file) if points_file is not None else None  # fail before slow steps
     ds = open_dataset(
         pick(dataset, ec.dataset), image_pat or ec.image_pat, target_pat or ec.target_pat,
         split=pick(split, ec.split), ignore_index=pick(label_ignore_index, ec.label_ignore_index),
@@ -189,14 +162,13 @@ def evaluate_command(
     n_worst = pick(worst, ec.worst) if overlays is not None else 0
     with progress_bar("Evaluating") as update:
         report = evaluate(
-            net, ds, thresholds=sweep, threshold=main, jitter=jitter, seed=seed, points_file=points,
-            batch_size=pick(batch_size, ec.batch_size), precision=pick(precision, ec.precision),
+            net, ds, thresholds=sweep, threshold=pick(threshold, ec.threshold), jitter=jitter, seed=seed,
+            points_file=points, batch_size=pick(batch_size, ec.batch_size),
+            precision=pick(precision, ec.precision),
             boundary_tolerance=pick(boundary_tolerance, ec.boundary_tolerance),
             limit=limit, keep_worst=n_worst, on_progress=update,
+            on_warning=lambda m: err_console.print(f"[yellow]Warning:[/] {esc(m)}", highlight=False),
         )
-    report.model["source"] = model
-    report.dataset.update(image_pat=image_pat or ec.image_pat, target_pat=target_pat or ec.target_pat,
-                          split=pick(split, ec.split) if ds.kind == "pascal_voc" else None)
     _render(report, model)
     if json_out is not None:
         report.to_json(json_out)
@@ -205,7 +177,7 @@ def evaluate_command(
         report.to_csv(csv_out)
         console.print(f"Wrote {esc(csv_out)}", highlight=False)
     if overlays is not None:
-        written = _write_overlays(report, ds, overlays)
+        written = write_worst_overlays(report, overlays, ds.read_image)
         console.print(f"Wrote {len(written)} overlays of the worst objects to {esc(overlays)}", highlight=False)
     console.print(
         f"Throughput: [bold]{report.objects_per_s:.1f} objects/s[/] ({report.n_objects} objects in "

@@ -90,10 +90,13 @@ def build_dataset(
     else:
         jobs, key_files, desc = _custom_jobs(kind, image_pat, target_pat, on_warning)
     targets = {img: tgts + ([extra] if extra else []) for img, tgts, extra in jobs}
+    spec = {"image_pat": as_pattern_list(image_pat) or None, "target_pat": as_pattern_list(target_pat) or None,
+            "split": split if kind == "pascal_voc" else None}
     key = index_key(kind, settings, key_files)
     cached = load_cached_index(cache, kind, key)
     if cached is not None:
-        ds = ObjectDataset(kind, cached[1], targets, _ignore(kind, ignore_index), from_cache=True)
+        ds = ObjectDataset(kind, cached[1], targets, _ignore(kind, ignore_index), from_cache=True,
+                           spec=spec)
     else:
         objects = []
         for n, (img, tgts, extra) in enumerate(jobs, start=1):
@@ -101,7 +104,7 @@ def build_dataset(
             if on_progress is not None:
                 on_progress(n, len(jobs))
         save_cached_index(cache, kind, key, targets, objects)
-        ds = ObjectDataset(kind, objects, targets, _ignore(kind, ignore_index))
+        ds = ObjectDataset(kind, objects, targets, _ignore(kind, ignore_index), spec=spec)
     if not ds.objects:
         raise DatasetError(
             f"{desc}: no objects found (min_object_area={min_object_area}); check the targets"

@@ -12,7 +12,7 @@ import warnings
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -91,6 +91,7 @@ class ObjectDataset:
             its SegmentationClass file, whose void pixels are ignored too).
         ignore_index: label value excluded from losses and metrics (label datasets), or None.
         from_cache: whether the index was read from the cache.
+        spec: how it was described (``image_pat``, ``target_pat``, ``split``), for reports.
     """
 
     def __init__(
@@ -100,12 +101,14 @@ class ObjectDataset:
         targets: Dict[str, List[str]],
         ignore_index: Optional[int] = None,
         from_cache: bool = False,
+        spec: Optional[Dict[str, Any]] = None,
     ):
         self.kind = kind
         self.objects = list(objects)
         self.targets = dict(targets)
         self.ignore_index = ignore_index
         self.from_cache = from_cache
+        self.spec = dict(spec or {})
 
     def __len__(self) -> int:
         return len(self.objects)

@@ -165,3 +165,22 @@ def test_points_file_matches_ground_truth_points(label_data, crop_model_file, tm
         means.append((data["settings"]["point_source"], data["summary"]["mean_iou"]))
     assert [m[0] for m in means] == ["ground_truth", "points_file"]
     assert means[0][1] == pytest.approx(means[1][1])
+
+
+def test_sweep_never_changes_the_main_threshold(label_data, tmp_path):
+    """The headline threshold is --threshold, else the model's own (here 0.6), whatever
+    --thresholds lists (the command used to pick 0.5-if-listed-else-the-first itself)."""
+    torch.manual_seed(0)
+    model = dextr_lib.create_model("resunet18", target_size=64, padding=4, blob_sigma=4.0)
+    model.preprocess = model.preprocess.replace(threshold=0.6)
+    model.save(tmp_path / "m.pt")
+    base = ["eval", "-m", str(tmp_path / "m.pt"), *_dataset_args(label_data), "--device", "cpu",
+            "--thresholds", "0.3,0.9"]
+    for extra, main in (([], 0.6), (["--threshold", "0.9"], 0.9)):
+        r = runner.invoke(app, base + extra + ["--json", str(tmp_path / "r.json")])
+        assert r.exit_code == 0, r.output
+        data = json.loads((tmp_path / "r.json").read_text())
+        assert data["summary"]["threshold"] == main
+        assert sorted({0.3, 0.9, main}) == [s["threshold"] for s in data["sweep"]]
+    assert data["model"]["source"] == str(tmp_path / "m.pt")
+    assert data["dataset"]["image_pat"] == [str(label_data / "images" / "*.png")]

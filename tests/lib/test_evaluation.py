@@ -6,13 +6,14 @@ import json
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from dextr_lib.datasets import VOC_CLASSES, build_dataset
 from dextr_lib.errors import InvalidPointsError
 from dextr_lib.evaluation import CSV_COLUMNS, box_mask, evaluate, quadrilateral_mask
-from dextr_lib.geometry import extreme_points_from_mask
+from dextr_lib.geometry import as_points_array, extreme_points_from_mask
+from dextr_lib.model import DextrModel, create_model
 from dextr_lib.preprocessing import get_profile
+from dextr_lib.report import write_worst_overlays
 
 H, W = 64, 80
 
@@ -46,24 +47,23 @@ def write_label_dataset(root):
     )
 
 
-class BoxOracle:
-    """A stand-in model whose probability is 0.7 on the points' box and 0 elsewhere."""
+_TINY = create_model("resunet18", target_size=32, padding=4, blob_sigma=3.0)
 
-    arch = "box-oracle"
-    meta = {}
-    preprocess = get_profile("dextr")
-    device = torch.device("cpu")
+
+class BoxOracle(DextrModel):
+    """A real (tiny) DextrModel whose masks are replaced by 0.7 on the points' box and 0
+    elsewhere. ``predict`` runs DextrModel's own method first, so the arguments evaluate()
+    passes are checked by the real signature, and the output shapes are the real ones."""
 
     def __init__(self):
+        super().__init__(_TINY.net, get_profile("dextr"), _TINY.arch)
         self.calls = []
 
-    def to(self, device):
-        return self
-
-    def predict(self, images, points, *, batch_size=8, threshold=None, device=None, precision="fp32"):
+    def predict(self, images, extreme_points, **kwargs):
         self.calls.append(len(images))
-        return [box_mask(p, np.asarray(im).shape[:2]).astype(np.float32) * 0.7
-                for im, p in zip(images, points)]
+        real = super().predict(images, extreme_points, **kwargs)
+        points = as_points_array(extreme_points)
+        return [box_mask(p, m.shape).astype(np.float32) * 0.7 for m, p in zip(real, points)]
 
 
 @pytest.fixture
@@ -102,6 +102,7 @@ def test_quadrilateral_of_a_degenerate_set_is_a_line():
 def test_evaluate_scores_skips_and_exports(label_dataset):
     oracle = BoxOracle()
     report = evaluate(oracle, label_dataset, thresholds=[0.3, 0.8], batch_size=2)
+    # the main threshold is the model's (0.5): a sweep only adds rows
     assert report.threshold == 0.5 and report.thresholds == [0.3, 0.5, 0.8]
     # the 1-px line cannot be cropped: skipped, with the reason
     assert len(report.skipped) == 1 and "zero height" in report.skipped[0].reason
@@ -173,11 +174,16 @@ def test_points_file_gives_the_same_points(label_dataset, tmp_path):
         evaluate(BoxOracle(), label_dataset, points_file=pf, jitter=2)
 
 
-def test_worst_and_limit(label_dataset):
+def test_worst_and_limit(label_dataset, tmp_path):
     report = evaluate(BoxOracle(), label_dataset, keep_worst=2, threshold=0.5)
     worst = [w.result.iou[0.5] for w in report.worst]
     assert worst == sorted(r.iou[0.5] for r in report.results)[:2]
     assert report.worst[0].prediction.shape == (H, W)
+    paths = write_worst_overlays(report, tmp_path / "worst", label_dataset.read_image)
+    assert [p.name.split("_")[0] for p in paths] == ["worst01", "worst02"]
+    drawn = np.asarray(PIL.Image.open(paths[0]))
+    assert drawn.shape == (H, W, 3)
+    assert (drawn == (40, 220, 60)).all(axis=-1).any() and (drawn == (255, 40, 40)).all(axis=-1).any()
     limited = evaluate(BoxOracle(), label_dataset, limit=2)
     assert limited.dataset["objects"] == 2 and limited.dataset["images"] == 1
 
