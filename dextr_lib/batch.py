@@ -198,7 +198,7 @@ def predict_objects(
     namer = MaskNamer(out_dir)
     result = BatchResult(Path(out_dir))
 
-    def jobs() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    def items() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         for entry in entries:
             rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
             if entry.height is not None and (entry.height, entry.width) != rgb.shape[:2]:
@@ -206,7 +206,7 @@ def predict_objects(
                                     f"file says {entry.width}x{entry.height}")
             yield rgb, np.stack([o.points for o in entry.objects])
 
-    masks = model.predict_iter(jobs(), batch_size=batch_size, device=device,
+    masks = model.predict_iter(items(), batch_size=batch_size, device=device,
                                threshold=None if prob else thr, precision=precision)
     for (entry, i, obj), mask in zip(owners, masks):
         path = namer.path_for(entry.image, obj, i)

@@ -91,11 +91,6 @@ def _to_float_array(points: PointsLike, name: str) -> np.ndarray:
         raise InvalidPointsError(f"{name} must be numeric [y, x] points: {e}") from None
 
 
-def points_bounds(points: np.ndarray) -> np.ndarray:
-    """``(N, 4, 2)`` points -> ``(N, 4)`` boxes ``[y_min, x_min, y_max, x_max]`` through the points."""
-    return np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1)
-
-
 def relaxed_boxes(points: np.ndarray, padding: float, target_size: int) -> np.ndarray:
     """Crop boxes that put the points ``padding`` px from the edges of a ``target_size`` crop.
 
@@ -146,13 +141,6 @@ def image_to_crop(points: np.ndarray, boxes: np.ndarray, crop_size: int) -> np.n
     lo = boxes[:, None, :2]
     size = boxes[:, None, 2:] - lo
     return (points + 0.5 - lo) / size * crop_size - 0.5
-
-
-def crop_to_image(points: np.ndarray, boxes: np.ndarray, crop_size: int) -> np.ndarray:
-    """Inverse of :func:`image_to_crop`."""
-    lo = boxes[:, None, :2]
-    size = boxes[:, None, 2:] - lo
-    return (points + 0.5) / crop_size * size + lo - 0.5
 
 
 def extreme_points_from_mask(mask: np.ndarray) -> np.ndarray:

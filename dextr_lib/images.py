@@ -135,10 +135,3 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
     elif arr.shape[2] == 4:
         arr = arr[..., :3]
     return np.ascontiguousarray(arr)
-
-
-def image_size(image: ImageLike) -> tuple:
-    """``(H, W)`` of a PIL image or array, without converting it."""
-    if isinstance(image, PIL.Image.Image):
-        return image.size[::-1]
-    return tuple(np.shape(image)[:2])

@@ -52,8 +52,9 @@ class DextrModel:
 
     Attributes:
         net: the ``nn.Module`` mapping ``(N, 4, T, T)`` inputs to ``(N, 1, T, T)`` logits.
-        preprocess: the :class:`~dextr_lib.preprocessing.Preprocess` profile it was trained with.
-        arch: registered architecture name.
+        preprocess: its pre-processing settings (:class:`~dextr_lib.preprocessing.Preprocess`),
+            made from a named profile (``preprocess.name``: ``dextr``, ``dextr012``, ``original``).
+        arch: the registered architecture (network family) name.
         meta: plain provenance data saved with the checkpoint.
     """
 
@@ -151,11 +152,11 @@ class DextrModel:
         groups: Dict[int, Tuple[ImageLike, List[int]]] = {}
         for i, img in enumerate(images):
             groups.setdefault(id(img), (img, []))[1].append(i)
-        jobs = [(img, idx) for img, idx in groups.values()]
+        by_image = [(img, idx) for img, idx in groups.values()]
         results = self._run(
-            ((img, points[idx]) for img, idx in jobs), batch_size, device, threshold, precision
+            ((img, points[idx]) for img, idx in by_image), batch_size, device, threshold, precision
         )
-        order = [i for _, idx in jobs for i in idx]
+        order = [i for _, idx in by_image for i in idx]
         out: List[Optional[np.ndarray]] = [None] * len(points)
         for i, mask in zip(order, results):
             out[i] = mask
@@ -185,7 +186,7 @@ class DextrModel:
 
     def predict_iter(
         self,
-        jobs: Iterable[Tuple[ImageLike, Union[np.ndarray, Sequence]]],
+        items: Iterable[Tuple[ImageLike, Union[np.ndarray, Sequence]]],
         *,
         batch_size: int = 8,
         device: Optional[Union[str, torch.device]] = None,
@@ -194,11 +195,11 @@ class DextrModel:
     ) -> Iterator[np.ndarray]:
         """Masks one at a time for ``(image, points_list)`` pairs, batching objects across images.
 
-        ``jobs`` is consumed lazily, so a caller can read each image only when the network
+        ``items`` is consumed lazily, so a caller can read each image only when the network
         needs it and write each mask as it comes: memory holds one batch, not every mask.
 
         Args:
-            jobs: ``(image, points)`` pairs; ``points`` is one ``(4, 2)`` ``[y, x]`` array or a
+            items: ``(image, points)`` pairs; ``points`` is one ``(4, 2)`` ``[y, x]`` array or a
                 ``(K, 4, 2)`` array of the image's objects.
             batch_size, device, threshold, precision: as for :meth:`predict`.
 
@@ -206,19 +207,19 @@ class DextrModel:
             One ``(H, W)`` mask per object, in order, as in :meth:`predict`.
         """
         return self._run(
-            ((img, as_points_array(pts, name="points_list")) for img, pts in jobs),
+            ((img, as_points_array(pts, name="points_list")) for img, pts in items),
             batch_size, device, threshold, precision,
         )
 
     def _run(
         self,
-        jobs: Iterable[Tuple[ImageLike, np.ndarray]],
+        items: Iterable[Tuple[ImageLike, np.ndarray]],
         batch_size: int,
         device: Optional[Union[str, torch.device]],
         threshold: Optional[float],
         precision: str = "fp32",
     ) -> Iterable[np.ndarray]:
-        """Yield one mask per object of ``jobs`` in order, batching objects across images."""
+        """Yield one mask per object of ``items`` in order, batching objects across images."""
         check_batch_size(batch_size)
         if threshold is not None:
             check_threshold(threshold)
@@ -260,7 +261,7 @@ class DextrModel:
 
         try:
             with torch.inference_mode():
-                for image, pts in jobs:
+                for image, pts in items:
                     rgb = to_rgb_array(image)
                     img_t = image_to_tensor(rgb, dev)
                     size = rgb.shape[:2]
@@ -373,13 +374,13 @@ def create_model(
     """Create a new DEXTR model.
 
     Args:
-        arch: a name from :func:`list_models`, e.g. ``"resunet101"``.
+        arch: an architecture name from :func:`dextr_lib.list_architectures`, e.g. ``"resunet101"``.
         target_size: crop side fed to the network (a multiple of 32 for the U-Nets' exact layout).
         padding: crop-space margin between the points and the crop edge.
         blob_sigma: standard deviation of the point Gaussians, in crop pixels.
         backbone_weights: ``None`` (random), ``"imagenet"`` (torchvision's weights), or a path to
             a torchvision state dict for the encoder.
-        profile: pre-processing profile name whose other settings (normalisation, ...) to use.
+        profile: the named pre-processing profile whose other settings (normalisation, ...) to use.
 
     Returns:
         A :class:`DextrModel` on the CPU, in eval mode.

@@ -1,6 +1,11 @@
-"""Pre-processing profiles: how points and an image become the network's input, and how its
-output becomes a full-size mask. A profile is stored in every checkpoint and applied by
-``predict`` and by training, so a model is never paired with the wrong pre-processing."""
+"""Pre-processing: how points and an image become the network's input, and how its output
+becomes a full-size mask.
+
+Words: a :class:`Preprocess` holds a model's *pre-processing settings*; it is stored in every
+checkpoint and applied by ``predict`` and by training, so a model is never paired with the wrong
+pre-processing. A *profile* is a named starting set of those settings (:data:`PROFILES`,
+:func:`get_profile`: ``dextr``, ``dextr012``, ``original``); ``Preprocess.name`` says which
+profile a model's settings came from."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +29,7 @@ HEATMAP_STD = 0.066
 
 @dataclass(frozen=True)
 class Preprocess:
-    """One pre-processing profile.
+    """A model's pre-processing settings, made from a named profile (:func:`get_profile`).
 
     Attributes:
         name: profile name (``"dextr"`` is the ``dextr`` 0.1.2 profile).

@@ -85,11 +85,11 @@ def build_dataset(
     settings = {"ignore_index": ignore_index, "min_object_area": int(min_object_area),
                 "whole_labels": bool(whole_labels)}
     if kind == "pascal_voc":
-        jobs, key_files, desc = _voc_jobs(split, pascal_voc_root, sbd_root)
+        entries, key_files, desc = _voc_entries(split, pascal_voc_root, sbd_root)
         settings["split"] = split
     else:
-        jobs, key_files, desc = _custom_jobs(kind, image_pat, target_pat, on_warning)
-    targets = {img: tgts + ([extra] if extra else []) for img, tgts, extra in jobs}
+        entries, key_files, desc = _custom_entries(kind, image_pat, target_pat, on_warning)
+    targets = {img: tgts + ([extra] if extra else []) for img, tgts, extra in entries}
     spec = {"image_pat": as_pattern_list(image_pat) or None, "target_pat": as_pattern_list(target_pat) or None,
             "split": split if kind == "pascal_voc" else None}
     key = index_key(kind, settings, key_files)
@@ -99,10 +99,10 @@ def build_dataset(
                            spec=spec)
     else:
         objects = []
-        for n, (img, tgts, extra) in enumerate(jobs, start=1):
+        for n, (img, tgts, extra) in enumerate(entries, start=1):
             objects.extend(_index_image(kind, img, tgts, extra, settings))
             if on_progress is not None:
-                on_progress(n, len(jobs))
+                on_progress(n, len(entries))
         save_cached_index(cache, kind, key, targets, objects)
         ds = ObjectDataset(kind, objects, targets, _ignore(kind, ignore_index), spec=spec)
     if not ds.objects:
@@ -116,7 +116,7 @@ def _ignore(kind: str, ignore_index: Optional[int]) -> Optional[int]:
     return None if kind == "custom_mask" else ignore_index
 
 
-def _custom_jobs(kind, image_pat, target_pat, on_warning):
+def _custom_entries(kind, image_pat, target_pat, on_warning):
     if not as_pattern_list(image_pat) or not as_pattern_list(target_pat):
         raise DatasetError(f"dataset kind {kind!r} needs both an image pattern and a target pattern")
     images = expand_patterns(image_pat, "images")
@@ -142,12 +142,12 @@ def _custom_jobs(kind, image_pat, target_pat, on_warning):
                 f"{', '.join(os.path.basename(x) for x in t[:3])}); custom_label needs one label "
                 "image per image (use custom_mask for one mask per object, or narrow --target-pat)"
             )
-    jobs = [(img, tgts, None) for img, tgts in pairs.items()]
+    entries = [(img, tgts, None) for img, tgts in pairs.items()]
     key_files = [f for img, tgts in pairs.items() for f in [img] + tgts]
-    return jobs, key_files, desc
+    return entries, key_files, desc
 
 
-def _voc_jobs(split, pascal_voc_root, sbd_root):
+def _voc_entries(split, pascal_voc_root, sbd_root):
     if pascal_voc_root is None:
         raise DatasetError(
             "the pascal_voc dataset needs the VOC2012 folder: set [paths] pascal_voc in the config "
@@ -157,16 +157,16 @@ def _voc_jobs(split, pascal_voc_root, sbd_root):
     if not root.is_dir():
         raise DatasetError(f"pascal_voc folder not found: {root}")
     files = voc.voc_files(root, split)
-    jobs = [(img, [obj], cls) for img, obj, cls in files]
+    entries = [(img, [obj], cls) for img, obj, cls in files]
     if sbd_root is not None and split == "train":
         sroot = Path(sbd_root).expanduser()
         if not sroot.is_dir():
             raise DatasetError(f"sbd folder not found: {sroot}")
-        exclude = {Path(img).stem for img, _, _ in jobs}
+        exclude = {Path(img).stem for img, _, _ in entries}
         exclude |= set(voc.read_split(root, root / "ImageSets" / "Segmentation" / "val.txt", "pascal_voc"))
-        jobs += [(img, [inst], None) for img, inst in voc.sbd_files(sroot, exclude)]
-    key_files = [f for img, tgts, cls in jobs for f in [tgts[0]] + ([cls] if cls else [])]
-    return jobs, key_files, f"pascal_voc {split} in {root}"
+        entries += [(img, [inst], None) for img, inst in voc.sbd_files(sroot, exclude)]
+    key_files = [f for img, tgts, cls in entries for f in [tgts[0]] + ([cls] if cls else [])]
+    return entries, key_files, f"pascal_voc {split} in {root}"
 
 
 def _index_image(kind, image, targets, extra, settings) -> List[ObjectRecord]:

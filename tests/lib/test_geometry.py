@@ -6,7 +6,7 @@ import pytest
 
 from dextr_lib.errors import InvalidPointsError
 from dextr_lib.geometry import (
-    as_points_array, crop_to_image, extreme_points_from_mask, image_to_crop, jitter_points,
+    as_points_array, extreme_points_from_mask, image_to_crop, jitter_points,
     relaxed_boxes,
 )
 
@@ -71,14 +71,6 @@ def test_relaxed_box_puts_points_padding_px_from_crop_edges(padding, target):
     in_crop = image_to_crop(pts, boxes, target) + 0.5  # continuous crop coordinates
     np.testing.assert_allclose(in_crop.min(axis=1), [[padding, padding]], atol=1e-9)
     np.testing.assert_allclose(in_crop.max(axis=1), [[target - padding] * 2], atol=1e-9)
-
-
-def test_crop_maps_are_inverse():
-    rng = np.random.default_rng(1)
-    pts = as_points_array(rng.uniform(0, 100, size=(3, 4, 2)))
-    boxes = relaxed_boxes(pts, 7, 96)
-    q = rng.uniform(-10, 110, size=(3, 5, 2))
-    np.testing.assert_allclose(crop_to_image(image_to_crop(q, boxes, 96), boxes, 96), q, atol=1e-9)
 
 
 def test_jitter_is_seeded_and_clipped_into_the_image():

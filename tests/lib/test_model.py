@@ -13,6 +13,7 @@ from dextr_lib.model import DextrModel as DextrModelFromModule
 
 def test_public_names():
     assert DextrModelFromModule is DextrModel
+    assert dextr_lib.list_models is dextr_lib.list_architectures  # the earlier name, kept
     assert {"resunet18", "resunet34", "resunet50", "resunet101", "deeplab3", "denseunet161"} <= set(
         dextr_lib.list_models())
     assert dextr_lib.list_models("resunet1*") == ["resunet101", "resunet18"]
