@@ -124,39 +124,24 @@ register_pretrained(PretrainedModel(
     accuracy="not published",
     description="U-Net on ResNet-101 trained on PASCAL VOC 2012 (dextr 0.1.2's model)",
 ))
-register_pretrained(PretrainedModel(
-    name="pascal-sbd",
-    urls=(_ETHZ + "dextr_pascal-sbd.pth", _ETHZ_OLD + "dextr_pascal-sbd.pth"),
-    arch="psp101",
-    profile="original",
-    file_format="original",
-    source=_ORIGINAL_SOURCE,
-    licence=_ORIGINAL_LICENCE,
-    accuracy="91.5 mIoU, PASCAL VOC 2012 val",
-    description="DeepLab-v2 ResNet-101 + PSP head trained on PASCAL VOC + SBD",
-))
-register_pretrained(PretrainedModel(
-    name="pascal",
-    urls=(_ETHZ + "dextr_pascal.pth", _ETHZ_OLD + "dextr_pascal.pth"),
-    arch="psp101",
-    profile="original",
-    file_format="original",
-    source=_ORIGINAL_SOURCE,
-    licence=_ORIGINAL_LICENCE,
-    accuracy="90.5 mIoU, PASCAL VOC 2012 val",
-    description="DeepLab-v2 ResNet-101 + PSP head trained on PASCAL VOC train (1464 images)",
-))
-register_pretrained(PretrainedModel(
-    name="coco",
-    urls=(_ETHZ + "dextr_coco.pth",),
-    arch="psp101",
-    profile="original",
-    file_format="original",
-    source=_ORIGINAL_SOURCE,
-    licence=_ORIGINAL_LICENCE,
-    accuracy="87.8 mIoU, PASCAL VOC 2012 val",
-    description="DeepLab-v2 ResNet-101 + PSP head trained on COCO train 2014",
-))
+
+
+def _dextr_pytorch(name: str, old_mirror: bool, accuracy: str, trained_on: str) -> PretrainedModel:
+    """An original DEXTR-PyTorch model: psp101, the ``original`` profile, published without hashes."""
+    filename = f"dextr_{name}.pth"
+    return PretrainedModel(
+        name=name,
+        urls=(_ETHZ + filename,) + ((_ETHZ_OLD + filename,) if old_mirror else ()),
+        arch="psp101", profile="original", file_format="original",
+        source=_ORIGINAL_SOURCE, licence=_ORIGINAL_LICENCE, accuracy=accuracy,
+        description=f"DeepLab-v2 ResNet-101 + PSP head trained on {trained_on}",
+    )
+
+
+register_pretrained(_dextr_pytorch("pascal-sbd", True, "91.5 mIoU, PASCAL VOC 2012 val", "PASCAL VOC + SBD"))
+register_pretrained(_dextr_pytorch("pascal", True, "90.5 mIoU, PASCAL VOC 2012 val",
+                                   "PASCAL VOC train (1464 images)"))
+register_pretrained(_dextr_pytorch("coco", False, "87.8 mIoU, PASCAL VOC 2012 val", "COCO train 2014"))
 
 
 def list_pretrained(pattern: str = "*") -> List[str]:
