@@ -183,5 +183,6 @@ def test_imported_model_matches_the_original_code(shared_data, tmp_path):
          "--work", str(tmp_path / "work")],
         capture_output=True, text=True, env=env, timeout=7200,
     )
+    print(result.stdout)  # per-object numbers, shown with pytest -rP
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "all checks pass" in result.stdout
