@@ -76,8 +76,11 @@ def current() -> World:
 
 
 def is_main() -> bool:
-    """True in the process that writes files, logs and progress (rank 0, or the only one)."""
-    return current().rank == 0
+    """True in the process that writes files, logs and progress (rank 0, or the only one);
+    also before joining and after leaving the process group (as torchrun's ``RANK`` says)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return env_world().rank == 0
 
 
 def all_reduce_sum(values: Sequence[float]) -> List[float]:

@@ -139,7 +139,12 @@ def run_job(command: str, options: Dict[str, Any]) -> None:
 
 def _launch_torchrun(nproc: int) -> None:
     """Re-run this very command under torchrun with ``nproc`` processes, and exit with its status."""
-    argv = sys.argv[1:]
+    argv, rest = [], iter(sys.argv[1:])
+    for a in rest:  # the processes run the command without --nproc (torchrun would misread it)
+        if a == "--nproc":
+            next(rest, None)
+        elif not a.startswith("--nproc="):
+            argv.append(a)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "dextr_cli", *argv]
     err_console.print(f"Starting {nproc} training processes: {escape(shlex.join(cmd))}", highlight=False, soft_wrap=True)

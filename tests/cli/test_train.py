@@ -269,3 +269,18 @@ def test_two_trainings_of_one_job_at_once(tmp_path, data):
     if rcs[1] == 1:
         assert "in use by another process" in next(out for rc, out in results if rc == 1)
     assert _epochs(tmp_path / "dup") == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_nproc_2_starts_torchrun_and_writes_one_job(tmp_path, data):
+    rc, out = _finish(_dextr("train", "d", "--nproc", "2", "--jobs-dir", str(tmp_path), *_label_args(data),
+                             *TINY, "--num-epochs", "2", "--val-every-n-epochs", "1", "--sync-bn"))
+    assert rc == 0, out
+    assert [p.name for p in tmp_path.iterdir()] == ["d"] and _epochs(tmp_path / "d") == [1, 2]
+    assert out.count("Done in") == 1 and out.count("Epoch 2/2:") == 1  # one process reports
+    assert "global batch 4 (2 processes x 2)" in out
+    assert "--sync-bn is ignored: SyncBatchNorm needs CUDA" in " ".join(out.split())
+    # Resuming with one process continues the same job.
+    rc, out = _finish(_dextr("train", "d", "--jobs-dir", str(tmp_path), "--resume", "--num-epochs", "3"))
+    assert rc == 0, out
+    assert _epochs(tmp_path / "d") == [1, 2, 3]
