@@ -5,6 +5,7 @@
 - ``config.toml``: the fully resolved settings, as a dextr config file (``[train]`` table);
 - ``log.txt``: everything the job printed;
 - ``metrics.jsonl``: one JSON line per epoch (train loss, val loss, val mIoU, lr, seconds...);
+- ``curves.png``: loss, validation mIoU and learning rate per epoch (redrawn at each validation);
 - ``checkpoints/last.pt`` (weights + optimiser, schedule, epoch and RNG state, for resuming)
   and ``checkpoints/best.pt`` (the best validation mIoU so far), written atomically in the
   dextr checkpoint format;
@@ -78,6 +79,10 @@ class JobDir:
     @property
     def best_path(self) -> Path:
         return self.root / "checkpoints" / "best.pt"
+
+    @property
+    def curves_path(self) -> Path:
+        return self.root / "curves.png"
 
     @property
     def lock_path(self) -> Path:

@@ -36,6 +36,7 @@ from ..errors import ConfigError, DatasetError, DextrError, JobError
 from ..images import open_image
 from ..model import DextrModel, create_model
 from ..model import load_model
+from .curves import plot_curves
 from .folder import JobDir
 from .loop import (
     DeferredSignals, EpochResult, TrainingInterrupted, TrainingState, iterations_per_epoch, seed_everything,
@@ -362,16 +363,29 @@ class TrainingJob:
                 cb.warning("--sync-bn is ignored: SyncBatchNorm needs CUDA and several processes")
         epoch_now = [self.state.epoch if self.state else 0]
         meta = {"job": self.name, "command": "finetune" if self.finetune else "train", "settings": s.to_dict()}
+        timing = {"steps": 0, "t": time.perf_counter()}
+        total_iters = iters * s.num_epochs
 
         def on_iteration(i: int, n: int, loss: float, lr: float) -> None:
-            if main:
-                cb.iteration(epoch_now[0] + 1, i, n, loss, lr)
+            if not main:
+                return
+            cb.iteration(epoch_now[0] + 1, i, n, loss, lr)
+            timing["steps"] += 1
+            if timing["steps"] == 1 and iters > 1:  # the first step warms up (allocations, caches)
+                timing["t"] = time.perf_counter()
+            elif timing["steps"] == min(4, iters):  # within the first epoch
+                step = (time.perf_counter() - timing["t"]) / max(timing["steps"] - 1, 1)
+                left = total_iters - (epoch_now[0] * iters + i)
+                say(f"Estimated: {_duration(step * iters)} per epoch, {_duration(step * left)} for the rest "
+                    f"of the job ({step:.2f} s per iteration; validation not included)")
 
         def on_epoch_end(r: EpochResult, st: TrainingState) -> None:
             epoch_now[0] = st.epoch
             if main:  # checkpoint first: a resume rewrites metrics.jsonl from its history
                 self.folder.save_checkpoint(self.model, {**meta, "state": st.to_dict()}, best=r.is_best)
                 self.folder.append_metrics(r.to_dict())
+                if r.val_miou is not None:
+                    plot_curves(st.history, self.folder.curves_path, title=f"job {self.name}")
                 cb.epoch_end(r)
                 self.folder.log(describe_epoch(r, s.num_epochs))
 
@@ -397,6 +411,14 @@ class TrainingJob:
                 cb.message(text)
                 self.folder.log(text)
         return say
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def describe_epoch(r: EpochResult, num_epochs: int) -> str:

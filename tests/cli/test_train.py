@@ -91,6 +91,10 @@ def test_train_writes_a_complete_job(trained_job):
     assert (cfg.arch, cfg.target_size, cfg.opt_type, cfg.seed, cfg.pretrained) == ("resunet18", 64, "adam", 1, False)
     log = (job / "log.txt").read_text()
     assert "Epoch 1/2" in log and "Warning: 1 targets match no image" in log
+    assert "Estimated: " in output and " per epoch, " in output  # said before the first epoch ends
+    assert output.index("Estimated: ") < output.index("Epoch 1/2: loss")
+    with Image.open(job / "curves.png") as im:  # loss, val mIoU and lr per epoch
+        assert im.format == "PNG" and im.size[0] > im.size[1] > 100
     best = dextr_lib.DextrModel.load(job / "checkpoints" / "best.pt", map_location="cpu")
     assert best.arch == "resunet18" and best.preprocess.target_size == 64
     ckpt = read_checkpoint(job / "checkpoints" / "last.pt")
