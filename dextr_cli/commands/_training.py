@@ -103,7 +103,8 @@ def run_job(command: str, options: Dict[str, Any]) -> None:
     view = _View()
     try:
         if resume:
-            job = TrainingJob.resume(name, jobs_root, changes=given, callbacks=view)
+            with view.indexing_bar():
+                job = TrainingJob.resume(name, jobs_root, changes=given, callbacks=view)
         else:
             if command == "train" and cfg.train.from_model is not None:
                 raise typer.BadParameter("the config's [train] from_model is for `dextr finetune`", param_hint="--config")

@@ -32,7 +32,7 @@ import torch
 from .. import distributed
 from ..config import SETTING_FIELDS, ModelsConfig, PathsConfig, TrainSettings
 from ..datasets import KINDS, ObjectDataset, build_dataset
-from ..errors import ConfigError, DatasetError, DextrError, JobError
+from ..errors import ConfigError, DatasetError, JobError
 from ..images import open_image
 from ..model import DextrModel, create_model
 from ..model import load_model
@@ -161,6 +161,7 @@ class TrainingJob:
         self.paths = paths
         self.world = world
         self.resumed_from = state.epoch if state is not None else None
+        self.seconds = 0.0  # how long the last run() took
 
     @property
     def name(self) -> str:
@@ -472,9 +473,9 @@ def _on_main(fn) -> None:
     if distributed.is_main():
         try:
             fn()
-        except DextrError as e:
+        except BaseException as e:  # whatever it is, the others must hear of it
             error = e
-    failed = distributed.broadcast(None if error is None else str(error))
+    failed = distributed.broadcast(None if error is None else str(error) or type(error).__name__)
     if error is not None:
         raise error
     if failed is not None:
