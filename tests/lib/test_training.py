@@ -384,7 +384,7 @@ def test_job_dir_names_and_overwrite(tmp_path):
     rec = Recorder()
     with TrainingJob.create(_settings(root, num_epochs=1), "o", tmp_path / "jobs", overwrite=True, callbacks=rec):
         pass
-    assert any("--overwrite removed the previous job's checkpoints/, config.toml, log.txt, metrics.jsonl" in m
+    assert any("--overwrite removed the previous job's checkpoints/, config.toml, curves.png, log.txt, metrics.jsonl" in m
                for m in rec.messages)
 
 
