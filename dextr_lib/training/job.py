@@ -34,8 +34,7 @@ from ..config import SETTING_FIELDS, ModelsConfig, PathsConfig, TrainSettings
 from ..datasets import KINDS, ObjectDataset, build_dataset
 from ..errors import ConfigError, DatasetError, JobError
 from ..images import open_image
-from ..model import DextrModel, create_model
-from ..model import load_model
+from ..model import DextrModel, create_model, load_model
 from .curves import plot_curves
 from .folder import JobDir
 from .loop import (
