@@ -27,7 +27,7 @@ import numpy as np
 import PIL.Image
 
 from .errors import DatasetError, MismatchError, OutputError
-from .fileio import atomic_open, shown_path
+from .fileio import atomic_open, check_output, shown_path
 from .images import read_image
 from .model import DextrModel, check_threshold
 from .points_io import ImageEntry, ObjectEntry, ObjectsFile
@@ -167,6 +167,7 @@ def predict_objects(
     precision: str = "fp32",
     device=None,
     on_progress: ProgressFn = None,
+    force: bool = False,
 ) -> BatchResult:
     """Predict every object of a parsed ``objects.json`` and write one mask file per object.
 
@@ -182,13 +183,16 @@ def predict_objects(
         threshold: binary masks are ``prob >= threshold`` (default: the model's).
         batch_size, precision, device: as for :meth:`DextrModel.predict`.
         on_progress: ``(written, total)`` after each mask.
+        force: replace existing mask files (else any existing one is refused before any work);
+            a photo is never replaced.
 
     Returns:
         A :class:`BatchResult`; its ``count`` is the number of files written.
 
     Raises:
         MismatchError: a photo whose size differs from the entry's ``height``/``width``.
-        OutputError: a mask that cannot be written.
+        OutputError: a mask that cannot be written, or one that exists (without ``force``) or
+            is a photo of the points file; checked for every object before predicting.
     """
     thr = check_threshold(model.preprocess.threshold if threshold is None else threshold)
     entries = [e for e in objects.images if e.objects]
@@ -196,6 +200,10 @@ def predict_objects(
         (e, i, o) for e in entries for i, o in enumerate(e.objects)
     ]
     namer = MaskNamer(out_dir)
+    paths = [namer.path_for(e.image, o, i) for e, i, o in owners]
+    photos = [e.image for e in entries]
+    for path in paths:
+        check_output(path, inputs=photos, force=force, option="--out-dir", what="mask")
     result = BatchResult(Path(out_dir))
 
     def items() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
@@ -208,8 +216,7 @@ def predict_objects(
 
     masks = model.predict_iter(items(), batch_size=batch_size, device=device,
                                threshold=None if prob else thr, precision=precision)
-    for (entry, i, obj), mask in zip(owners, masks):
-        path = namer.path_for(entry.image, obj, i)
+    for path, mask in zip(paths, masks):
         write_mask(mask, path, prob)
         result.written.append(path)
         if on_progress is not None:

@@ -68,7 +68,8 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
 
     Args:
         path: the file to write (its folder is created).
-        mode: ``"w"`` (UTF-8 text, newlines written as given) or ``"wb"``.
+        mode: ``"w"`` (UTF-8 text, newlines written as given, undecodable path characters
+            escaped) or ``"wb"``.
 
     Raises:
         OutputError: the file cannot be written (unwritable folder, full disk, ...); the message
@@ -84,7 +85,9 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        text = {"encoding": "utf-8", "newline": ""} if "b" not in mode else {}
+        # Non-UTF-8 file names (surrogates) are written escaped, never a UnicodeEncodeError
+        # after the work is done.
+        text = {"encoding": "utf-8", "errors": "backslashreplace", "newline": ""} if "b" not in mode else {}
         with os.fdopen(fd, mode, **text) as f:
             yield f
             f.flush()

@@ -11,6 +11,8 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
+from dextr_lib.errors import OutputError
+from dextr_lib.fileio import check_output, check_writable_dir, shown_path
 from dextr_lib.evaluation import BASELINES, EvalReport, evaluate
 from dextr_lib.points_io import read_objects
 from dextr_lib.report import GT_COLOR, PRED_COLOR, write_worst_overlays
@@ -83,6 +85,23 @@ def _render(report: EvalReport, model_name: str) -> None:
                           + " (--min-object-area N leaves out specks)", highlight=False)
 
 
+def _check_outputs(json_out, csv_out, overlays, dataset, inputs, force: bool) -> None:
+    """Before evaluating: every output may be written, and none is an input (a photo, a label
+    file, the points file or the model)."""
+    inputs = [p for p in inputs if p is not None and Path(p).is_file()]
+    inputs += list(dataset.targets) + [t for ts in dataset.targets.values() for t in ts]
+    if json_out is not None and csv_out is not None and Path(json_out).absolute() == Path(csv_out).absolute():
+        raise typer.BadParameter("--json and --csv name the same file", param_hint="--csv")
+    for path, option, what in ((json_out, "--json", "JSON report"), (csv_out, "--csv", "CSV table")):
+        if path is not None:
+            check_output(path, inputs=inputs, force=force, option=option, what=what)
+    if overlays is not None:
+        check_writable_dir(overlays, option="--overlays")
+        if not force and overlays.is_dir() and any(overlays.glob("worst*.png")):
+            raise OutputError(f"{shown_path(overlays)} already holds overlays (worst*.png); pass "
+                              "--force to write beside them, or choose another --overlays folder")
+
+
 def evaluate_command(
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", help="Model checkpoint file (or registered model name).", show_default=False)] = None,
@@ -122,6 +141,8 @@ def evaluate_command(
         "outlined green, prediction red).", show_default=False)] = None,
     worst: Annotated[Optional[int], typer.Option(
         "--worst", min=1, help="How many worst objects --overlays draws (default: 5).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite existing --json/--csv files and --overlays images.")] = False,
     limit: Annotated[Optional[int], typer.Option(
         "--limit", min=1, help="Evaluate only the first N objects.", show_default=False)] = None,
     config: ConfigOpt = None,
@@ -158,6 +179,7 @@ def evaluate_command(
         min_object_area=pick(min_object_area, ec.min_object_area),
         whole_labels=pick(whole_labels, ec.whole_labels), paths=cfg.paths,
     )
+    _check_outputs(json_out, csv_out, overlays, ds, [points_file, model], force)
     net = load_model(model, cfg, map_location=pick(device, ec.device))
     n_worst = pick(worst, ec.worst) if overlays is not None else 0
     with progress_bar("Evaluating") as update:

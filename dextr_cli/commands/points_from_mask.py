@@ -10,7 +10,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
-from dextr_lib.errors import DextrError
+from dextr_lib.fileio import check_output
 from dextr_lib.points_io import dumps_objects, objects_to_dict, points_from_masks, write_objects, yx_to_xy
 
 from .._console import console, err_console, esc
@@ -47,6 +47,8 @@ def points_from_mask(
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", dir_okay=False, help="Write objects.json here (paths relative to it) "
         "and print a table; without it the JSON goes to stdout.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite an existing --out file (never an input).")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Extreme points (left, right, top, bottom) of every object in label images or mask files.
@@ -69,6 +71,8 @@ def points_from_mask(
         raise typer.BadParameter(
             f"--image names the photo of one label/mask file, but {len(masks)} were given; "
             "use --image-dir", param_hint="--image")
+    if out is not None:  # before reading anything: never replace a label image with JSON
+        check_output(out, inputs=[*masks, image], force=force, option="--out", what="points file")
     warnings: List[str] = []
     entries = points_from_masks(
         masks, kind=kind, ignore_index=pick(ignore_index, cfg.ignore_index),
@@ -85,10 +89,7 @@ def points_from_mask(
         sys.stdout.write(dumps_objects(objects_to_dict(entries)))
         err_console.print(f"{n_obj} objects in {len(entries)} images", highlight=False)
         return
-    try:
-        write_objects(entries, out)
-    except OSError as e:
-        raise DextrError(f"cannot write {out}: {e}") from None
+    write_objects(entries, out)
     table = Table("image", "label", "area", "left", "right", "top", "bottom", title="Extreme points (x, y)")
     for e in entries:
         for o in e.objects:

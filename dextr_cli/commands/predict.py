@@ -12,6 +12,7 @@ from typing_extensions import Annotated
 
 from dextr_lib.batch import check_photos, predict_objects, save_image, write_mask
 from dextr_lib.config import load_config
+from dextr_lib.fileio import check_output
 from dextr_lib.images import read_image
 from dextr_lib.overlay import draw_overlay
 from dextr_lib.points_io import read_objects, xy_to_yx
@@ -54,8 +55,8 @@ def predict(
         "--points-file", exists=True, dir_okay=False,
         help="objects.json from `dextr points-from-mask` (many images/objects).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
-        "--out", "-o", dir_okay=False, help="Mask PNG to write (default: IMAGE_mask.png in the "
-        "current folder).", show_default=False)] = None,
+        "--out", "-o", dir_okay=False, help="Mask PNG to write (default: IMAGESTEM_dextr.png in the "
+        "current folder; never the photo itself).", show_default=False)] = None,
     out_dir: Annotated[Optional[Path], typer.Option(
         "--out-dir", file_okay=False, help="Folder for the masks of --points-file: "
         "PHOTOSTEM_label<L>.png or PHOTOSTEM_<mask name>.png per object (made safe and unique).",
@@ -63,6 +64,8 @@ def predict(
     overlay: Annotated[Optional[Path], typer.Option(
         "--overlay", dir_okay=False, help="Also write the photo with the mask tinted and outlined "
         "and the points marked.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Overwrite existing output files (never the input photo).")] = False,
     prob: Annotated[bool, typer.Option(
         "--prob", help="Write the probability as 8-bit grayscale (0-255) instead of a binary mask.")] = False,
     threshold: Annotated[Optional[float], typer.Option(
@@ -96,6 +99,13 @@ def predict(
         if out_dir is not None:
             raise typer.BadParameter("--out-dir goes with --points-file; use --out", param_hint="--out-dir")
         pts = _parse_points(points)
+        out = out or Path(f"{image.stem}_dextr.png")  # not *_mask.png: that reads as ground truth
+        inputs = [image] + ([model] if Path(model).is_file() else [])
+        check_output(out, inputs=inputs, force=force, option="--out", what="mask")
+        if overlay is not None:
+            if Path(overlay).absolute() == Path(out).absolute():
+                raise typer.BadParameter("--overlay and --out name the same file", param_hint="--overlay")
+            check_output(overlay, inputs=inputs, force=force, option="--overlay", what="overlay")
     else:
         if image is not None or points:
             raise typer.BadParameter("--points-file replaces IMAGE and --points; give one or the other",
@@ -114,7 +124,6 @@ def predict(
     if points_file is None:
         rgb = read_image(image)
         mask = net.predict_image(rgb, [pts], **kw)[0]
-        out = out or Path(f"{image.stem}_mask.png")
         write_mask(mask, out, prob)
         binary = mask >= thr if prob else mask
         console.print(f"Wrote mask {esc(out)} ({rgb.shape[1]}x{rgb.shape[0]}, "
@@ -125,5 +134,5 @@ def predict(
         return
     with progress_bar("Predicting", objects.n_objects) as update:
         result = predict_objects(net, objects, out_dir, prob=prob, threshold=thr, on_progress=update,
-                                 batch_size=kw["batch_size"], precision=kw["precision"])
+                                 batch_size=kw["batch_size"], precision=kw["precision"], force=force)
     console.print(f"Wrote {result.count} masks to [bold]{esc(out_dir)}[/]", highlight=False)

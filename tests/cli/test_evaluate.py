@@ -177,7 +177,7 @@ def test_sweep_never_changes_the_main_threshold(label_data, tmp_path):
     base = ["eval", "-m", str(tmp_path / "m.pt"), *_dataset_args(label_data), "--device", "cpu",
             "--thresholds", "0.3,0.9"]
     for extra, main in (([], 0.6), (["--threshold", "0.9"], 0.9)):
-        r = runner.invoke(app, base + extra + ["--json", str(tmp_path / "r.json")])
+        r = runner.invoke(app, base + extra + ["--json", str(tmp_path / "r.json"), "--force"])
         assert r.exit_code == 0, r.output
         data = json.loads((tmp_path / "r.json").read_text())
         assert data["summary"]["threshold"] == main

@@ -95,7 +95,7 @@ def test_points_are_converted_from_xy_to_yx_and_config_supplies_defaults(tmp_pat
     np.testing.assert_array_equal(calls["points"], [[[2, 1], [4, 3.5], [6, 5], [8, 7]]])
     assert (np.asarray(PIL.Image.open(tmp_path / "m.png")) == 255).all()  # 0.3 >= 0.25
     r = runner.invoke(app, ["predict", str(photo), *_points_args(), "-c", str(cfg), "-m", "cli.pt",
-                            "--batch-size", "5", "-t", "0.5", "-o", str(tmp_path / "m.png")])
+                            "--batch-size", "5", "-t", "0.5", "-o", str(tmp_path / "m.png"), "--force"])
     assert r.exit_code == 0, r.output
     assert (calls["spec"], calls["batch_size"], calls["threshold"]) == ("cli.pt", 5, 0.5)
     assert (np.asarray(PIL.Image.open(tmp_path / "m.png")) == 0).all()
@@ -114,7 +114,7 @@ def test_default_output_name(tmp_path, photo, model_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["predict", str(photo), "-m", str(model_file), *_points_args(), "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "photo_mask.png").is_file()
+    assert (tmp_path / "photo_dextr.png").is_file()
 
 
 def test_points_file_writes_one_mask_per_object(tmp_path, photo, model_file, tiny_model, synthetic_sample):
