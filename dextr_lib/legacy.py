@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt_io
-from .errors import CheckpointError
+from .errors import CheckpointError, LimitError
 from .preprocessing import get_profile
 
 PathLike = Union[str, os.PathLike]
@@ -45,6 +45,14 @@ def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+def _bytearray_copy(*args: Any) -> bytearray:
+    """``bytearray`` of existing data only: ``bytearray(3_000_000_000)`` from a 35-byte pickle
+    would allocate 3 GB."""
+    if not args or not isinstance(args[0], (str, bytes, bytearray)):
+        raise CheckpointError("refusing bytearray() of a size in a pickle (it only allocates memory)")
+    return bytearray(*args) if not isinstance(args[0], str) else bytearray(args[0], *args[1:2] or ("latin1",))
+
+
 def _real_globals() -> Dict[Tuple[str, str], Any]:
     """Callables the pickle may really use: tensor/array rebuilders and plain containers."""
     allowed: Dict[Tuple[str, str], Any] = {
@@ -52,7 +60,7 @@ def _real_globals() -> Dict[Tuple[str, str], Any]:
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
         ("builtins", "slice"): slice,
-        ("builtins", "bytearray"): bytearray,
+        ("builtins", "bytearray"): _bytearray_copy,
         ("_codecs", "encode"): _latin1_bytes,
         ("torch", "Size"): torch.Size,
         ("torch", "device"): torch.device,
@@ -161,21 +169,50 @@ def _restricted_pickle_module() -> types.ModuleType:
 
 
 # -- dextr 0.1.2 -------------------------------------------------------------------------------
-def _flat_state_dict(module: StandIn, prefix: str = "") -> "OrderedDict[str, torch.Tensor]":
-    """Rebuild ``nn.Module.state_dict()`` from a stand-in's recorded ``__dict__``."""
+#: Deepest module nesting a real network has is about 10; a crafted file may nest thousands.
+_MAX_MODULE_DEPTH = 64
+
+
+def _flat_state_dict(module: StandIn, source: str = "<file>") -> "OrderedDict[str, torch.Tensor]":
+    """Rebuild ``nn.Module.state_dict()`` from a stand-in's recorded ``__dict__``.
+
+    Iterative, and refuses what no real network has: a module graph with a cycle or nested
+    deeper than ``_MAX_MODULE_DEPTH``, non-string names, values that are not tensors."""
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    state = module.state
-    non_persistent = state.get("_non_persistent_buffers_set") or set()
-    for name, p in (state.get("_parameters") or {}).items():
-        if p is not None:
-            out[prefix + name] = p.detach() if isinstance(p, torch.Tensor) else p
-    for name, b in (state.get("_buffers") or {}).items():
-        if b is not None and name not in non_persistent:
-            out[prefix + name] = b
-    for name, child in (state.get("_modules") or {}).items():
-        if isinstance(child, StandIn):
-            out.update(_flat_state_dict(child, f"{prefix}{name}."))
+    seen = set()
+    stack = [(module, "", 0)]
+    while stack:
+        mod, prefix, depth = stack.pop()
+        if id(mod) in seen:
+            raise CheckpointError(f"{source}: the pickled network's modules form a cycle")
+        if depth > _MAX_MODULE_DEPTH:
+            raise CheckpointError(f"{source}: the pickled network nests modules {depth} deep")
+        seen.add(id(mod))
+        state = mod.state
+        non_persistent = state.get("_non_persistent_buffers_set") or set()
+        entries = []
+        for group in ("_parameters", "_buffers", "_modules"):
+            values = state.get(group) or {}
+            if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
+                raise CheckpointError(f"{source}: {prefix or 'the network'} has a malformed {group}")
+            entries.append(values)
+        params, buffers, children = entries
+        for name, p in params.items():
+            if p is not None:
+                out[prefix + name] = _tensor(p, prefix + name, source).detach()
+        for name, b in buffers.items():
+            if b is not None and (not isinstance(non_persistent, (set, frozenset)) or name not in non_persistent):
+                out[prefix + name] = _tensor(b, prefix + name, source)
+        for name, child in reversed(list(children.items())):
+            if isinstance(child, StandIn):
+                stack.append((child, f"{prefix}{name}.", depth + 1))
     return out
+
+
+def _tensor(value: Any, name: str, source: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(f"{source}: {name} is a {type(value).__name__}, not a tensor")
+    return value
 
 
 def _children(module: StandIn) -> Dict[str, Any]:
@@ -189,7 +226,7 @@ def _arch_of(net: StandIn, source: str) -> str:
             layers = [_children(_children(net)["base_model"])[f"layer{i}"] for i in range(1, 5)]
             blocks = tuple(len(_children(layer)) for layer in layers)
             block = type(_children(layers[0])["0"]).__name__
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise CheckpointError(f"{source}: ResUNet without a ResNet base_model") from None
         depth = {
             ("BasicBlock", (2, 2, 2, 2)): 18, ("BasicBlock", (3, 4, 6, 3)): 34,
@@ -234,12 +271,12 @@ def convert_dextr012(obj: Any, source: str = "<file>") -> Dict[str, Any]:
         raise CheckpointError(f"{source}: the pickled DextrModel has no network")
     arch = _arch_of(net, source)
     weights = _complete_bn_counters(OrderedDict(
-        (k, v) for k, v in _flat_state_dict(net).items() if not k.startswith(_DROP_PREFIXES)
+        (k, v) for k, v in _flat_state_dict(net, source).items() if not k.startswith(_DROP_PREFIXES)
     ))
     size = state.get("target_size_yx")
     try:
         ty, tx = (int(v) for v in size)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise CheckpointError(f"{source}: bad target_size_yx {size!r}") from None
     if ty != tx:
         raise CheckpointError(
@@ -248,9 +285,15 @@ def convert_dextr012(obj: Any, source: str = "<file>") -> Dict[str, Any]:
     try:
         padding = float(state["padding"])
         blob_sigma = float(state["blob_sigma"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise CheckpointError(f"{source}: the pickled DextrModel lacks padding/blob_sigma") from None
-    preprocess = get_profile("dextr012", target_size=ty, padding=padding, blob_sigma=blob_sigma)
+    ckpt_io.check_preprocess_values({"target_size": ty, "padding": padding, "blob_sigma": blob_sigma}, source)
+    try:
+        preprocess = get_profile("dextr012", target_size=ty, padding=padding, blob_sigma=blob_sigma)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, LimitError):
+            raise
+        raise CheckpointError(f"{source}: invalid pre-processing settings: {e}") from None
     meta = {"source": f"converted from dextr 0.1.2 file {os.path.basename(source)}",
             "converted_from": "dextr012"}
     return ckpt_io.make_checkpoint(arch, preprocess.to_dict(), weights, meta)

@@ -27,7 +27,7 @@ import torch.nn as nn
 from . import checkpoint as ckpt_io
 from . import legacy, zoo
 from .architectures import build_network
-from .errors import CheckpointError
+from .errors import CheckpointError, LimitError
 from .preprocessing import Preprocess
 
 PathLike = Union[str, os.PathLike]
@@ -65,6 +65,7 @@ def read_model_file(path: PathLike) -> Tuple[Dict[str, Any], Optional[str]]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint not found: {path}")
+    ckpt_io.check_model_file(path)  # size limits, no allocating pickles: before any unpickling
     name = os.path.basename(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -122,7 +123,9 @@ def network_from_checkpoint(ckpt: Dict[str, Any], source: str = "<checkpoint>") 
     ckpt = ckpt_io.validate_checkpoint(ckpt, source)
     try:
         preprocess = Preprocess.from_dict(ckpt["preprocess"])
-    except (TypeError, ValueError) as e:
+    except LimitError:
+        raise
+    except (TypeError, ValueError, OverflowError) as e:
         raise CheckpointError(f"{source} has invalid pre-processing settings: {e}") from None
     net = build_network(ckpt["arch"])
     try:
