@@ -7,6 +7,7 @@ Command-line options override config values (the CLI does that merge).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import typing
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .errors import ConfigError
+from .fileio import os_error_cause
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -23,6 +25,11 @@ else:  # pragma: no cover
 
 ENV_VAR = "DEXTR_CONFIG"
 DEFAULT_NAME = "dextr.toml"
+
+
+def _bounded(default: Any, **meta: Any) -> Any:
+    """A config field with allowed values: ``min``, ``max``, ``above`` (exclusive), ``choices``."""
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -41,8 +48,8 @@ class PredictConfig:
 
     model: Optional[str] = None
     device: Optional[str] = None
-    batch_size: int = 8
-    threshold: Optional[float] = None  # default: the model's profile threshold
+    batch_size: int = _bounded(8, min=1)
+    threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
     precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU)
 
 
@@ -50,9 +57,9 @@ class PredictConfig:
 class PointsFromMaskConfig:
     """``[points_from_mask]``: defaults of ``dextr points-from-mask``."""
 
-    kind: str = "label"
+    kind: str = _bounded("label", choices=("label", "mask"))
     ignore_index: Optional[int] = 255
-    min_area: int = 1
+    min_area: int = _bounded(1, min=1)
     largest_component: bool = False
 
 
@@ -64,14 +71,14 @@ class ServeConfig:
     model: Optional[str] = None
     device: Optional[str] = None
     precision: str = "fp32"
-    threshold: Optional[float] = None  # default: the model's profile threshold
+    threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
     host: str = "127.0.0.1"  # another host needs --token (or shows a warning)
-    port: int = 8000
+    port: int = _bounded(8000, min=1, max=65535)
     images: Optional[str] = None  # folder of photos to annotate
     annotations: str = "annotations.json"  # COCO instances file, continued when it exists
     classes: List[str] = field(default_factory=list)  # class names offered on the page
-    max_upload_mb: float = 50.0  # largest request body (413 above)
-    max_pixels: int = 50_000_000  # largest image (400 above)
+    max_upload_mb: float = _bounded(50.0, above=0.0)  # largest request body (413 above)
+    max_pixels: int = _bounded(50_000_000, min=1)  # largest image (400 above)
 
 
 @dataclass
@@ -90,16 +97,16 @@ class EvalConfig:
     image_pat: List[str] = field(default_factory=list)
     target_pat: List[str] = field(default_factory=list)
     split: str = "val"
-    label_ignore_index: int = 255  # -1: none (key mirrors --label-ignore-index, as in [train])
-    min_object_area: int = 0
+    label_ignore_index: int = _bounded(255, min=-1)  # -1: none (mirrors --label-ignore-index, as in [train])
+    min_object_area: int = _bounded(0, min=0)
     whole_labels: bool = False  # one object per label instead of one per connected region
     device: Optional[str] = None
-    batch_size: int = 8
+    batch_size: int = _bounded(8, min=1)
     precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU)
-    threshold: Optional[float] = None  # default: the model's profile threshold
-    thresholds: List[float] = field(default_factory=list)  # extra thresholds to sweep
-    boundary_tolerance: Optional[float] = None  # pixels; default 0.008 x image diagonal
-    worst: int = 5  # overlays written with --overlays
+    threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
+    thresholds: List[float] = field(default_factory=list, metadata={"min": 0.0, "max": 1.0})  # extra thresholds
+    boundary_tolerance: Optional[float] = _bounded(None, min=0.0)  # pixels; default 0.008 x image diagonal
+    worst: int = _bounded(5, min=1)  # overlays written with --overlays
 
 
 #: ``[train] lr_sched`` and ``opt_type`` choices.
@@ -270,8 +277,13 @@ def load_config(path: Optional[Union[str, os.PathLike]] = None) -> Config:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (TOML files are UTF-8): {e.reason} at byte "
+                          f"{e.start}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: invalid TOML: nested too deeply") from None
     except OSError as e:
-        raise ConfigError(f"cannot read config {p}: {e}") from None
+        raise ConfigError(f"cannot read config {p}: {os_error_cause(e)}") from None
     return config_from_dict(data, source=str(p))
 
 
@@ -302,6 +314,7 @@ def config_from_dict(data: Dict[str, Any], source: str = "<config>") -> Config:
 
 def _build_table(cls: type, table: Dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
+    hints_fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in table.items():
         if key not in hints:
@@ -309,10 +322,30 @@ def _build_table(cls: type, table: Dict[str, Any], where: str) -> Any:
                 f"{where} unknown key {key!r}; known keys: {', '.join(sorted(hints))}"
             )
         kwargs[key] = _check_type(value, hints[key], f"{where} {key}")
+        _check_range(kwargs[key], hints_fields.get(key), f"{where} {key}")
     try:
         return cls(**kwargs)
     except ConfigError as e:  # a range check of the table's dataclass: "[table] key: ..."
         raise ConfigError(f"{where.rsplit(' [', 1)[0]} {e}") from None
+
+
+def _check_range(value: Any, f: Optional[dataclasses.Field], where: str) -> None:
+    """A value within its field's ``min``/``max``/``above`` (exclusive minimum) and ``choices``
+    metadata (the same keys as :func:`_setting`'s), lists item by item."""
+    meta = f.metadata if f is not None else {}
+    for v in value if isinstance(value, list) else [value]:
+        if v is None or isinstance(v, bool):
+            continue
+        if meta.get("choices") and v not in meta["choices"]:
+            raise ConfigError(f"{where}: expected one of {', '.join(meta['choices'])}, got {v!r}")
+        if not isinstance(v, (int, float)):
+            continue
+        if meta.get("min") is not None and v < meta["min"]:
+            raise ConfigError(f"{where}: must be >= {meta['min']}, got {v!r}")
+        if meta.get("above") is not None and v <= meta["above"]:
+            raise ConfigError(f"{where}: must be > {meta['above']}, got {v!r}")
+        if meta.get("max") is not None and v > meta["max"]:
+            raise ConfigError(f"{where}: must be <= {meta['max']}, got {v!r}")
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:
@@ -336,6 +369,8 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):

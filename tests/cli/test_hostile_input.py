@@ -151,3 +151,36 @@ def test_os_errors_reaching_the_boundary_are_one_line(monkeypatch, tmp_path):
     _one_line_error(r, "[x]out.json: no space left on device")
     r = runner.invoke(app, ["--debug", "points-from-mask", str(label)])
     assert isinstance(r.exception, OSError)  # --debug lets it through, with its traceback
+
+
+@pytest.mark.parametrize("text, needle", [
+    (b"[predict]\nbatch_size = 0\n", "[predict] batch_size: must be >= 1, got 0"),
+    (b"[predict]\nthreshold = 2.0\n", "[predict] threshold: must be <= 1.0, got 2.0"),
+    (b"[eval]\nthresholds = [0.5, -1.0]\n", "[eval] thresholds: must be >= 0.0, got -1.0"),
+    (b"[train]\npadding = nan\n", "[train] padding: expected a finite number, got nan"),
+    (b"[train]\ntarget_size = 8\n", "[train] target_size: must be >= 16"),
+    (b"[points_from_mask]\nkind = \"labels\"\n", "expected one of label, mask"),
+    (b"[predict]\nmodel = \"caf\xe9.pt\"\n", "not UTF-8"),
+    (b"a = " + b"[" * 100000 + b"]" * 100000 + b"\n", "c.toml"),
+])
+def test_bad_config_values_are_one_line(tmp_path, photo, text, needle):
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(text)
+    r = runner.invoke(app, ["predict", str(photo), *POINTS, "-c", str(cfg)])
+    _one_line_error(r, needle)
+
+
+def test_unwritable_jobs_folder_is_one_line(tmp_path, photo):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    lab = np.zeros((64, 80), np.uint8)
+    lab[10:30, 10:40] = 1
+    PIL.Image.fromarray(lab).save(labels / "photo.png")
+    (tmp_path / "blocker").write_text("")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[paths]\njobs = "blocker/jobs"\n')
+    r = runner.invoke(app, ["train", "j", "-c", str(cfg), "--dataset", "custom_label",
+                            "--image-pat", str(photo), "--target-pat", str(labels / "*.png"),
+                            "--arch", "resunet18", "--no-pretrained", "--target-size", "64",
+                            "--num-epochs", "1", "--iters-per-epoch", "1"])
+    _one_line_error(r, "blocker", "not a folder")
