@@ -38,7 +38,7 @@ def as_points_array(points: PointsLike, *, name: str = "extreme_points") -> np.n
         InvalidPointsError: wrong shape, non-numeric, NaN/inf, or points spanning no area.
     """
     if isinstance(points, (list, tuple)) and len(points) > 0 and all(
-        np.ndim(p) == 2 for p in points
+        _ndim(p) == 2 for p in points
     ):
         arrays = []
         for i, p in enumerate(points):
@@ -82,6 +82,14 @@ def as_points_array(points: PointsLike, *, name: str = "extreme_points") -> np.n
             f"{arr[i].tolist()}"
         )
     return arr
+
+
+def _ndim(value) -> int:
+    """``np.ndim``, or -1 for ragged or otherwise non-array-like input."""
+    try:
+        return np.ndim(value)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        return -1
 
 
 def _to_float_array(points: PointsLike, name: str) -> np.ndarray:
