@@ -183,4 +183,4 @@ def test_unwritable_jobs_folder_is_one_line(tmp_path, photo):
                             "--image-pat", str(photo), "--target-pat", str(labels / "*.png"),
                             "--arch", "resunet18", "--no-pretrained", "--target-size", "64",
                             "--num-epochs", "1", "--iters-per-epoch", "1"])
-    _one_line_error(r, "blocker", "not a folder")
+    _one_line_error(r, "blocker/jobs")
