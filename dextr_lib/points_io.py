@@ -37,11 +37,10 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
-import PIL.Image
 
-from .errors import DatasetError, InvalidPointsError
-from .fileio import atomic_write_text
-from .fileio import os_error_cause, shown_path
+from .errors import DatasetError, DextrError, InvalidPointsError
+from .fileio import atomic_write_text, os_error_cause, shown_path
+from .images import open_image
 from .limits import check_objects
 from .geometry import EXTREME_POINT_ORDER, as_points_array, extreme_points_from_mask, jitter_points
 from .targets import PhotoFinder, largest_component, read_label_image, read_mask
@@ -184,10 +183,10 @@ def points_from_masks(
 
 def _check_photo_size(photo: Path, shape, warn) -> None:
     try:
-        with PIL.Image.open(photo) as im:
+        with open_image(photo) as im:  # refuses pipes (which would hang) and pixel bombs
             size = im.size
-    except (OSError, PIL.UnidentifiedImageError) as e:
-        warn(f"cannot read photo {photo}: {e}")
+    except DextrError as e:
+        warn(str(e))
         return
     if (size[1], size[0]) != tuple(shape):
         warn(f"photo {photo} is {size[0]}x{size[1]} but its mask is {shape[1]}x{shape[0]}")

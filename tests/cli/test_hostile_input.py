@@ -184,3 +184,13 @@ def test_unwritable_jobs_folder_is_one_line(tmp_path, photo):
                             "--arch", "resunet18", "--no-pretrained", "--target-size", "64",
                             "--num-epochs", "1", "--iters-per-epoch", "1"])
     _one_line_error(r, "blocker/jobs")
+
+
+def test_a_named_pipe_as_photo_of_a_mask_is_refused_not_read(tmp_path):
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    PIL.Image.fromarray(np.pad(np.ones((8, 8), np.uint8), 4)).save(labels / "x_mask.png")
+    os.mkfifo(tmp_path / "x.png")
+    r = subprocess.run([sys.executable, "-m", "dextr_cli", "points-from-mask", str(labels / "x_mask.png"),
+                        "--image", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "not a regular file" in r.stderr, r.stderr
