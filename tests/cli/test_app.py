@@ -66,7 +66,7 @@ def test_installed_console_script_end_to_end(tmp_path, tiny_model, synthetic_sam
     r = _dextr("predict", "photo.png", "-m", "m.pt", "-p", "27,30", "-p", "57,30", "-p", "42,15",
                "-p", "42,45", "--device", "cpu", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert PIL.Image.open(tmp_path / "photo_mask.png").size == (80, 64)
+    assert PIL.Image.open(tmp_path / "photo_dextr.png").size == (80, 64)
     # A user error: one line, exit 1, no traceback; --debug shows it.
     r = _dextr("predict", "photo.png", "-m", "missing.pt", "-p", "1,2", "-p", "3,4", "-p", "5,6",
                "-p", "7,8", cwd=tmp_path)
