@@ -98,9 +98,10 @@ def entry_lock(dst: PathLike, timeout: float = DEADLINE_S) -> Iterator[None]:
 
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(dst.with_name(dst.name + ".lock")), timeout=timeout, is_singleton=True)
+    # One instance per path (is_singleton) makes nested holds in a process re-entrant.
+    lock = FileLock(str(dst.with_name(dst.name + ".lock")), is_singleton=True)
     try:
-        lock.acquire()
+        lock.acquire(timeout=timeout)
     except Timeout:
         raise DownloadError(
             f"another download of {shown_path(dst)} has held its lock for {timeout:.0f} s; wait for "

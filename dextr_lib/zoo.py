@@ -223,23 +223,45 @@ def fetch_pretrained(
     force: bool = False,
     mirror: Optional[str] = None,
     on_progress=None,
+    on_warning=None,
 ) -> Path:
     """The local path of a registered model, downloading it first when not cached.
+
+    A second process fetching the same model at the same time waits for the first and reuses
+    its file (a lock per cache entry). For entries published without a hash, the SHA-256 of the
+    first download is pinned (see :func:`record_download`); such a download never resumes a
+    ``.part`` (a resumed file could mix two servers' bytes and would be pinned as trusted), and
+    ``force`` forgets the pinned hash, with a warning.
 
     Args:
         name: registry name.
         cache_dir: cache directory (default: see :func:`models_dir`).
-        force: download again even when cached.
+        force: download again even when cached; for hash-less entries, also forget the pinned hash.
         mirror: base URL tried first (file name kept); default ``$DEXTR_MIRROR``.
         on_progress: ``fn(done_bytes, total_bytes_or_None)``.
+        on_warning: ``fn(message)`` (default: ignored).
 
     Raises:
         UnknownNameError, DownloadError, ChecksumError.
     """
     entry = get_pretrained(name)
     dst = cached_path(entry, cache_dir)
-    if dst.is_file() and not force:
-        return dst
+    with download.entry_lock(dst):
+        if dst.is_file() and not force:
+            return dst
+        pinned = None if (entry.sha256 or entry.hash_prefix) else recorded_sha256(dst)
+        if force and pinned is not None:
+            if on_warning is not None:
+                on_warning(f"--force: forgetting the SHA-256 pinned at the first download of {name} "
+                           f"({pinned[:16]}...); the new download's hash is pinned instead")
+            pinned = None
+        expected = entry.sha256 or pinned
+        url, digest, size = download.download_first(
+            mirror_urls(entry, mirror), dst, sha256=expected, hash_prefix=entry.hash_prefix,
+            size=entry.size, on_progress=on_progress, resume=bool(expected or entry.hash_prefix),
+        )
+        record_download(dst, url, digest, size)
+    return dst
     expected = entry.sha256 or (None if entry.hash_prefix else recorded_sha256(dst))
     url, digest, size = download.download_first(
         mirror_urls(entry, mirror), dst, sha256=expected, hash_prefix=entry.hash_prefix,

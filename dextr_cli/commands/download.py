@@ -14,7 +14,7 @@ from dextr_lib import zoo
 from dextr_lib.config import load_config
 from dextr_lib.download import check_url, download_file, entry_lock
 
-from .._console import console, esc
+from .._console import console, err_console, esc
 from .._models import download_progress
 from .._options import ConfigOpt, pick
 
@@ -98,7 +98,10 @@ def download(
         if zoo.is_cached(entry, cache) and not force:
             console.print(f"{n}: already cached at {esc(zoo.cached_path(entry, cache))}", highlight=False)
             continue
+        warnings: List[str] = []
         with download_progress(n) as update:
             path = zoo.fetch_pretrained(n, cache_dir=cache, force=force, mirror=cfg.models.mirror,
-                                            on_progress=update)
+                                        on_progress=update, on_warning=warnings.append)
+        for w in warnings:
+            err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
         console.print(f"{n}: saved {esc(path)}", highlight=False)

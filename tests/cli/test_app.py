@@ -69,7 +69,7 @@ def test_installed_console_script_end_to_end(tmp_path, tiny_model, synthetic_sam
     assert PIL.Image.open(tmp_path / "photo_dextr.png").size == (80, 64)
     # A user error: one line, exit 1, no traceback; --debug shows it.
     r = _dextr("predict", "photo.png", "-m", "missing.pt", "-p", "1,2", "-p", "3,4", "-p", "5,6",
-               "-p", "7,8", cwd=tmp_path)
+               "-p", "7,8", "--out", "other.png", cwd=tmp_path)
     assert r.returncode == 1 and r.stderr.startswith("Error: ") and "Traceback" not in r.stderr
     assert "missing.pt" in r.stderr.splitlines()[0]
 

@@ -119,11 +119,27 @@ def test_unhashed_entry_is_pinned_on_first_download(server, tmp_path, monkeypatc
     entry = _entry(monkeypatch, urls=(server.url("range", "orig.pth"),), hash_prefix=None)
     zoo.fetch_pretrained(entry.name, cache_dir=tmp_path)
     assert zoo.recorded_sha256(tmp_path / "orig.pth") == SHA
-    # A later forced download must give the same bytes: tamper with the record to simulate.
+    # A later download (the cached file lost) must give the same bytes: tamper with the record.
     meta = tmp_path / "orig.pth.json"
     meta.write_text(json.dumps({"sha256": "f" * 64}))
+    (tmp_path / "orig.pth").unlink()
     with pytest.raises(ChecksumError):
-        zoo.fetch_pretrained(entry.name, cache_dir=tmp_path, force=True)
+        zoo.fetch_pretrained(entry.name, cache_dir=tmp_path)
+    # --force forgets a pinned hash (with a warning) and pins the new download's.
+    warnings = []
+    zoo.fetch_pretrained(entry.name, cache_dir=tmp_path, force=True, on_warning=warnings.append)
+    assert len(warnings) == 1 and "forgetting the SHA-256 pinned" in warnings[0]
+    assert zoo.recorded_sha256(tmp_path / "orig.pth") == SHA
+
+
+def test_unhashed_entry_never_pins_a_resumed_download(server, tmp_path, monkeypatch):
+    entry = _entry(monkeypatch, urls=(server.url("range", "orig2.pth"),), hash_prefix=None)
+    # A stale .part (another file's bytes) must not be resumed into the file whose hash is pinned.
+    (tmp_path / "orig2.pth.part").write_bytes(b"x" * 1000)
+    zoo.fetch_pretrained(entry.name, cache_dir=tmp_path)
+    assert server.last_range() is None
+    assert (tmp_path / "orig2.pth").read_bytes() == PAYLOAD
+    assert zoo.recorded_sha256(tmp_path / "orig2.pth") == SHA
 
 
 def test_mirror_falls_back_to_published_url(server, tmp_path, monkeypatch):
