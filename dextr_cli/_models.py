@@ -8,6 +8,8 @@ from rich.progress import (
     BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn,
 )
 
+import typer
+
 import dextr_lib
 from dextr_lib.config import Config
 
@@ -38,6 +40,15 @@ def download_progress(description: str) -> Iterator[Callable[[int, Optional[int]
     finally:
         if progress is not None:
             progress.stop()
+
+
+def model_spec(option: Optional[str], configured: Optional[str], table: str) -> str:
+    """The ``--model`` value, else the config's ``[table] model``; a usage error when neither."""
+    spec = option if option is not None else configured
+    if spec is None:
+        raise typer.BadParameter(f"no model given; pass --model CKPT or set [{table}] model in the "
+                                 "config", param_hint="--model")
+    return spec
 
 
 def load_model(spec: str, cfg: Config, map_location: Any = None) -> dextr_lib.DextrModel:

@@ -12,6 +12,13 @@ ConfigOpt = Annotated[
         dir_okay=False, show_default=False,
     ),
 ]
+ModelOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model", "-m", help="Model: a checkpoint file, a dextr 0.1.2 / DEXTR-PyTorch file, or a "
+        "pretrained model name (dextr download --list).", show_default=False,
+    ),
+]
 DeviceOpt = Annotated[
     Optional[str],
     typer.Option(

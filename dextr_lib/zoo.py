@@ -225,7 +225,7 @@ def fetch_pretrained(
     on_progress=None,
     on_warning=None,
 ) -> Path:
-    """The local path of a registered model, downloading it first when not cached.
+    """The local path of a pretrained model, downloading it first when not cached.
 
     A second process fetching the same model at the same time waits for the first and reuses
     its file (a lock per cache entry). For entries published without a hash, the SHA-256 of the

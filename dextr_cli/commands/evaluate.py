@@ -19,10 +19,10 @@ from dextr_lib.report import GT_COLOR, PRED_COLOR, write_worst_overlays
 
 from .._console import console, err_console, esc
 from .._datasets import open_dataset
-from .._models import load_model
+from .._models import load_model, model_spec
 from .._options import (
     BatchSizeOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt, LabelIgnoreIndexOpt,
-    MinObjectAreaOpt, PrecisionOpt, SeedOpt, SplitOpt, TargetPatOpt, WholeLabelsOpt, pick,
+    MinObjectAreaOpt, ModelOpt, PrecisionOpt, SeedOpt, SplitOpt, TargetPatOpt, WholeLabelsOpt, pick,
 )
 from .._progress import progress_bar
 
@@ -103,8 +103,7 @@ def _check_outputs(json_out, csv_out, overlays, dataset, inputs, force: bool) ->
 
 
 def evaluate_command(
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Model checkpoint file (or registered model name).", show_default=False)] = None,
+    model: ModelOpt = None,
     dataset: DatasetKindOpt = None,
     image_pat: ImagePatOpt = None,
     target_pat: TargetPatOpt = None,
@@ -161,10 +160,7 @@ def evaluate_command(
     """
     cfg = load_config(config)
     ec = cfg.eval
-    model = pick(model, ec.model)
-    if model is None:
-        raise typer.BadParameter("no model given; pass --model CKPT or set [eval] model in the config",
-                                 param_hint="--model")
+    model = model_spec(model, ec.model, "eval")
     if points_file is not None and jitter > 0:
         raise typer.BadParameter("--jitter perturbs the ground-truth points; a points file is used as it is",
                                  param_hint="--jitter")

@@ -18,8 +18,8 @@ from dextr_lib.overlay import draw_overlay
 from dextr_lib.points_io import read_objects, xy_to_yx
 
 from .._console import console, esc
-from .._models import load_model
-from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, PrecisionOpt, pick
+from .._models import load_model, model_spec
+from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, ModelOpt, PrecisionOpt, pick
 from .._progress import progress_bar
 
 _POINT = re.compile(r"^\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*,\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
@@ -46,8 +46,7 @@ def predict(
     image: Annotated[Optional[Path], typer.Argument(
         help="The photo (not with --points-file).", exists=True, dir_okay=False, show_default=False,
         metavar="IMAGE")] = None,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Model checkpoint file (or registered model name).", show_default=False)] = None,
+    model: ModelOpt = None,
     points: Annotated[Optional[List[str]], typer.Option(
         "--points", "-p", help="One extreme point as X,Y = column,row in pixels, as image viewers "
         "show them; give it 4 times (left, right, top, bottom, any order).", show_default=False)] = None,
@@ -88,10 +87,7 @@ def predict(
     """
     full_cfg = load_config(config)
     cfg = full_cfg.predict
-    model = pick(model, cfg.model)
-    if model is None:
-        raise typer.BadParameter("no model given; pass --model CKPT or set [predict] model in "
-                                 "the config", param_hint="--model")
+    model = model_spec(model, cfg.model, "predict")
     if points_file is None:
         if image is None or not points:
             raise typer.BadParameter("give IMAGE and four --points X,Y, or --points-file objects.json",

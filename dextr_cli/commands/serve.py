@@ -14,13 +14,12 @@ from dextr_lib.config import load_config
 from dextr_lib.errors import DextrError
 
 from .._console import console, err_console
-from .._models import load_model
-from .._options import ConfigOpt, DeviceOpt, PrecisionOpt, pick
+from .._models import load_model, model_spec
+from .._options import ConfigOpt, DeviceOpt, ModelOpt, PrecisionOpt, pick
 
 
 def serve(
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Model checkpoint file (or registered model name).", show_default=False)] = None,
+    model: ModelOpt = None,
     images: Annotated[Optional[Path], typer.Option(
         "--images", "-i", exists=True, file_okay=False, help="Folder of photos to annotate "
         "(subfolders included). Without it, the page uploads photos one by one.",
@@ -75,10 +74,7 @@ def serve(
                          "pip install 'dextr[serve]'") from None
     full_cfg = load_config(config)
     cfg = full_cfg.serve
-    spec = pick(model, cfg.model)
-    if spec is None:
-        raise typer.BadParameter("no model given; pass --model CKPT or set [serve] model in the "
-                                 "config", param_hint="--model")
+    spec = model_spec(model, cfg.model, "serve")
     host = pick(host, cfg.host)
     port = pick(port, cfg.port)
     folder = pick(images, cfg.images)
