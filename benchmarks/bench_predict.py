@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -24,9 +25,10 @@ import dextr_lib
 from dextr_lib.geometry import as_points_array, extreme_points_from_mask
 from dextr_lib.images import read_image
 from dextr_lib.model import PRECISIONS
+from dextr_lib.runtimes import RUNTIMES
 from dextr_lib.preprocessing import image_to_tensor
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("DEXTR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def load_objects(n: int):
@@ -69,7 +71,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
+    ap.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    ap.add_argument("--runtime", default="torch", choices=RUNTIMES)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
 
@@ -80,24 +83,24 @@ def main() -> None:
     points = [p[1] for p in pairs]
     dev = model.device
 
-    # The exact inputs predict() builds, made once, for the forward-only timing.
+    # The exact inputs predict() builds, made once, for the network-only timing through the same
+    # runner predict() calls (dextr_lib.runtimes).
     inputs = torch.cat([
         model.preprocess.make_inputs(image_to_tensor(img, dev), as_points_array(pts))[0]
         for img, pts in pairs
-    ]).contiguous(memory_format=torch.channels_last)  # the layout predict() runs the network in
-    model.net.to(memory_format=torch.channels_last)
-
-    amp_dtype = PRECISIONS[args.precision]
+    ])
+    run_network = model.runner(args.runtime, args.precision)
 
     def forward_only():
-        with torch.inference_mode(), torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with torch.inference_mode():
             for s in range(0, len(inputs), args.batch_size):
-                torch.sigmoid(model.net(inputs[s:s + args.batch_size]))
+                torch.sigmoid(run_network(inputs[s:s + args.batch_size]))
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
     def full_predict():
-        model.predict(images, points, batch_size=args.batch_size, precision=args.precision)
+        model.predict(images, points, batch_size=args.batch_size, precision=args.precision,
+                      runtime=args.runtime)
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
@@ -110,7 +113,7 @@ def main() -> None:
     fwd, pred = statistics.median(t_fwd), statistics.median(t_pred)
     result = {
         "arch": args.arch, "target_size": args.target_size, "objects": args.objects,
-        "batch_size": args.batch_size, "device": str(dev), "precision": args.precision, "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size, "device": str(dev), "precision": run_network.precision, "runtime": args.runtime, "threads": torch.get_num_threads(),
         "data": source, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "predict_s_per_object": pred / args.objects, "forward_s_per_object": fwd / args.objects,
         "overhead_fraction": (pred - fwd) / fwd,

@@ -51,15 +51,27 @@ def model_spec(option: Optional[str], configured: Optional[str], table: str) -> 
     return spec
 
 
-def load_model(spec: str, cfg: Config, map_location: Any = None) -> dextr_lib.DextrModel:
+def load_model(spec: str, cfg: Config, map_location: Any = None, runtime: Optional[str] = None,
+               precision: Optional[str] = None) -> dextr_lib.DextrModel:
     """``dextr_lib.load_model`` with the config's cache dir and mirror, a download bar, and a
-    note on stderr when a legacy file was converted in memory."""
+    note on stderr when a legacy file was converted in memory.
+
+    With ``runtime``/``precision`` the model's runner is made now, so a missing extra or an
+    impossible combination fails before any work, and a PyTorch model asked to run in
+    onnxruntime/openvino is exported (with a note) before the progress bars start."""
     with download_progress(f"Downloading {spec}") as update:
         model = dextr_lib.load_model(
             spec, map_location=map_location, cache_dir=cfg.paths.models,
-            mirror=cfg.models.mirror, on_progress=update,
+            mirror=cfg.models.mirror, on_progress=update, runtime=runtime,
         )
     if model.load_note:
         err_console.print(f"[dim]Note: {esc(model.load_note)} (in memory; `dextr convert` saves it)[/]",
                           highlight=False)
+    if precision is not None:
+        if model.runtime != "torch" and model.onnx is None:
+            with err_console.status(f"Exporting the network to ONNX for {model.runtime} "
+                                    "(`dextr export` saves this step)"):
+                model.runner(precision=precision)
+        else:
+            model.runner(precision=precision)
     return model

@@ -33,7 +33,17 @@ PrecisionOpt = Annotated[
     Optional[str],
     typer.Option(
         "--precision", help="fp32 (exact), bf16 (about 2x faster on CPUs with "
-        "AVX512-BF16/AMX, masks agree to within a pixel or so) or fp16 (GPU only) (default: fp32).",
+        "AVX512-BF16/AMX, masks agree to within a pixel or so), fp16 (GPU only) or auto (bf16 "
+        "where the hardware runs it natively, else fp32) (default: fp32).",
+        show_default=False,
+    ),
+]
+RuntimeOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--runtime", help="What runs the network: torch, onnxruntime (pip install 'dextr[onnx]') "
+        "or openvino (pip install 'dextr[openvino]'); the last two run on the CPU (default: "
+        "torch, onnxruntime for .onnx models).",
         show_default=False,
     ),
 ]

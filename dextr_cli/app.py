@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 import typer
@@ -9,6 +10,7 @@ from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from dextr_lib import DextrError, __version__
+from dextr_lib.errors import DextrWarning
 from dextr_lib.fileio import os_error_cause, shown_path
 from dextr_lib.limits import reset_limits, set_limits
 
@@ -32,7 +34,9 @@ class _ErrorBoundary(TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except (DextrError, OSError, MemoryError) as e:
             if ctx.params.get("debug") or os.environ.get("DEXTR_DEBUG"):
                 raise
@@ -42,6 +46,17 @@ class _ErrorBoundary(TyperGroup):
         except KeyboardInterrupt:
             err_console.print("Interrupted.")
             raise typer.Exit(130) from None
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """dextr's own warnings as one yellow line on stderr; others as Python prints them."""
+    if issubclass(category, DextrWarning):
+        err_console.print(f"[yellow]Warning:[/] {esc(str(message))}", highlight=False, soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
 
 
 app = typer.Typer(
@@ -84,7 +99,9 @@ def _root(
 
 
 def _register() -> None:
-    from .commands import convert, download, evaluate, finetune, points_from_mask, predict, serve, train
+    from .commands import (
+        convert, download, evaluate, export, finetune, points_from_mask, predict, serve, train,
+    )
 
     app.command("predict")(predict.predict)
     app.command("points-from-mask")(points_from_mask.points_from_mask)
@@ -94,6 +111,7 @@ def _register() -> None:
     app.command("eval")(evaluate.evaluate_command)
     app.command("download")(download.download)
     app.command("convert")(convert.convert)
+    app.command("export")(export.export)
 
 
 _register()

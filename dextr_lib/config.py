@@ -50,7 +50,8 @@ class PredictConfig:
     device: Optional[str] = None
     batch_size: int = _bounded(8, min=1)
     threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
-    precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU)
+    precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU), auto
+    runtime: Optional[str] = None  # torch, onnxruntime, openvino; default: the model's
 
 
 @dataclass
@@ -71,6 +72,7 @@ class ServeConfig:
     model: Optional[str] = None
     device: Optional[str] = None
     precision: str = "fp32"
+    runtime: Optional[str] = None  # torch, onnxruntime, openvino; default: the model's
     threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
     host: str = "127.0.0.1"  # another host needs --token (or shows a warning)
     port: int = _bounded(8000, min=1, max=65535)
@@ -102,7 +104,8 @@ class EvalConfig:
     whole_labels: bool = False  # one object per label instead of one per connected region
     device: Optional[str] = None
     batch_size: int = _bounded(8, min=1)
-    precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU)
+    precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU), auto
+    runtime: Optional[str] = None  # torch, onnxruntime, openvino; default: the model's
     threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
     thresholds: List[float] = field(default_factory=list, metadata={"min": 0.0, "max": 1.0})  # extra thresholds
     boundary_tolerance: Optional[float] = _bounded(None, min=0.0)  # pixels; default 0.008 x image diagonal

@@ -1,11 +1,22 @@
-"""Choosing a torch device from a user's string."""
+"""Choosing a torch device from a user's string, and the precision its hardware runs natively."""
 from __future__ import annotations
 
-from typing import Optional, Union
+import functools
+import platform
+import warnings
+from typing import Dict, FrozenSet, Optional, Union
 
 import torch
 
-from .errors import DeviceError
+from .errors import DeviceError, DextrWarning, UnknownNameError
+
+#: ``precision`` choices of predict/eval: ``auto`` resolves to one of the others per device.
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+#: What ``--precision bf16`` costs on a CPU that has to emulate it (benchmarks/README.md:
+#: AVX-512 EPYC with oneDNN limited to AVX2, resunet101 at 512; the issue's AMD Zen 3 laptop
+#: measured about 3x).
+BF16_EMULATED_SLOWDOWN = "about 3x slower than fp32"
 
 
 def resolve_device(spec: Optional[Union[str, torch.device]] = None) -> torch.device:
@@ -39,3 +50,104 @@ def resolve_device(spec: Optional[Union[str, torch.device]] = None) -> torch.dev
     elif dev.type != "cpu":
         raise DeviceError(f"unsupported device {spec!r}; use cpu, cuda, cuda:N, mps or auto")
     return dev
+
+
+class PrecisionWarning(DextrWarning):
+    """A precision that runs, but slower than fp32 on this hardware."""
+
+
+def _proc_cpuinfo_flags() -> Optional[FrozenSet[str]]:
+    """The ``flags`` of the first processor in /proc/cpuinfo (Linux), else ``None``."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_capabilities() -> Dict[str, bool]:
+    """The CPU features that decide inference speed: ``avx2``, ``avx512`` (F), ``avx512_bf16``,
+    ``amx_bf16``, ``vnni`` (AVX512-VNNI or AVX-VNNI: fast int8), and ``source`` of the answer.
+
+    Read from /proc/cpuinfo on Linux; elsewhere from the checks PyTorch's own CPU dispatch uses.
+    """
+    flags = _proc_cpuinfo_flags()
+    if flags is not None:
+        return {
+            "avx2": "avx2" in flags,
+            "avx512": "avx512f" in flags,
+            "avx512_bf16": "avx512_bf16" in flags,
+            "amx_bf16": "amx_bf16" in flags,
+            "vnni": "avx512_vnni" in flags or "avx_vnni" in flags,
+            "source": "/proc/cpuinfo",
+        }
+    cpu = getattr(torch, "cpu", None)
+
+    def ask(name: str) -> bool:
+        fn = getattr(cpu, name, None)
+        try:
+            return bool(fn()) if fn is not None else False
+        except RuntimeError:
+            return False
+
+    return {
+        "avx2": ask("_is_avx2_supported"),
+        "avx512": ask("_is_avx512_supported"),
+        "avx512_bf16": ask("_is_avx512_bf16_supported"),
+        "amx_bf16": ask("_is_amx_tile_supported"),
+        "vnni": ask("_is_vnni_supported"),
+        "source": "torch.cpu",
+    }
+
+
+def cpu_name() -> str:
+    """The CPU model name (for benchmark records and messages)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions in hardware (so bf16 is faster than fp32):
+    CUDA GPUs of compute capability 8.0+ (Ampere on), CPUs with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        caps = cpu_capabilities()
+        return caps["avx512_bf16"] or caps["amx_bf16"]
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device, runtime: str = "torch") -> str:
+    """The precision to run with: ``auto`` becomes ``bf16`` where the hardware runs it natively
+    (and the runtime can use it), else ``fp32``; explicit choices are checked.
+
+    Warns (:class:`PrecisionWarning`) for ``bf16`` on a CPU that would emulate it.
+
+    Raises:
+        UnknownNameError: not one of :data:`PRECISIONS`.
+        DeviceError: ``fp16`` on a CPU, or bf16/fp16 with a runtime that cannot run them.
+    """
+    if precision not in PRECISIONS:
+        raise UnknownNameError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    bf16_runtimes = ("torch", "openvino")
+    if precision == "auto":
+        return "bf16" if runtime in bf16_runtimes and native_bf16(device) else "fp32"
+    if precision == "fp16" and (device.type == "cpu" or runtime != "torch"):
+        raise DeviceError("precision 'fp16' needs a GPU with the torch runtime; use 'bf16' or 'auto' on the CPU")
+    if precision == "bf16" and runtime not in bf16_runtimes:
+        raise DeviceError(f"runtime {runtime!r} runs fp32 only here; use --runtime openvino or torch for bf16")
+    if precision == "bf16" and device.type == "cpu" and not native_bf16(device):
+        warnings.warn(PrecisionWarning(
+            "bf16 on this CPU (no AVX512-BF16 or AMX) is emulated: "
+            f"{BF16_EMULATED_SLOWDOWN}; use --precision fp32 or auto"), stacklevel=3)
+    return precision

@@ -72,3 +72,15 @@ class LimitError(DextrError, ValueError):
 
 class DistributedError(DextrError):
     """A multi-process (torchrun) job whose processes cannot start or lost one another."""
+
+
+class MissingExtraError(DextrError, ImportError):
+    """An optional dependency (``dextr[onnx]``, ``dextr[openvino]``, ...) that is not installed."""
+
+
+class ExportError(DextrError):
+    """A model that cannot be exported, quantised, or run by the runtime asked for."""
+
+
+class DextrWarning(UserWarning):
+    """Base class of dextr's warnings (the CLI shows them as one line)."""

@@ -54,6 +54,7 @@ def evaluate(
     batch_size: int = 8,
     device=None,
     precision: str = "fp32",
+    runtime: Optional[str] = None,
     boundary_tolerance: Optional[float] = None,
     limit: Optional[int] = None,
     keep_worst: int = 0,
@@ -78,7 +79,8 @@ def evaluate(
             objects are matched by image, target file and label. Excludes ``jitter``.
         batch_size: objects per network forward.
         device: run on this device (default: the model's).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (see :meth:`DextrModel.predict`).
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see :meth:`DextrModel.predict`).
+        runtime: ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (default: the model's).
         boundary_tolerance: boundary F match distance in pixels (default: 0.008 x diagonal).
         limit: evaluate only the first ``limit`` objects.
         keep_worst: keep the masks of this many worst objects (for
@@ -132,7 +134,7 @@ def evaluate(
         t0 = time.perf_counter()
         probs = model.predict(
             [p[0] for p in pending], np.stack([p[5] for p in pending]),
-            batch_size=batch_size, threshold=None, precision=precision,
+            batch_size=batch_size, threshold=None, precision=precision, runtime=runtime,
         )
         model_seconds += time.perf_counter() - t0
         for (rgb, targets, i, rec, gt, pts), prob in zip(pending, probs):
@@ -198,7 +200,9 @@ def evaluate(
         settings={
             "point_source": "points_file" if matcher is not None else ("jitter" if jitter > 0 else "ground_truth"),
             "jitter": jitter, "seed": seed, "threshold": main, "thresholds": sweep,
-            "batch_size": batch_size, "device": str(model.device), "precision": precision,
+            "batch_size": batch_size, "device": str(model.device),
+            "precision": model.runner(runtime, precision).precision,
+            "runtime": runtime or model.runtime,
             "limit": limit,
             "boundary_tolerance": "0.008 x image diagonal" if boundary_tolerance is None else boundary_tolerance,
         },

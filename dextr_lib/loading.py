@@ -9,13 +9,17 @@ one of three formats, told apart here and nowhere else:
 * a pickled ``dextr`` 0.1.2 model, read by :mod:`dextr_lib.legacy`'s restricted unpickler
   (only when ``weights_only=True`` cannot read the file).
 
-Legacy files become our checkpoint dict in memory; :func:`convert` writes one to disk.
+Legacy files become our checkpoint dict in memory; :func:`convert` writes one to disk. A fourth
+kind, an ``.onnx`` file written by ``dextr export`` (:mod:`dextr_lib.export`), holds a network
+graph for ONNX Runtime / OpenVINO, not weights: :func:`read_onnx_model` reads it and its
+pre-processing metadata.
 :func:`dextr_lib.load_model` (in :mod:`dextr_lib.model`, beside ``create_model``) builds a
 :class:`~dextr_lib.model.DextrModel` from what :func:`resolve_checkpoint` returns; this module
 does not know the model class, so the model module can use it without an import cycle.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,7 @@ from . import legacy, zoo
 from .architectures import build_network
 from .errors import CheckpointError, LimitError
 from .preprocessing import Preprocess
+from .runtimes import require
 
 PathLike = Union[str, os.PathLike]
 ProgressFn = Optional[Callable[[int, Optional[int]], None]]
@@ -80,6 +85,65 @@ def read_model_file(path: PathLike) -> Tuple[Dict[str, Any], Optional[str]]:
     raise CheckpointError(
         f"{path} is not a dextr checkpoint, a dextr 0.1.2 model or a DEXTR-PyTorch state dict"
     )
+
+
+#: ``metadata_props`` keys of a dextr ONNX file (written by :func:`dextr_lib.export.export_onnx`).
+ONNX_META_FORMAT = "dextr.format"
+ONNX_META_ARCH = "dextr.arch"
+ONNX_META_PREPROCESS = "dextr.preprocess"
+ONNX_META_META = "dextr.meta"
+
+
+def is_onnx_spec(spec: Any) -> bool:
+    """Whether a model spec names an ONNX file (by its ``.onnx`` suffix)."""
+    return isinstance(spec, (str, os.PathLike)) and os.fspath(spec).lower().endswith(".onnx")
+
+
+@dataclass
+class OnnxModelFile:
+    """What a dextr ONNX file holds: the serialized graph and its pre-processing and provenance."""
+
+    data: bytes
+    preprocess: Preprocess
+    arch: str
+    meta: Dict[str, Any]
+    source: str
+
+
+def parse_onnx_model(data: bytes, source: str = "<onnx>") -> OnnxModelFile:
+    """Read a serialized dextr ONNX graph's metadata.
+
+    Raises:
+        CheckpointError: not a readable ONNX graph, or one without dextr metadata.
+        MissingExtraError: the ``onnx`` package is not installed.
+    """
+    onnx = require("onnx", "loading an ONNX model")
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception:  # protobuf's DecodeError and friends
+        raise CheckpointError(f"{source} is not a readable ONNX file") from None
+    props = {p.key: p.value for p in proto.metadata_props}
+    if ONNX_META_PREPROCESS not in props:
+        raise CheckpointError(f"{source} is an ONNX file without dextr metadata; export it with "
+                              "`dextr export MODEL OUT.onnx`")
+    try:
+        preprocess = Preprocess.from_dict(json.loads(props[ONNX_META_PREPROCESS]))
+        meta = json.loads(props.get(ONNX_META_META, "{}"))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{source} has invalid dextr metadata: {e}") from None
+    meta.setdefault("source", source)
+    return OnnxModelFile(data, preprocess, props.get(ONNX_META_ARCH, "unknown"), meta, source)
+
+
+def read_onnx_model(path: PathLike) -> OnnxModelFile:
+    """Read an ONNX file written by ``dextr export`` (see :func:`parse_onnx_model`)."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"model not found: {os.fspath(path)!r} (no such ONNX file)")
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    return parse_onnx_model(data, os.fspath(path))
 
 
 def resolve_checkpoint(

@@ -1,7 +1,6 @@
 """The DEXTR model wrapper: a network plus its pre-processing profile."""
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -11,17 +10,19 @@ import torch.nn as nn
 
 from . import checkpoint as ckpt_io
 from .architectures import build_network
-from .device import resolve_device
-from .errors import DeviceError, InvalidImageError, InvalidValueError, MismatchError, UnknownNameError
+from .device import resolve_device, resolve_precision
+from .errors import DeviceError, ExportError, InvalidImageError, InvalidValueError, MismatchError
 from .geometry import as_points_array
 from .images import ImageLike, to_rgb_array
-from .loading import network_from_checkpoint, resolve_checkpoint
+from .loading import OnnxModelFile, is_onnx_spec, network_from_checkpoint, read_onnx_model, resolve_checkpoint
 from .preprocessing import Preprocess, get_profile, image_to_tensor
+from .runtimes import Runner, check_runtime, make_runner, network_to_onnx
 
 PathLike = Union[str, os.PathLike]
 
-#: ``precision`` choices of :meth:`DextrModel.predict`: the dtype convolutions run in (autocast).
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: ``precision`` choices of :meth:`DextrModel.predict` (``auto``: bf16 where the hardware runs it
+#: natively, else fp32; see :func:`dextr_lib.device.resolve_precision`).
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 def check_batch_size(batch_size: int) -> int:
@@ -51,28 +52,41 @@ class DextrModel:
     """A DEXTR network with everything needed to turn clicks into masks.
 
     Attributes:
-        net: the ``nn.Module`` mapping ``(N, 4, T, T)`` inputs to ``(N, 1, T, T)`` logits.
+        net: the ``nn.Module`` mapping ``(N, 4, T, T)`` inputs to ``(N, 1, T, T)`` logits; ``None``
+            for a model loaded from an ONNX file.
         preprocess: its pre-processing settings (:class:`~dextr_lib.preprocessing.Preprocess`),
             made from a named profile (``preprocess.name``: ``dextr``, ``dextr012``, ``original``).
         arch: the registered architecture (network family) name.
         meta: plain provenance data saved with the checkpoint.
+        onnx: the serialized ONNX graph of the network (a model loaded from ``.onnx``, or made on
+            first use of the ``onnxruntime``/``openvino`` runtimes); ``None`` otherwise.
+        runtime: the runtime :meth:`predict` uses by default (see :mod:`dextr_lib.runtimes`).
     """
 
-    def __init__(self, net: nn.Module, preprocess: Preprocess, arch: str, meta: Optional[Dict[str, Any]] = None):
+    def __init__(
+        self, net: Optional[nn.Module], preprocess: Preprocess, arch: str,
+        meta: Optional[Dict[str, Any]] = None, *, onnx: Optional[bytes] = None,
+    ):
+        if net is None and onnx is None:
+            raise ValueError("a DextrModel needs a network or an ONNX graph")
         self.net = net
         self.preprocess = preprocess
         self.arch = arch
         self.meta = dict(meta or {})
+        self.onnx = onnx
+        self.runtime = "torch" if net is not None else "onnxruntime"
         #: Set by ``load_model``: what a legacy file was converted from (None otherwise).
         self.load_note: Optional[str] = None
         #: Set when loaded: the pretrained model name or the file it came from (None when created).
         self.source: Optional[str] = None
+        self._runners: Dict[Tuple[str, str, str], Runner] = {}
 
     def __repr__(self) -> str:
         p = self.preprocess
         return (
             f"DextrModel(arch={self.arch!r}, profile={p.name!r}, target_size={p.target_size}, "
-            f"padding={p.padding}, blob_sigma={p.blob_sigma}, device={self.device})"
+            f"padding={p.padding}, blob_sigma={p.blob_sigma}, device={self.device}, "
+            f"runtime={self.runtime!r})"
         )
 
     # -- the dextr 0.1.2 attributes ------------------------------------------------------------
@@ -90,21 +104,72 @@ class DextrModel:
 
     @property
     def device(self) -> torch.device:
-        p = next(self.net.parameters(), None)
+        p = next(self.net.parameters(), None) if self.net is not None else None
         return p.device if p is not None else torch.device("cpu")
 
     def to(self, device: Union[str, torch.device]) -> "DextrModel":
-        """Move the network to ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``)."""
+        """Move the network to ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``).
+
+        A model loaded from ONNX stays on the CPU (``auto`` picks it)."""
+        if self.net is None:
+            if device == "auto":
+                return self
+            dev = resolve_device(device) if isinstance(device, str) else device
+            if dev.type != "cpu":
+                raise DeviceError(f"an ONNX model runs on the CPU here, not {device!r}; "
+                                  "use the .pt checkpoint it was exported from on a GPU")
+            return self
         self.net.to(resolve_device(device) if isinstance(device, str) else device)
         return self
 
     def eval(self) -> "DextrModel":
-        self.net.eval()
+        if self.net is not None:
+            self.net.eval()
         return self
 
     def train(self, mode: bool = True) -> "DextrModel":
-        self.net.train(mode)
+        if self.net is None and mode:
+            raise ExportError("an ONNX model cannot be trained; train the .pt checkpoint it came from")
+        if self.net is not None:
+            self.net.train(mode)
+            if mode and self.onnx is not None:  # the weights will change: drop the stale graph
+                self.onnx = None
+                self._runners = {k: r for k, r in self._runners.items() if k[0] == "torch"}
         return self
+
+    # -- runtimes ------------------------------------------------------------------------------
+    def onnx_graph(self) -> bytes:
+        """The serialized ONNX graph of the network (exported on first call, then kept)."""
+        if self.onnx is None:
+            self.onnx = network_to_onnx(self.net, self.preprocess.target_size)
+        return self.onnx
+
+    def runner(self, runtime: Optional[str] = None, precision: str = "fp32") -> Runner:
+        """The :class:`~dextr_lib.runtimes.Runner` that :meth:`predict` calls the network
+        through: ``runtime`` (default :attr:`runtime`) at ``precision`` on the model's device.
+        Made once per combination; a torch model is exported to ONNX in memory the first time
+        ``onnxruntime`` or ``openvino`` is asked for (``dextr export`` saves that for good).
+
+        Raises:
+            UnknownNameError: unknown runtime or precision.
+            DeviceError, ExportError: a combination this model or machine cannot run.
+            MissingExtraError: the runtime's package is not installed.
+        """
+        runtime = check_runtime(runtime or self.runtime)
+        dev = self.device
+        key = (runtime, precision, str(dev))
+        if key not in self._runners:
+            resolved = resolve_precision(precision, dev, runtime)
+            if runtime == "torch" and self.net is None:
+                raise ExportError("this model is an ONNX graph; run it with runtime onnxruntime or "
+                                  "openvino, or load the .pt checkpoint it was exported from")
+            if runtime != "torch" and resolved != "fp32" and self.meta.get("quantization"):
+                resolved = "fp32"  # an int8 graph: its other operators stay fp32
+            self._runners[key] = make_runner(
+                runtime, resolved, dev, net=self.net,
+                onnx_bytes=self.onnx_graph() if runtime != "torch" else None,
+            )
+        return self._runners[key]
 
     # -- inference -----------------------------------------------------------------------------
     def predict(
@@ -116,6 +181,7 @@ class DextrModel:
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
         precision: str = "fp32",
+        runtime: Optional[str] = None,
     ) -> List[np.ndarray]:
         """Masks for objects given by their extreme points, one object per image.
 
@@ -127,8 +193,11 @@ class DextrModel:
             device: run on this device (the model is moved there); default the model's device.
             threshold: if given, return boolean masks ``prob >= threshold``.
             precision: ``"fp32"`` (exact), ``"bf16"`` (about 2x faster on CPUs with AVX512-BF16
-                or AMX and on recent GPUs; probabilities differ by up to a few hundredths) or
-                ``"fp16"`` (GPU only).
+                or AMX and on recent GPUs; probabilities differ by up to a few hundredths),
+                ``"fp16"`` (GPU only) or ``"auto"`` (bf16 where the hardware runs it natively,
+                else fp32).
+            runtime: ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (default: :attr:`runtime`);
+                see :mod:`dextr_lib.runtimes`.
 
         Returns:
             ``N`` masks, each ``(H, W)`` of its image: float32 probabilities, or bool with ``threshold``.
@@ -154,7 +223,7 @@ class DextrModel:
             groups.setdefault(id(img), (img, []))[1].append(i)
         by_image = [(img, idx) for img, idx in groups.values()]
         results = self._run(
-            ((img, points[idx]) for img, idx in by_image), batch_size, device, threshold, precision
+            ((img, points[idx]) for img, idx in by_image), batch_size, device, threshold, precision, runtime
         )
         order = [i for _, idx in by_image for i in idx]
         out: List[Optional[np.ndarray]] = [None] * len(points)
@@ -171,6 +240,7 @@ class DextrModel:
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
         precision: str = "fp32",
+        runtime: Optional[str] = None,
     ) -> List[np.ndarray]:
         """Masks for several objects on one image (decoded and converted once).
 
@@ -182,7 +252,7 @@ class DextrModel:
             ``K`` ``(H, W)`` masks, as in :meth:`predict`.
         """
         points = as_points_array(points_list, name="points_list")
-        return list(self._run([(image, points)], batch_size, device, threshold, precision))
+        return list(self._run([(image, points)], batch_size, device, threshold, precision, runtime))
 
     def predict_iter(
         self,
@@ -192,6 +262,7 @@ class DextrModel:
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
         precision: str = "fp32",
+        runtime: Optional[str] = None,
     ) -> Iterator[np.ndarray]:
         """Masks one at a time for ``(image, points_list)`` pairs, batching objects across images.
 
@@ -201,14 +272,14 @@ class DextrModel:
         Args:
             items: ``(image, points)`` pairs; ``points`` is one ``(4, 2)`` ``[y, x]`` array or a
                 ``(K, 4, 2)`` array of the image's objects.
-            batch_size, device, threshold, precision: as for :meth:`predict`.
+            batch_size, device, threshold, precision, runtime: as for :meth:`predict`.
 
         Yields:
             One ``(H, W)`` mask per object, in order, as in :meth:`predict`.
         """
         return self._run(
             ((img, as_points_array(pts, name="points_list")) for img, pts in items),
-            batch_size, device, threshold, precision,
+            batch_size, device, threshold, precision, runtime,
         )
 
     def _run(
@@ -218,38 +289,25 @@ class DextrModel:
         device: Optional[Union[str, torch.device]],
         threshold: Optional[float],
         precision: str = "fp32",
+        runtime: Optional[str] = None,
     ) -> Iterable[np.ndarray]:
         """Yield one mask per object of ``items`` in order, batching objects across images."""
         check_batch_size(batch_size)
         if threshold is not None:
             check_threshold(threshold)
-        if precision not in PRECISIONS:
-            raise UnknownNameError(
-                f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}"
-            )
         if device is not None:
             self.to(device)
         dev = self.device
-        amp_dtype = PRECISIONS[precision]
-        if amp_dtype is torch.float16 and dev.type == "cpu":
-            raise DeviceError("precision 'fp16' needs a GPU; use 'bf16' on the CPU")
-        amp = (
-            torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype is not None
-            else contextlib.nullcontext()
-        )
+        run_network = self.runner(runtime, precision)
         pp = self.preprocess
-        was_training = self.net.training
-        self.net.eval()
-        # NHWC convolutions are ~30% faster on CPU (oneDNN) and on recent GPUs; values are unchanged.
-        self.net.to(memory_format=torch.channels_last)
+        was_training = self.net is not None and self.net.training
+        self.eval()
         pending: List[Tuple[torch.Tensor, np.ndarray, np.ndarray, Tuple[int, int]]] = []
         n_pending = 0
 
         def flush():
-            inputs = torch.cat([p[0] for p in pending]).contiguous(memory_format=torch.channels_last)
-            with amp:
-                logits = self.net(inputs)
-            probs = torch.sigmoid(logits[:, 0].float())
+            logits = run_network(torch.cat([p[0] for p in pending]))
+            probs = torch.sigmoid(logits[:, 0].to(dev))
             start = 0
             for _, boxes, pts, size in pending:
                 n = len(boxes)
@@ -279,11 +337,15 @@ class DextrModel:
                 if pending:
                     yield from flush()
         finally:
-            self.net.train(was_training)
+            if self.net is not None:
+                self.net.train(was_training)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def checkpoint_dict(self, **extra: Any) -> Dict[str, Any]:
         """The checkpoint dict :meth:`save` writes (``extra`` keys are added at top level)."""
+        if self.net is None:
+            raise ExportError("an ONNX model has no PyTorch weights to save; keep the checkpoint "
+                              "it was exported from")
         return ckpt_io.make_checkpoint(
             self.arch, self.preprocess.to_dict(), self.net.state_dict(), self.meta, **extra
         )
@@ -326,6 +388,7 @@ class DextrModel:
         cache_dir: Optional[PathLike] = None,
         mirror: Optional[str] = None,
         on_progress: Optional[Callable[[int, Optional[int]], None]] = None,
+        runtime: Optional[str] = None,
     ) -> "DextrModel":
         """A ready model from a file or the zoo: the one loader every ``--model`` option uses.
 
@@ -333,11 +396,14 @@ class DextrModel:
             name_or_path: a path to one of our checkpoints, a path to a legacy file (a ``dextr``
                 0.1.2 pickle or an original DEXTR-PyTorch state dict, converted in memory), or a
                 pretrained model name (:func:`dextr_lib.zoo.list_pretrained`; downloaded into
-                the cache when missing). See :mod:`dextr_lib.loading`.
+                the cache when missing), or an ``.onnx`` file written by ``dextr export`` (runs
+                with ONNX Runtime or OpenVINO). See :mod:`dextr_lib.loading`.
             map_location: device for the model; default CUDA when available, else CPU.
             cache_dir: model cache (default: :func:`dextr_lib.zoo.models_dir`).
             mirror: base URL tried first for zoo downloads; default ``$DEXTR_MIRROR``.
             on_progress: download progress callback ``fn(done_bytes, total_bytes_or_None)``.
+            runtime: the model's default :attr:`runtime`, ``torch``, ``onnxruntime`` or
+                ``openvino`` (default: ``torch``; ``onnxruntime`` for ``.onnx`` files).
 
         Returns:
             A model in eval mode. Its ``load_note`` says what a legacy file was converted from
@@ -350,10 +416,24 @@ class DextrModel:
         Example:
             >>> model = DextrModel.from_pretrained("pascalvoc-resunet101", map_location="cpu")
         """
-        found = resolve_checkpoint(name_or_path, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress)
-        model = cls.from_checkpoint(found.checkpoint, map_location, source=found.source)
-        model.load_note = found.note
-        model.source = found.pretrained or found.source
+        if is_onnx_spec(name_or_path):
+            model = cls.from_onnx(read_onnx_model(name_or_path))
+            if map_location is not None:
+                model.to(map_location)
+        else:
+            found = resolve_checkpoint(name_or_path, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress)
+            model = cls.from_checkpoint(found.checkpoint, map_location, source=found.source)
+            model.load_note = found.note
+            model.source = found.pretrained or found.source
+        if runtime is not None:
+            model.runtime = check_runtime(runtime)
+        return model
+
+    @classmethod
+    def from_onnx(cls, onnx_file: OnnxModelFile) -> "DextrModel":
+        """A model running a dextr ONNX graph (see :func:`dextr_lib.loading.read_onnx_model`)."""
+        model = cls(None, onnx_file.preprocess, onnx_file.arch, onnx_file.meta, onnx=onnx_file.data)
+        model.source = onnx_file.source
         return model
 
     @classmethod
@@ -405,8 +485,10 @@ def load_model(
     cache_dir: Optional[PathLike] = None,
     mirror: Optional[str] = None,
     on_progress: Optional[Callable[[int, Optional[int]], None]] = None,
+    runtime: Optional[str] = None,
 ) -> DextrModel:
-    """Load a model from a checkpoint file, a legacy file or a pretrained model name.
+    """Load a model from a checkpoint file, a legacy file, an ``.onnx`` export or a pretrained
+    model name.
 
     The same as :meth:`DextrModel.from_pretrained` (see there for the arguments).
 
@@ -414,5 +496,5 @@ def load_model(
         >>> model = load_model("pascalvoc-resunet101", map_location="cpu")
     """
     return DextrModel.from_pretrained(
-        spec, map_location, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress
+        spec, map_location, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress, runtime=runtime,
     )

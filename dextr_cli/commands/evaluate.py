@@ -22,7 +22,7 @@ from .._datasets import open_dataset
 from .._models import load_model, model_spec
 from .._options import (
     BatchSizeOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt, LabelIgnoreIndexOpt,
-    MinObjectAreaOpt, ModelOpt, PrecisionOpt, SeedOpt, SplitOpt, TargetPatOpt, WholeLabelsOpt, pick,
+    MinObjectAreaOpt, ModelOpt, PrecisionOpt, RuntimeOpt, SeedOpt, SplitOpt, TargetPatOpt, WholeLabelsOpt, pick,
 )
 from .._progress import progress_bar
 
@@ -114,6 +114,7 @@ def evaluate_command(
     device: DeviceOpt = None,
     batch_size: BatchSizeOpt = None,
     precision: PrecisionOpt = None,
+    runtime: RuntimeOpt = None,
     jitter: Annotated[float, typer.Option(
         "--jitter", min=0.0, help="Jitter the ground-truth extreme points by this many pixels (std), "
         "to simulate annotators; use with --seed.")] = 0.0,
@@ -176,13 +177,14 @@ def evaluate_command(
         whole_labels=pick(whole_labels, ec.whole_labels), paths=cfg.paths,
     )
     _check_outputs(json_out, csv_out, overlays, ds, [points_file, model], force)
-    net = load_model(model, cfg, map_location=pick(device, ec.device))
+    prec, rt = pick(precision, ec.precision), pick(runtime, ec.runtime)
+    net = load_model(model, cfg, map_location=pick(device, ec.device), runtime=rt, precision=prec)
     n_worst = pick(worst, ec.worst) if overlays is not None else 0
     with progress_bar("Evaluating") as update:
         report = evaluate(
             net, ds, thresholds=sweep, threshold=pick(threshold, ec.threshold), jitter=jitter, seed=seed,
             points_file=points, batch_size=pick(batch_size, ec.batch_size),
-            precision=pick(precision, ec.precision),
+            precision=prec, runtime=rt,
             boundary_tolerance=pick(boundary_tolerance, ec.boundary_tolerance),
             limit=limit, keep_worst=n_worst, on_progress=update,
             on_warning=lambda m: err_console.print(f"[yellow]Warning:[/] {esc(m)}", highlight=False),

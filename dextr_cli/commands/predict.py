@@ -19,7 +19,7 @@ from dextr_lib.points_io import read_objects, xy_to_yx
 
 from .._console import console, esc
 from .._models import load_model, model_spec
-from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, ModelOpt, PrecisionOpt, pick
+from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, ModelOpt, PrecisionOpt, RuntimeOpt, pick
 from .._progress import progress_bar
 
 _POINT = re.compile(r"^\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*,\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
@@ -73,6 +73,7 @@ def predict(
     device: DeviceOpt = None,
     batch_size: BatchSizeOpt = None,
     precision: PrecisionOpt = None,
+    runtime: RuntimeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Predict object masks from four extreme-point clicks per object.
@@ -112,11 +113,12 @@ def predict(
         objects = read_objects(points_file)  # fail on a bad file before loading the model
         check_photos(objects, str(points_file))
     dev = pick(device, cfg.device)
-    net = load_model(model, full_cfg, map_location=dev)  # dextr_lib.load_model + cache/mirror config
+    prec, rt = pick(precision, cfg.precision), pick(runtime, cfg.runtime)
+    net = load_model(model, full_cfg, map_location=dev, runtime=rt, precision=prec)  # dextr_lib.load_model + cache/mirror config
     thr = pick(threshold, cfg.threshold)
     thr = net.preprocess.threshold if thr is None else thr
     kw = dict(batch_size=pick(batch_size, cfg.batch_size), threshold=None if prob else thr,
-              precision=pick(precision, cfg.precision))
+              precision=prec, runtime=rt)
     if points_file is None:
         rgb = read_image(image)
         mask = net.predict_image(rgb, [pts], **kw)[0]

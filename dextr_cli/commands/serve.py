@@ -15,7 +15,7 @@ from dextr_lib.errors import DextrError
 
 from .._console import console, err_console
 from .._models import load_model, model_spec
-from .._options import ConfigOpt, DeviceOpt, ModelOpt, PrecisionOpt, pick
+from .._options import ConfigOpt, DeviceOpt, ModelOpt, PrecisionOpt, RuntimeOpt, pick
 
 
 def serve(
@@ -51,6 +51,7 @@ def serve(
         show_default=False)] = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
+    runtime: RuntimeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Annotate photos in the browser: click four extreme points, get the mask, save COCO.
@@ -82,7 +83,8 @@ def serve(
         raise DextrError(f"image folder not found: {folder}")
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else list(cfg.classes)
     _check_port_free(host, port)
-    net = load_model(spec, full_cfg, map_location=pick(device, cfg.device))
+    net = load_model(spec, full_cfg, map_location=pick(device, cfg.device),
+                     runtime=pick(runtime, cfg.runtime), precision=pick(precision, cfg.precision))
     app = create_app(
         net, folder, pick(annotations, cfg.annotations), classes=names,
         precision=pick(precision, cfg.precision), threshold=pick(threshold, cfg.threshold),
@@ -98,7 +100,7 @@ def serve(
         note = "new file, written at the first accepted object"
     shown = "localhost" if _is_loopback(host) else (socket.gethostname() if host in ("0.0.0.0", "::") else host)
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
-    console.print(f"Model: {net.arch} ({net.preprocess.name} profile) on {net.device}, "
+    console.print(f"Model: {net.arch} ({net.preprocess.name} profile) on {net.device} with {net.runtime}, "
                   f"{state.predictor.precision}, threshold {state.predictor.threshold:g}", highlight=False)
     console.print(f"Images: {folder if folder is not None else 'uploaded in the page'}", highlight=False)
     console.print(f"Annotations: {store.path} ({note})", highlight=False)

@@ -72,6 +72,10 @@ def test_points_are_converted_from_xy_to_yx_and_config_supplies_defaults(tmp_pat
     class FakeModel:
         preprocess = dextr_lib.preprocessing.Preprocess(threshold=0.25)
         load_note = None
+        runtime, onnx = "torch", None
+
+        def runner(self, runtime=None, precision="fp32"):  # the CLI makes it before predicting
+            calls.update(runner=(runtime, precision))
 
         def predict_image(self, image, points_list, **kw):
             calls.update(points=np.asarray(points_list), **kw)
