@@ -8,7 +8,7 @@ from typing import Dict, FrozenSet, Optional, Union
 
 import torch
 
-from .errors import DeviceError, DextrWarning, UnknownNameError
+from .errors import DeviceError, PrecisionWarning, UnknownNameError
 
 #: ``precision`` choices of predict/eval: ``auto`` resolves to one of the others per device.
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -50,10 +50,6 @@ def resolve_device(spec: Optional[Union[str, torch.device]] = None) -> torch.dev
     elif dev.type != "cpu":
         raise DeviceError(f"unsupported device {spec!r}; use cpu, cuda, cuda:N, mps or auto")
     return dev
-
-
-class PrecisionWarning(DextrWarning):
-    """A precision that runs, but slower than fp32 on this hardware."""
 
 
 def _proc_cpuinfo_flags() -> Optional[FrozenSet[str]]:

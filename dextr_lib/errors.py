@@ -84,3 +84,7 @@ class ExportError(DextrError):
 
 class DextrWarning(UserWarning):
     """Base class of dextr's warnings (the CLI shows them as one line)."""
+
+
+class PrecisionWarning(DextrWarning):
+    """A precision that runs, but slower than fp32 on this hardware (emulated bf16)."""

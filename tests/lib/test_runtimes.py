@@ -9,7 +9,8 @@ import torch
 import dextr_lib
 from dextr_lib import device as device_mod
 from dextr_lib.errors import (
-    CheckpointError, DeviceError, ExportError, MissingExtraError, OutputError, UnknownNameError,
+    CheckpointError, DeviceError, ExportError, MissingExtraError, OutputError, PrecisionWarning,
+    UnknownNameError,
 )
 from dextr_lib.export import (
     calibration_objects, export_onnx, jittered_box_points,
@@ -179,7 +180,7 @@ def test_precision_auto_on_cuda(monkeypatch):
 def test_explicit_bf16_warns_once_in_a_line_where_emulated(capabilities):
     cpu = torch.device("cpu")
     capabilities(avx512=True)
-    with pytest.warns(device_mod.PrecisionWarning, match="emulated.*slower than fp32") as rec:
+    with pytest.warns(PrecisionWarning, match="emulated.*slower than fp32") as rec:
         assert device_mod.resolve_precision("bf16", cpu) == "bf16"
     assert "\n" not in str(rec[0].message)
     capabilities(avx512_bf16=True)
