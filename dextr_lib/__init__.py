@@ -6,7 +6,6 @@ Click the four extreme points of an object, get its mask::
     model = dextr_lib.create_model("resunet18", target_size=128)
     masks = model.predict([image], [points])   # points: (4, 2) [y, x]
 """
-from .architectures import list_architectures
 from .errors import (
     CheckpointError,
     ChecksumError,
@@ -21,15 +20,38 @@ from .errors import (
     MismatchError,
     UnknownNameError,
 )
-from .geometry import extreme_points_from_mask
-from .model import DextrModel, create_model, load_model
 from .version import __version__
-from .config import TrainSettings
-from .training import TrainingJob, training_loop
-from .zoo import list_pretrained
 
-#: The earlier name of :func:`list_architectures`, kept as an alias ("model" means a DextrModel).
-list_models = list_architectures
+# The rest loads on first use (PEP 562), so importing dextr_lib (and the CLI's --help) does not
+# import torch until a model, dataset or training function is asked for.
+_LAZY = {
+    "list_architectures": ("architectures", "list_architectures"),
+    "list_models": ("architectures", "list_architectures"),  # the earlier name; "model" means a DextrModel
+    "extreme_points_from_mask": ("geometry", "extreme_points_from_mask"),
+    "DextrModel": ("model", "DextrModel"),
+    "create_model": ("model", "create_model"),
+    "load_model": ("model", "load_model"),
+    "TrainSettings": ("config", "TrainSettings"),
+    "TrainingJob": ("training", "TrainingJob"),
+    "training_loop": ("training", "training_loop"),
+    "list_pretrained": ("zoo", "list_pretrained"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "CheckpointError", "ChecksumError", "ConfigError", "DatasetError", "DeviceError", "DextrError",

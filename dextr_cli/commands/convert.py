@@ -6,8 +6,6 @@ from pathlib import Path
 import typer
 from typing_extensions import Annotated
 
-from dextr_lib import loading
-
 from .._console import console, esc
 
 
@@ -31,6 +29,8 @@ def convert(
         raise typer.BadParameter(f"{dst} exists; pass --force to overwrite it", param_hint="DST")
     if dst.resolve() == src.resolve():
         raise typer.BadParameter("DST must differ from SRC", param_hint="DST")
+    from dextr_lib import loading  # the library loads torch: only when a command runs
+
     note = loading.convert(src, dst)
     what = note or "already a dextr checkpoint; copied"
     console.print(f"Wrote {esc(dst)} ({esc(what)})", highlight=False)

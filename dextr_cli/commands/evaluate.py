@@ -13,9 +13,6 @@ from typing_extensions import Annotated
 from dextr_lib.config import load_config
 from dextr_lib.errors import OutputError
 from dextr_lib.fileio import check_output, check_writable_dir, shown_path
-from dextr_lib.evaluation import BASELINES, EvalReport, evaluate
-from dextr_lib.points_io import read_objects
-from dextr_lib.report import GT_COLOR, PRED_COLOR, write_worst_overlays
 
 from .._console import console, err_console, esc
 from .._datasets import open_dataset
@@ -27,6 +24,16 @@ from .._options import (
 from .._progress import progress_bar
 
 __all__ = ["GT_COLOR", "PRED_COLOR", "evaluate_command"]
+
+
+def __getattr__(name: str):
+    """The overlay colours, from the library's report module when first asked for (it loads
+    torch, which ``--help`` does not need)."""
+    if name in ("GT_COLOR", "PRED_COLOR"):
+        from dextr_lib import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _parse_thresholds(text: Optional[str]) -> List[float]:
@@ -49,6 +56,8 @@ def _fmt(v: float, pct: bool = False) -> str:
 
 
 def _render(report: EvalReport, model_name: str) -> None:
+    from dextr_lib.evaluation import BASELINES
+
     summaries = {"model": report.summary(), **{b: report.summary(b) for b in BASELINES}}
     table = Table(title=f"{esc(model_name)} at threshold {report.threshold:g} on {report.n_objects} objects "
                   f"({len({r.image for r in report.results})} images)")
@@ -169,6 +178,11 @@ def evaluate_command(
         raise typer.BadParameter("--worst K says how many overlays --overlays DIR writes; add --overlays",
                                  param_hint="--worst")
     sweep = _parse_thresholds(thresholds) or list(ec.thresholds)
+    # The library (and torch) load only now, after the usage checks: those answer at once.
+    from dextr_lib.evaluation import evaluate
+    from dextr_lib.points_io import read_objects
+    from dextr_lib.report import write_worst_overlays
+
     points = read_objects(points_file) if points_file is not None else None  # fail before slow steps
     ds = open_dataset(
         pick(dataset, ec.dataset), image_pat or ec.image_pat, target_pat or ec.target_pat,

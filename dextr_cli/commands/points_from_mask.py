@@ -11,7 +11,6 @@ from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
 from dextr_lib.fileio import check_output
-from dextr_lib.points_io import dumps_objects, objects_to_dict, points_from_masks, write_objects, yx_to_xy
 
 from .._console import console, err_console, esc
 from .._options import ConfigOpt, SeedOpt, pick
@@ -73,6 +72,9 @@ def points_from_mask(
             "use --image-dir", param_hint="--image")
     if out is not None:  # before reading anything: never replace a label image with JSON
         check_output(out, inputs=[*masks, image], force=force, option="--out", what="points file")
+    # The library (and torch) load only now, after the usage checks: those answer at once.
+    from dextr_lib.points_io import dumps_objects, objects_to_dict, points_from_masks, write_objects, yx_to_xy
+
     warnings: List[str] = []
     entries = points_from_masks(
         masks, kind=kind, ignore_index=pick(ignore_index, cfg.ignore_index),

@@ -10,12 +10,8 @@ import PIL.Image
 import typer
 from typing_extensions import Annotated
 
-from dextr_lib.batch import check_photos, predict_objects, save_image, write_mask
 from dextr_lib.config import load_config
 from dextr_lib.fileio import check_output
-from dextr_lib.images import read_image
-from dextr_lib.overlay import draw_overlay
-from dextr_lib.points_io import read_objects, xy_to_yx
 
 from .._console import console, esc
 from .._models import load_model, model_spec
@@ -39,6 +35,8 @@ def _parse_points(values: List[str]) -> np.ndarray:
         raise typer.BadParameter(
             f"expected exactly 4 points (the object's left-most, right-most, top and bottom), "
             f"got {len(xy)}", param_hint="--points")
+    from dextr_lib.points_io import xy_to_yx  # after the usage checks: the library loads torch
+
     return xy_to_yx(xy)
 
 
@@ -110,6 +108,13 @@ def predict(
         if out_dir is None or out is not None or overlay is not None:
             raise typer.BadParameter("--points-file writes one mask per object into --out-dir DIR "
                                      "(not --out/--overlay)", param_hint="--out-dir")
+    # The library (and torch) load only now, after the usage checks: those answer at once.
+    from dextr_lib.batch import check_photos, predict_objects, save_image, write_mask
+    from dextr_lib.images import read_image
+    from dextr_lib.overlay import draw_overlay
+    from dextr_lib.points_io import read_objects
+
+    if points_file is not None:
         objects = read_objects(points_file)  # fail on a bad file before loading the model
         check_photos(objects, str(points_file))
     dev = pick(device, cfg.device)
