@@ -224,7 +224,7 @@ def bench_arch(args, arch: str, tmp: Path) -> dict:
                 row["speedup_vs_dextr012"] = ref_s / pred
             rows.append(row)
             print(f"  {key[0]:12s} {row['precision']:5s} batch {batch}: predict {pred:.3f} s/obj"
-                  + (f", network {row['network_s_per_object']:.3f}" if "network" in row else "")
+                  + (f", network {row['network_s_per_object']:.3f}" if "network_s_per_object" in row else "")
                   + (f", {row['speedup_vs_dextr012']:.2f}x the package" if ref_s else ""), flush=True)
     if args.rss:
         print(f"{arch}: peak RSS per variant (fresh processes) ...", flush=True)

@@ -287,5 +287,9 @@ def test_int8_graph_is_quantised(tiny_model, exported, tmp_path):
     assert report.size_bytes < 0.35 * exported[1].size_bytes  # int8 weights: a quarter of fp32
     meta = json.loads({p.key: p.value for p in proto.metadata_props}["dextr.meta"])
     assert meta["quantization"]["calibration_objects"] == 4
+    import importlib.util
+
+    expected = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
+    assert dextr_lib.load_model(tmp_path / "q.onnx").runtime == expected  # the faster for int8
     with pytest.raises(ExportError, match="calibration"):
         export_onnx(tiny_model, tmp_path / "q2.onnx", int8=True)
