@@ -239,6 +239,21 @@ def bench_arch(args, arch: str, tmp: Path) -> dict:
             "quantize_s": quant_s, "int8": info, "rows": rows}
 
 
+def markdown(result: dict) -> str:
+    """The results as the markdown table of benchmarks/README.md."""
+    lines = ["| arch | batch | runtime | precision | predict s/object | network s/object | predict / network "
+             "| vs dextr 0.1.2 | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
+    for arch in result["archs"]:
+        for r in arch["rows"]:
+            def f(key, fmt):
+                return format(r[key], fmt) if key in r else "-"
+            lines.append(f"| {r['arch']} | {r['batch_size']} | {r['runtime']} | {r['precision']} | "
+                         f"{f('predict_s_per_object', '.3f')} | {f('network_s_per_object', '.3f')} | "
+                         f"{f('predict_over_network', '.2f')} | {f('speedup_vs_dextr012', '.2f')}x | "
+                         f"{f('peak_rss_mib', '.0f')} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", nargs="+", default=["resunet18", "resunet101"])
@@ -252,11 +267,14 @@ def main() -> None:
     ap.add_argument("--ref-src", help="folder holding the dextr 0.1.2 package's dextr/ source")
     ap.add_argument("--trained", type=Path, help="a trained checkpoint for the int8/bf16 mask agreement")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--table", type=Path, help="print the markdown table of this JSON and exit")
     ap.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_child:
         return rss_child(args)
+    if args.table:
+        return print(markdown(json.loads(args.table.read_text())))
     result = {"machine": machine(), "versions": versions(), "target_size": args.target_size,
               "note": "2-core machine shared with other jobs; variants and the package alternate "
                       "within each round, medians over rounds", "archs": []}
@@ -269,6 +287,7 @@ def main() -> None:
             result["archs"].append(bench_arch(args, arch, Path(tmp)))
             if args.json:
                 args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
 
 
 if __name__ == "__main__":
