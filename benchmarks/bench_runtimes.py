@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -115,7 +114,10 @@ def rss_child(args) -> None:
         model = dextr_lib.load_model(args.weights, map_location="cpu")
         model.predict(images, points, batch_size=args.batch_sizes[0], runtime=runtime,
                       precision="fp32" if precision == "int8" else precision)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report its parent's
+    with open("/proc/self/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    print(json.dumps({"peak_rss_mib": hwm / 1024}))
 
 
 def peak_rss(args, weights: Path, runtime: str, precision: str, batch: int) -> float:
