@@ -244,14 +244,14 @@ def bench_arch(args, arch: str, tmp: Path) -> dict:
 def markdown(result: dict) -> str:
     """The results as the markdown table of benchmarks/README.md."""
     lines = ["| arch | batch | runtime | precision | predict s/object | network s/object | predict / network "
-             "| vs dextr 0.1.2 | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
+             "| speed vs dextr 0.1.2 (x) | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
     for arch in result["archs"]:
         for r in arch["rows"]:
             def f(key, fmt):
                 return format(r[key], fmt) if key in r else "-"
             lines.append(f"| {r['arch']} | {r['batch_size']} | {r['runtime']} | {r['precision']} | "
                          f"{f('predict_s_per_object', '.3f')} | {f('network_s_per_object', '.3f')} | "
-                         f"{f('predict_over_network', '.2f')} | {f('speedup_vs_dextr012', '.2f')}x | "
+                         f"{f('predict_over_network', '.2f')} | {f('speedup_vs_dextr012', '.2f')} | "
                          f"{f('peak_rss_mib', '.0f')} |")
     return "\n".join(lines)
 
