@@ -25,6 +25,7 @@ from .._console import console, err_console
 from .._models import download_progress
 from ._training import PLAIN_PROGRESS_EVERY
 
+
 def run_job(command: str, options: Dict[str, Any]) -> None:
     """Resolve settings (CLI > config ``[train]`` > defaults), create or resume the job, run it."""
     name, resume, config = options["job_name"], options["resume"], options["config"]
