@@ -82,7 +82,9 @@ def reference_model(ref_src: str, arch: str, target: int, state_dict=None):
         return None
     with torch.no_grad():  # the package writes into a leaf parameter in place
         net = build()
-    return ref_model.DextrModel(net, (target, target), 10, 10.0).eval(), net
+    ref = ref_model.DextrModel(net, (target, target), 10, 10.0)
+    ref.eval()  # the package's eval() does not return the model
+    return ref, net
 
 
 def load_variant(models: dict, runtime: str, precision: str):
