@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import dextr_lib
 from dextr_cli.app import app
-from dextr_cli.commands import evaluate as eval_cmd
+from dextr_lib import evaluation
 
 runner = CliRunner()
 POINTS = ["-p", "27,30", "-p", "57,30", "-p", "42,15", "-p", "42,45"]
@@ -116,7 +116,7 @@ def test_eval_refuses_bad_outputs_before_evaluating(label_data, model_file, monk
     def no_eval(*a, **k):
         raise AssertionError("evaluation must not start")
 
-    monkeypatch.setattr(eval_cmd, "evaluate", no_eval)
+    monkeypatch.setattr(evaluation, "evaluate", no_eval)  # the command imports it when it runs
     base = _eval_args(label_data, model_file)
     photo = label_data / "images" / "img0.png"
     before = photo.read_bytes()
