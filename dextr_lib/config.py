@@ -80,7 +80,6 @@ class ServeConfig:
     annotations: str = "annotations.json"  # COCO instances file, continued when it exists
     classes: List[str] = field(default_factory=list)  # class names offered on the page
     max_upload_mb: float = _bounded(50.0, above=0.0)  # largest request body (413 above)
-    max_pixels: int = _bounded(50_000_000, min=1)  # largest image (400 above)
 
 
 @dataclass

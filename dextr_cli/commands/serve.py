@@ -46,9 +46,6 @@ def serve(
     max_upload_mb: Annotated[Optional[float], typer.Option(
         "--max-upload-mb", min=0.1, help="Largest request accepted, in MB (default: 50).",
         show_default=False)] = None,
-    max_pixels: Annotated[Optional[int], typer.Option(
-        "--max-pixels", min=1, help="Largest image accepted, in pixels (default: 50000000).",
-        show_default=False)] = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     runtime: RuntimeOpt = None,
@@ -89,7 +86,6 @@ def serve(
         net, folder, pick(annotations, cfg.annotations), classes=names,
         precision=pick(precision, cfg.precision), threshold=pick(threshold, cfg.threshold),
         token=token, max_upload_mb=pick(max_upload_mb, cfg.max_upload_mb),
-        max_pixels=pick(max_pixels, cfg.max_pixels),
     )
     state = app.state.dextr
     store = state.annotations

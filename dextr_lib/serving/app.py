@@ -28,7 +28,6 @@ log = logging.getLogger("dextr.serve")
 
 #: Default bounds of what the server accepts.
 DEFAULT_MAX_UPLOAD_MB = 50
-DEFAULT_MAX_PIXELS = 50_000_000  # about 8660 x 5770
 DEFAULT_CACHE_MB = 1024  # decoded photos kept in memory
 
 
@@ -42,7 +41,6 @@ def create_app(
     threshold: Optional[float] = None,
     token: Optional[str] = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
     cache_mb: float = DEFAULT_CACHE_MB,
     cvat_function: str = "dextr",
 ) -> FastAPI:
@@ -58,7 +56,7 @@ def create_app(
         threshold: mask threshold (default: the model's).
         token: when set, every ``/api`` request must carry it (see :func:`state.token_of`).
         max_upload_mb: largest request body accepted (413 above).
-        max_pixels: largest image accepted, in pixels (400 above).
+        (Images over the process's pixel limit, :mod:`dextr_lib.limits`, get 400.)
         cache_mb: memory for decoded photos (least recently used ones are dropped).
         cvat_function: the function name CVAT lists.
 
@@ -70,9 +68,10 @@ def create_app(
     state = ServerState(
         predictor=Predictor(model, precision=precision, threshold=threshold),
         images=ImageStore(Path(images_dir) if images_dir is not None else None,
-                          max_pixels=int(max_pixels), cache_bytes=int(cache_mb * 2**20)),
+                          cache_bytes=int(cache_mb * 2**20)),
         annotations=AnnotationStore(Path(annotations), classes=classes),
         token=token or None,
+        max_upload_mb=float(max_upload_mb),
         cvat_function=cvat_function,
     )
 
@@ -90,7 +89,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.dextr = state
-    app.add_middleware(BodyLimit, max_mb=max_upload_mb)
+    app.add_middleware(BodyLimit, max_mb=state.max_upload_mb)
     _add_error_handlers(app)
 
     @app.get("/health", response_model=Health, tags=["server"])

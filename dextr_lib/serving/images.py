@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -16,7 +17,9 @@ import PIL.Image
 import PIL.ImageOps
 from fastapi import HTTPException
 
+from ..errors import DextrError, LimitError
 from ..images import to_rgb_array
+from ..limits import check_pixels
 
 #: Files listed as photos (by extension, case-insensitive).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -46,24 +49,28 @@ def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode_photo(data: bytes, max_pixels: int, name: str = "the image") -> np.ndarray:
+def decode_photo(data: bytes, name: str = "the image") -> np.ndarray:
     """Decode image bytes to ``(H, W, 3)`` uint8 RGB exactly as :func:`dextr_lib.images.read_image`
-    does (EXIF orientation applied), refusing more than ``max_pixels`` before decoding.
+    does (EXIF orientation applied), checking the pixel limit (:mod:`dextr_lib.limits`) before
+    decoding.
 
     Raises:
-        HTTPException: 400 for bytes that are no image, or an image over the pixel bound.
+        HTTPException: 400 for bytes that are no image.
+        LimitError: an image over the pixel limit (the app answers 400).
     """
     try:
-        with PIL.Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise HTTPException(400, f"{name} has {w}x{h} = {w * h} pixels; this server "
-                                         f"accepts at most {max_pixels} (--max-pixels)")
-            im = PIL.ImageOps.exif_transpose(im)
-            return to_rgb_array(im)
-    except HTTPException:
-        raise
-    except (PIL.UnidentifiedImageError, OSError, ValueError, PIL.Image.DecompressionBombError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            im = PIL.Image.open(io.BytesIO(data))
+        with im:
+            check_pixels(im.size[0], im.size[1], name)
+            return to_rgb_array(PIL.ImageOps.exif_transpose(im))
+    except PIL.Image.DecompressionBombError as e:
+        raise LimitError(f"{name} is too large to decode safely ({e}); if the input is trusted, "
+                         "raise the limit with dextr --max-pixels N, or DEXTR_MAX_PIXELS") from None
+    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        if isinstance(e, DextrError):
+            raise
         raise HTTPException(400, f"cannot read {name} as an image: {e}") from None
 
 
@@ -103,9 +110,8 @@ class ImageStore:
     an absolute path, a hidden part or a symlink leading outside ``root`` is refused.
     """
 
-    def __init__(self, root: Optional[Path], *, max_pixels: int, cache_bytes: int):
+    def __init__(self, root: Optional[Path], *, cache_bytes: int):
         self.root = Path(root).resolve() if root is not None else None
-        self.max_pixels = max_pixels
         self._lock = threading.Lock()
         self._decoded = _ByteBoundedCache(cache_bytes)  # content hash -> Photo
         self._uploads = _ByteBoundedCache(cache_bytes)  # upload id -> encoded bytes
@@ -216,7 +222,7 @@ class ImageStore:
             cached = self._decoded.get(key)
         if cached is not None:
             return cached  # type: ignore[return-value]
-        photo = Photo(key, decode_photo(data, self.max_pixels, name))
+        photo = Photo(key, decode_photo(data, name))
         with self._lock:
             self._decoded.put(key, photo, photo.rgb.nbytes)
         return photo

@@ -21,6 +21,7 @@ class ServerState:
     images: ImageStore
     annotations: AnnotationStore
     token: Optional[str] = None
+    max_upload_mb: float = 50.0
     cvat_function: str = "dextr"
 
     def coco_name(self, image_id: str) -> str:

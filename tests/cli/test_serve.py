@@ -86,7 +86,7 @@ def test_serve_table_of_the_config(tmp_path, model_file, photos, runs, monkeypat
     cfg.parent.mkdir()
     cfg.write_text(f'[serve]\nmodel = "{model_file}"\nport = {port}\nimages = "../photos"\n'
                    f'annotations = "out/coco.json"\nclasses = ["cat"]\nprecision = "fp32"\n'
-                   f'device = "cpu"\nmax_pixels = 100\n')
+                   f'device = "cpu"\nmax_upload_mb = 2\n')
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["serve", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
@@ -94,7 +94,7 @@ def test_serve_table_of_the_config(tmp_path, model_file, photos, runs, monkeypat
     assert runs[-1]["port"] == port
     assert state.annotations.path == cfg.parent.resolve() / "out" / "coco.json"
     assert state.images.root == photos.resolve() and state.annotations.classes == ["cat"]
-    assert state.images.max_pixels == 100
+    assert state.max_upload_mb == 2
 
 
 def test_errors(tmp_path, model_file, runs, monkeypatch):

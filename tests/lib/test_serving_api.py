@@ -194,14 +194,21 @@ def test_nan_points_are_refused(client):
 
 
 def test_upload_size_and_pixel_bounds(make_client, photos):
-    c = make_client(photos, max_upload_mb=0.01, max_pixels=1000)
+    from dextr_lib import limits
+
+    c = make_client(photos, max_upload_mb=0.01)
     big = base64.b64encode(os.urandom(20_000)).decode()
     r = c.post("/api/predict", json={"image": big, "points": POINTS})
     assert r.status_code == 413 and "0.01 MB" in r.json()["detail"]
     r = c.post("/api/images", files={"file": ("x.png", os.urandom(20_000), "image/png")})
     assert r.status_code == 413
-    r = c.post("/api/predict", json={"image_id": "disk.png", "points": POINTS})  # 80x64 = 5120 px
-    assert r.status_code == 400 and "5120 pixels" in r.json()["detail"] and "1000" in r.json()["detail"]
+    limits.set_limits(max_pixels=1000)
+    try:
+        r = c.post("/api/predict", json={"image_id": "disk.png", "points": POINTS})  # 80x64 = 5120 px
+    finally:
+        limits.reset_limits()
+    assert r.status_code == 400 and "5120 pixels" in r.json()["detail"]
+    assert "max_pixels=1000" in r.json()["detail"]
 
 
 def test_model_info_and_health(client):
