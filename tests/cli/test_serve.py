@@ -2,8 +2,17 @@
 other hosts, and clear errors. uvicorn is replaced by a recorder (the browser test runs it)."""
 from __future__ import annotations
 
+import json
+import re
+import shlex
+import shutil
 import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
 
+import numpy as np
 import PIL.Image
 import pytest
 from typer.testing import CliRunner
@@ -114,3 +123,72 @@ def test_errors(tmp_path, model_file, runs, monkeypatch):
                             "--port", str(free_port()), "--device", "cpu"])
     assert r.exit_code == 1 and "bad.json" in r.stderr
     assert not runs
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
+    return text[start:end]
+
+
+def shell_commands(section: str, prefix: str):
+    """The commands starting with ``prefix`` in the section's bash blocks, continuations joined."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
+        for cmd in block.replace("\\\n", " ").splitlines():
+            cmd = cmd.split("  #")[0].strip()
+            if cmd.startswith(prefix):
+                commands.append(cmd)
+    return commands
+
+
+def test_readme_serve_command_runs(tmp_path, model_file, runs, monkeypatch):
+    from dextr_cli.commands import serve as serve_cmd
+
+    (cmd,) = shell_commands(readme_section("## Annotating in the browser"), "dextr serve")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    PIL.Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "x.jpg")
+    monkeypatch.setattr(serve_cmd, "_check_port_free", lambda host, port: None)
+    args = shlex.split(cmd)[1:]
+    args[args.index("model.pt")] = str(model_file)
+    r = runner.invoke(app, args + ["--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "http://localhost:8000/" in r.stdout
+    assert runs[-1]["state"].annotations.classes == ["person", "dog"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_readme_curl_examples_run_against_a_live_server(tmp_path, tiny_model):
+    from dextr_lib.serving import close_app, create_app
+
+    (tmp_path / "photos").mkdir()
+    rng = np.random.default_rng(0)
+    PIL.Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(tmp_path / "photos" / "photo.jpg")
+    the_app = create_app(tiny_model, tmp_path / "photos", tmp_path / "ann.json")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(the_app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        commands = shell_commands(readme_section("### HTTP API"), "curl")
+        assert len(commands) == 3
+        outputs = []
+        for cmd in commands:
+            cmd = cmd.replace("localhost:8000", f"127.0.0.1:{port}").replace("curl -s", "curl -sf")
+            done = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, (cmd, done.stdout, done.stderr)
+            outputs.append(json.loads(done.stdout))
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        close_app(the_app)
+    assert outputs[0]["images"][0]["id"] == "photo.jpg"
+    assert outputs[1]["format"] == "rle" and outputs[1]["mask"]["size"] == [480, 640]
+    assert outputs[2]["category"] == "dog" and outputs[2]["id"] == 1
