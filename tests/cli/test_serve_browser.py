@@ -33,7 +33,7 @@ from dextr_lib.images import read_image  # noqa: E402
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
 # The bear in bear.jpg (854x480): left, right, top and bottom, as [x, y].
-BEAR = [(128, 300), (545, 330), (310, 180), (480, 470)]
+BEAR = [(97, 268), (462, 400), (232, 215), (447, 430)]
 
 
 def chromium() -> str:
