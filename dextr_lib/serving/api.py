@@ -126,9 +126,9 @@ def list_images(state: ServerState = Depends(get_state)) -> ImageList:
 
 @router.post("/images", response_model=UploadResponse, status_code=201,
              summary="Upload a photo (kept in memory; annotate it by the returned id)")
-async def upload_image(file: UploadFile = File(...),
-                       state: ServerState = Depends(get_state)) -> UploadResponse:
-    data = await file.read()
+def upload_image(file: UploadFile = File(...),
+                 state: ServerState = Depends(get_state)) -> UploadResponse:
+    data = file.file.read()  # a plain def: decoding runs in the thread pool, not the event loop
     image_id, photo = state.images.add_upload(data, file.filename or "upload")
     return UploadResponse(image_id=image_id, name=state.coco_name(image_id),
                           width=photo.width, height=photo.height)
