@@ -22,6 +22,10 @@ def open_dataset(
     paths: PathsConfig,
     whole_labels: bool = False,
     on_warning: Optional[Callable[[str], None]] = None,
+    annotations: Optional[str] = None,
+    images_dir: Optional[str] = None,
+    categories: Optional[List[str]] = None,
+    points_from: Optional[str] = None,
 ):
     """The :class:`~dextr_lib.datasets.ObjectDataset` the options describe, indexed with a progress
     bar; unmatched files are reported as yellow warnings. ``ignore_index`` -1 means none.
@@ -36,7 +40,22 @@ def open_dataset(
         raise typer.BadParameter(f"choose a dataset kind: {', '.join(KINDS)}", param_hint="--dataset")
     if kind not in KINDS:
         raise typer.BadParameter(f"expected one of {', '.join(KINDS)}, got {kind!r}", param_hint="--dataset")
-    if kind == "pascal_voc":
+    coco_opts = annotations is not None or images_dir is not None or bool(categories)
+    if kind == "coco":
+        if annotations is None:
+            raise typer.BadParameter("--dataset coco needs --annotations instances.json (and --images DIR)",
+                                     param_hint="--annotations")
+        if image_pat or target_pat:
+            raise typer.BadParameter("--dataset coco reads its images from --annotations and --images; "
+                                     "--image-pat/--target-pat are for custom datasets",
+                                     param_hint="--image-pat")
+        if points_from is not None and points_from not in ("annotations", "masks"):
+            raise typer.BadParameter(f"expected annotations or masks, got {points_from!r}",
+                                     param_hint="--points-from")
+    elif coco_opts:
+        raise typer.BadParameter("--annotations, --images and --categories are for --dataset coco",
+                                 param_hint="--annotations")
+    elif kind == "pascal_voc":
         if image_pat or target_pat:
             raise typer.BadParameter("pascal_voc finds its files under [paths] pascal_voc; "
                                      "--image-pat/--target-pat are for custom datasets",
@@ -57,4 +76,6 @@ def open_dataset(
             ignore_index=None if ignore_index is not None and ignore_index < 0 else ignore_index,
             min_object_area=min_object_area, whole_labels=whole_labels,
             on_progress=update, on_warning=warn,
+            annotations=annotations, images_dir=images_dir, categories=categories or None,
+            points_from=points_from or "annotations",
         )

@@ -52,7 +52,7 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed, for
 # Dataset options (eval, train, finetune); build the dataset with dextr_cli._datasets.open_dataset.
 DatasetKindOpt = Annotated[
     Optional[str],
-    typer.Option("--dataset", help="Dataset kind: pascal_voc, custom_label or custom_mask.", show_default=False),
+    typer.Option("--dataset", help="Dataset kind: pascal_voc, custom_label, custom_mask or coco.", show_default=False),
 ]
 ImagePatOpt = Annotated[
     Optional[List[str]],
@@ -74,6 +74,35 @@ MinObjectAreaOpt = Annotated[
     Optional[int],
     typer.Option("--min-object-area", min=0, help="Skip objects with fewer pixels (default: 0).", show_default=False),
 ]
+
+# COCO instances files (--dataset coco)
+AnnotationsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--annotations", dir_okay=False, help="coco: the COCO instances JSON file.", show_default=False),
+]
+ImagesDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--images", file_okay=False, help="coco: the folder its images' file_name entries are "
+                 "relative to (default: the JSON file's folder).", show_default=False),
+]
+CategoriesOpt = Annotated[
+    Optional[str],
+    typer.Option("--categories", help="coco: only objects of these category names, comma-separated "
+                 "(e.g. person,dog).", show_default=False),
+]
+PointsFromOpt = Annotated[
+    Optional[str],
+    typer.Option("--points-from", help="coco: annotations (the clicks stored as extreme_points where "
+                 "present, else from the masks) or masks (default: annotations).", show_default=False),
+]
+
+
+def split_names(text) -> list:
+    """``"person,dog"`` (or a list of such strings) -> ``["person", "dog"]``."""
+    if not text:
+        return []
+    items = [text] if isinstance(text, str) else list(text)
+    return [n.strip() for item in items for n in item.split(",") if n.strip()]
 
 
 def pick(cli_value, config_value):

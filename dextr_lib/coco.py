@@ -29,13 +29,14 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .errors import DatasetError, InvalidPointsError
+from .errors import DatasetError, InvalidPointsError, MismatchError
 from .fileio import atomic_write_text
 from .geometry import EXTREME_POINT_ORDER, extreme_points_from_mask
+from .images import read_image
 
 PathLike = Union[str, os.PathLike]
 
@@ -79,21 +80,24 @@ def _to_rle(segmentation: Any, height: int, width: int, where: str = "segmentati
     if isinstance(segmentation, list):
         polys = []
         for i, poly in enumerate(segmentation):
-            if not isinstance(poly, (list, tuple)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly
-            ):
+            try:
+                arr = np.asarray(poly, dtype=np.float64) if isinstance(poly, (list, tuple)) else None
+            except (TypeError, ValueError):
+                arr = None
+            if arr is None or arr.ndim != 1 or not np.isfinite(arr).all():
                 raise DatasetError(f"{where}: polygon {i} is not a list of numbers")
-            if len(poly) % 2:
+            if arr.size % 2:
                 raise DatasetError(
-                    f"{where}: polygon {i} has an odd number of coordinates ({len(poly)}); "
+                    f"{where}: polygon {i} has an odd number of coordinates ({arr.size}); "
                     "expected x0, y0, x1, y1, ..."
                 )
             # Fewer than three vertices enclose nothing; pycocotools would read four numbers as a box.
-            if len(poly) >= 6:
-                polys.append([float(v) for v in poly])
+            if arr.size >= 6:
+                polys.append(arr)
         if not polys:
             return mask_api.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-        return mask_api.merge(mask_api.frPyObjects(polys, height, width))
+        rles = mask_api.frPyObjects(polys, height, width)
+        return rles[0] if len(rles) == 1 else mask_api.merge(rles)
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         size = segmentation["size"]
         if not (isinstance(size, (list, tuple)) and len(size) == 2):
@@ -571,3 +575,250 @@ def iter_images_with_annotations(coco: CocoFile) -> Iterable:
     """``(image entry, its annotations)`` for every image, in file order (one pass)."""
     for img in coco.images:
         yield img, coco.annotations_of(img["id"])
+
+
+# -- images --------------------------------------------------------------------------------------
+def read_coco_image(path: PathLike, height: int, width: int) -> np.ndarray:
+    """An image of a COCO file as ``(H, W, 3)`` uint8 RGB, on the pixel grid its annotations use.
+
+    Annotations refer to the stored pixels (as dextr's masks do) unless only the EXIF-rotated
+    image has the ``height`` x ``width`` the file states (tools that annotate what viewers show).
+
+    Raises:
+        DatasetError: the file is missing (named), or neither orientation has the stated size.
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(f"image file not found: {path}")
+    rgb = read_image(path, exif_transpose=False)
+    if rgb.shape[:2] == (int(height), int(width)):
+        return rgb
+    turned = read_image(path, exif_transpose=True)
+    if turned.shape[:2] == (int(height), int(width)):
+        return turned
+    raise MismatchError(
+        f"{path} is {rgb.shape[1]}x{rgb.shape[0]} px but the COCO file says {width}x{height}"
+    )
+
+
+def image_file_name(path: PathLike, root: PathLike) -> str:
+    """``path`` as a COCO ``file_name``: relative to ``root`` (``/`` separators) where possible."""
+    ap = os.path.abspath(path)
+    try:
+        return Path(os.path.relpath(ap, os.path.abspath(root))).as_posix()
+    except ValueError:  # another drive on Windows
+        return Path(ap).as_posix()
+
+
+# -- writing masks and predictions -----------------------------------------------------------------
+def instances_from_masks(
+    paths: Sequence[PathLike],
+    out_path: PathLike,
+    *,
+    category: str = "object",
+    polygons: bool = False,
+    **options: Any,
+) -> CocoFile:
+    """A COCO instances file of the objects in label images or mask files (not yet saved).
+
+    Objects and their extreme points are found as by
+    :func:`dextr_lib.points_io.points_from_masks` (``options`` are its keyword arguments); each
+    becomes an annotation with its exact RLE (or ``polygons``), bbox, area and ``extreme_points``.
+
+    Args:
+        paths: label images or mask files.
+        out_path: where the file will be saved (``file_name`` entries are relative to its folder).
+        category: the category of every object.
+
+    Raises:
+        DatasetError: an object whose photo was not found (COCO needs an image file).
+    """
+    from .points_io import points_from_masks
+
+    cf = CocoFile(path=out_path)
+    cid = cf.category_id(category)
+    root = Path(out_path).parent
+    pending: List[Any] = []
+
+    def add(entry, obj, mask) -> None:
+        pending.append((entry, annotation_from_mask(mask, ann_id=None, image_id=0, category_id=cid,
+                                                    points_yx=obj.points, polygons=polygons)))
+
+    entries = points_from_masks(paths, on_object=add, **options)
+    for entry, ann in pending:
+        if entry.image is None:
+            raise DatasetError(
+                f"no photo found for {ann_source(entry)}; a COCO file needs one: give --image-dir "
+                "(or --image for a single file)"
+            )
+    image_ids = {}
+    for entry in entries:
+        if entry.image is not None:
+            image_ids[id(entry)] = cf.add_image(image_file_name(entry.image, root), entry.height, entry.width)
+    for entry, ann in pending:
+        cf.add_annotation({**ann, "image_id": image_ids[id(entry)]})
+    return cf
+
+
+def ann_source(entry: Any) -> str:
+    """The mask files of an entry, for messages."""
+    sources = sorted({str(o.source) for o in entry.objects if o.source})
+    return ", ".join(sources[:3]) + (" ..." if len(sources) > 3 else "") if sources else "a mask"
+
+
+def _predict_image_objects(model, rgb, points, threshold, kw):
+    """``(binary mask, score)`` per object: score = mean probability over the mask's pixels."""
+    probs = model.predict_image(rgb, list(points), threshold=None, **kw)
+    out = []
+    for prob in probs:
+        mask = prob >= threshold
+        out.append((mask, float(prob[mask].mean()) if mask.any() else 0.0))
+    return out
+
+
+def predict_points_file(
+    model,
+    objects,
+    out_path: PathLike,
+    *,
+    category: str = "object",
+    polygons: bool = False,
+    threshold: Optional[float] = None,
+    batch_size: int = 8,
+    precision: str = "fp32",
+    on_progress: Optional[Callable[[int, int], None]] = None,
+) -> CocoFile:
+    """Predict every object of a parsed ``objects.json`` into a COCO instances file (not saved).
+
+    Args:
+        model: a :class:`~dextr_lib.model.DextrModel`.
+        objects: from :func:`dextr_lib.points_io.read_objects`; every entry with objects needs a photo.
+        out_path: where the file will be saved (``file_name`` entries are relative to its folder).
+        category: the category of every object.
+        polygons: polygon segmentations instead of exact RLE.
+        threshold: binary masks are ``prob >= threshold`` (default: the model's).
+
+    Returns:
+        A :class:`CocoFile`: one image per photo, one annotation per object with its mask,
+        the clicks as ``extreme_points`` and ``score`` (mean probability over the mask).
+    """
+    thr = model.preprocess.threshold if threshold is None else float(threshold)
+    kw = dict(batch_size=batch_size, precision=precision)
+    cf = CocoFile(path=out_path)
+    cid = cf.category_id(category)
+    root = Path(out_path).parent
+    total = sum(len(e.objects) for e in objects.images)
+    done = 0
+    for entry in objects.images:
+        if not entry.objects:
+            continue
+        if entry.image is None:
+            raise DatasetError(f"an entry of the points file has no photo ({ann_source(entry)}); "
+                               "rerun points-from-mask with --image-dir")
+        rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
+        h, w = rgb.shape[:2]
+        if entry.height is not None and (entry.height, entry.width) != (h, w):
+            raise MismatchError(f"{entry.image} is {w}x{h} but the points file says "
+                                f"{entry.width}x{entry.height}")
+        iid = cf.add_image(image_file_name(entry.image, root), h, w)
+        points = [o.points for o in entry.objects]
+        for obj, (mask, score) in zip(entry.objects, _predict_image_objects(model, rgb, points, thr, kw)):
+            cf.add_annotation(annotation_from_mask(mask, ann_id=None, image_id=iid, category_id=cid,
+                                                   points_yx=obj.points, score=score, polygons=polygons))
+        done += len(points)
+        if on_progress is not None:
+            on_progress(done, total)
+    return cf
+
+
+def predict_coco(
+    model,
+    source: CocoFile,
+    out_path: PathLike,
+    *,
+    images_dir: Optional[PathLike] = None,
+    points_from: str = "annotations",
+    polygons: bool = False,
+    threshold: Optional[float] = None,
+    batch_size: int = 8,
+    precision: str = "fp32",
+    on_progress: Optional[Callable[[int, int], None]] = None,
+    on_warning: Optional[Callable[[str], None]] = None,
+) -> CocoFile:
+    """Predict the mask of every annotation of a COCO file; a new file (not saved) holds them.
+
+    The clicks of an annotation are its ``extreme_points`` (with ``points_from="annotations"``),
+    else the extreme points of its segmentation by the paper's rule. Crowd annotations, and
+    annotations with neither, are left out (reported through ``on_warning``). The new file keeps
+    the images, categories and each annotation's id, image, category and other fields; it
+    replaces ``segmentation``, ``area``, ``bbox``, ``extreme_points`` and ``score``.
+
+    Args:
+        model: a :class:`~dextr_lib.model.DextrModel`.
+        source: the input file (:meth:`CocoFile.load`).
+        out_path: where the new file will be saved (its images keep their ``file_name``; save it
+            where the same images folder applies, or pass that folder when reading it).
+        images_dir: folder of the images (default: the input file's folder).
+        points_from: ``"annotations"`` or ``"masks"``.
+        polygons: polygon segmentations instead of exact RLE.
+        threshold: binary masks are ``prob >= threshold`` (default: the model's).
+
+    Raises:
+        DatasetError: a missing image file (named), a malformed segmentation or extreme_points.
+    """
+    if points_from not in ("annotations", "masks"):
+        raise DatasetError(f"points_from must be 'annotations' or 'masks', got {points_from!r}")
+    warn = on_warning or (lambda msg: None)
+    thr = model.preprocess.threshold if threshold is None else float(threshold)
+    kw = dict(batch_size=batch_size, precision=precision)
+    root = Path(images_dir) if images_dir is not None else (
+        source.path.parent if source.path is not None else Path("."))
+    data = source.to_dict()
+    out = CocoFile({**{k: v for k, v in data.items() if k != "annotations"}, "annotations": []},
+                   path=out_path)
+    jobs = []  # (image entry, [(annotation, points)])
+    crowd = no_points = 0
+    for img in source.images:
+        todo = []
+        for ann in source.annotations_of(img["id"]):
+            if ann.get("iscrowd", 0):
+                crowd += 1
+                continue
+            where = f"{source._name()}: annotation {ann['id']}"
+            pts = None
+            if points_from == "annotations" and ann.get("extreme_points") is not None:
+                pts = extreme_points_from_coco(ann["extreme_points"], where=f"{where} extreme_points")
+            elif ann.get("segmentation"):
+                mask = decode_segmentation(ann["segmentation"], img["height"], img["width"], where=where)
+                if mask.any():
+                    pts = extreme_points_from_mask(mask).astype(np.float64)
+            if pts is None:
+                no_points += 1
+                continue
+            todo.append((ann, pts))
+        if todo:
+            jobs.append((img, todo))
+    missing = [str(root / str(img["file_name"])) for img, _ in jobs
+               if not (root / str(img["file_name"])).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"image file not found: {missing[0]}{more}; the images of "
+                           f"{source._name()} are looked for in {root} (set the images folder)")
+    if crowd:
+        warn(f"{crowd} crowd annotations (iscrowd=1) are not objects and are left out")
+    if no_points:
+        warn(f"{no_points} annotations have neither extreme_points nor a non-empty segmentation "
+             "and are left out")
+    total = sum(len(t) for _, t in jobs)
+    done = 0
+    for img, todo in jobs:
+        rgb = read_coco_image(root / str(img["file_name"]), img["height"], img["width"])
+        results = _predict_image_objects(model, rgb, [p for _, p in todo], thr, kw)
+        for (ann, pts), (mask, score) in zip(todo, results):
+            new = annotation_from_mask(mask, ann_id=ann["id"], image_id=img["id"],
+                                       category_id=ann["category_id"], points_yx=pts, score=score,
+                                       polygons=polygons)
+            out.add_annotation({**ann, **new})
+        done += len(todo)
+        if on_progress is not None:
+            on_progress(done, total)
+    return out

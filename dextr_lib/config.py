@@ -94,9 +94,13 @@ class EvalConfig:
     """``[eval]``: defaults of ``dextr eval``."""
 
     model: Optional[str] = None
-    dataset: Optional[str] = None  # pascal_voc, custom_label or custom_mask
+    dataset: Optional[str] = None  # pascal_voc, custom_label, custom_mask or coco
     image_pat: List[str] = field(default_factory=list)
     target_pat: List[str] = field(default_factory=list)
+    annotations: Optional[str] = None  # coco: the instances JSON file
+    images: Optional[str] = None  # coco: folder of its images (default: the JSON file's folder)
+    categories: List[str] = field(default_factory=list)  # coco: only these category names
+    points_from: str = "annotations"  # coco: clicks from extreme_points where present, or "masks"
     split: str = "val"
     label_ignore_index: int = _bounded(255, min=-1)  # -1: none (mirrors --label-ignore-index, as in [train])
     min_object_area: int = _bounded(0, min=0)

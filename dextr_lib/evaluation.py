@@ -68,7 +68,9 @@ def evaluate(
     Args:
         model: a :class:`~dextr_lib.model.DextrModel`.
         dataset: an :class:`~dextr_lib.datasets.ObjectDataset` (anything with ``objects``,
-            ``image_groups()``, ``read_image(path)`` and ``read_targets(path)``).
+            ``image_groups()``, ``read_image(path)`` and ``read_targets(path)``). Where it has
+            ``annotated_points(record)`` (COCO ``extreme_points``), those are the clicks of the
+            objects that have them; the others get points from their masks.
         thresholds: extra probability thresholds to sweep.
         threshold: the main threshold (default: the model's profile threshold).
         jitter: std in pixels of Gaussian noise added to the ground-truth extreme points
@@ -114,6 +116,8 @@ def evaluate(
         on_warning("the points file's points refer to EXIF-rotated photos, but labels refer to the "
                    "stored pixels; photos with an EXIF rotation will not line up")
     rng = np.random.default_rng(seed)
+    annotated = getattr(dataset, "annotated_points", None)
+    n_annotated = 0
 
     groups = dataset.image_groups()
     if limit is not None:
@@ -164,8 +168,14 @@ def evaluate(
                     f"{rec.target} is {gt.shape[1]}x{gt.shape[0]} but its image {image_path} is "
                     f"{rgb.shape[1]}x{rgb.shape[0]}; targets must match their images pixel for pixel"
                 )
+            given = annotated(rec) if annotated is not None and matcher is None else None
             if matcher is not None:
                 pts, reason = matcher.points_for(rec)
+            elif given is not None:  # clicks stored with the annotation (COCO extreme_points)
+                pts, reason = given, ""
+                n_annotated += 1
+                if jitter > 0:
+                    pts = jitter_points(pts, jitter, rng, gt)
             elif gt.any():
                 pts, reason = extreme_points_from_mask(gt).astype(np.float64), ""
                 if jitter > 0:
@@ -199,6 +209,7 @@ def evaluate(
         model_seconds=model_seconds,
         settings={
             "point_source": "points_file" if matcher is not None else ("jitter" if jitter > 0 else "ground_truth"),
+            "annotated_points": n_annotated,
             "jitter": jitter, "seed": seed, "threshold": main, "thresholds": sweep,
             "batch_size": batch_size, "device": str(model.device),
             "precision": model.runner(runtime, precision).precision,

@@ -94,6 +94,7 @@ def points_from_masks(
     image_dir: Optional[PathLike] = None,
     on_progress: Optional[Callable[[int, int], None]] = None,
     on_warning: Optional[Callable[[str], None]] = None,
+    on_object: Optional[Callable[[ImageEntry, ObjectEntry, np.ndarray], None]] = None,
 ) -> List[ImageEntry]:
     """Extreme points of every object in label images or binary mask files.
 
@@ -111,6 +112,8 @@ def points_from_masks(
         image: the photo, when there is a single label/mask file.
         image_dir: folder holding the photos; each file's photo is found by the stem rule
             (:mod:`dextr_lib.targets`), beside it and in ``../images`` when not given.
+        on_object: called with ``(entry, object, mask)`` for each object kept (its ``(H, W)``
+            bool mask, e.g. for a COCO file: :func:`dextr_lib.coco.instances_from_masks`).
 
     Returns:
         One :class:`ImageEntry` per photo (or per label/mask file without a photo), in input order;
@@ -176,6 +179,8 @@ def points_from_masks(
             if jitter > 0:
                 pts = jitter_points(pts, jitter, rng, obj)
             entry.objects.append(ObjectEntry(pts, label=label, name=name, source=str(path), area=area))
+            if on_object is not None:
+                on_object(entry, entry.objects[-1], obj)
         if on_progress is not None:
             on_progress(done, len(paths))
     return list(entries.values())

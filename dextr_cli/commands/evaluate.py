@@ -18,8 +18,9 @@ from .._console import console, err_console, esc
 from .._datasets import open_dataset
 from .._models import load_model, model_spec
 from .._options import (
-    BatchSizeOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt, LabelIgnoreIndexOpt,
-    MinObjectAreaOpt, ModelOpt, PrecisionOpt, RuntimeOpt, SeedOpt, SplitOpt, TargetPatOpt, WholeLabelsOpt, pick,
+    AnnotationsOpt, BatchSizeOpt, CategoriesOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt,
+    ImagesDirOpt, LabelIgnoreIndexOpt, MinObjectAreaOpt, ModelOpt, PointsFromOpt, PrecisionOpt, RuntimeOpt,
+    SeedOpt, SplitOpt, TargetPatOpt, WholeLabelsOpt, pick, split_names,
 )
 from .._progress import progress_bar
 
@@ -116,6 +117,10 @@ def evaluate_command(
     dataset: DatasetKindOpt = None,
     image_pat: ImagePatOpt = None,
     target_pat: TargetPatOpt = None,
+    annotations: AnnotationsOpt = None,
+    images: ImagesDirOpt = None,
+    categories: CategoriesOpt = None,
+    points_from: PointsFromOpt = None,
     split: SplitOpt = None,
     label_ignore_index: LabelIgnoreIndexOpt = None,
     min_object_area: MinObjectAreaOpt = None,
@@ -167,6 +172,8 @@ def evaluate_command(
       dextr eval -m model.pt --dataset pascal_voc --split val --json report.json --csv objects.csv
 
       dextr eval -m model.pt --dataset custom_mask --image-pat "imgs/*.jpg" --target-pat "masks/*.png" --jitter 5 --seed 0 --overlays worst/ --worst 10
+
+      dextr eval -m model.pt --dataset coco --annotations instances_val2017.json --images val2017 --categories person,dog --min-object-area 1024
     """
     cfg = load_config(config)
     ec = cfg.eval
@@ -189,6 +196,9 @@ def evaluate_command(
         split=pick(split, ec.split), ignore_index=pick(label_ignore_index, ec.label_ignore_index),
         min_object_area=pick(min_object_area, ec.min_object_area),
         whole_labels=pick(whole_labels, ec.whole_labels), paths=cfg.paths,
+        annotations=pick(annotations, ec.annotations), images_dir=pick(images, ec.images),
+        categories=split_names(categories) or list(ec.categories),
+        points_from=pick(points_from, ec.points_from),
     )
     _check_outputs(json_out, csv_out, overlays, ds, [points_file, model], force)
     prec, rt = pick(precision, ec.precision), pick(runtime, ec.runtime)

@@ -48,6 +48,14 @@ def points_from_mask(
         "and print a table; without it the JSON goes to stdout.", show_default=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Overwrite an existing --out file (never an input).")] = False,
+    output_format: Annotated[Optional[str], typer.Option(
+        "--format", help="objects (objects.json) or coco (a COCO instances file with each object's "
+        "mask as RLE, bbox, area and extreme_points; needs --out) (default: objects).",
+        show_default=False)] = None,
+    category: Annotated[str, typer.Option(
+        "--category", help="--format coco: the category name of every object.")] = "object",
+    polygons: Annotated[bool, typer.Option(
+        "--polygons", help="--format coco: polygon outlines instead of exact RLE masks.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Extreme points (left, right, top, bottom) of every object in label images or mask files.
@@ -61,6 +69,8 @@ def points_from_mask(
       dextr points-from-mask masks/*_mask*.png --kind mask --image-dir images --min-area 200 -o objects.json
 
       dextr points-from-mask SegmentationObject/2007_000032.png --jitter 3 --seed 0 > objects.json
+
+      dextr points-from-mask masks/*_mask*.png --kind mask --image-dir images --format coco -o instances.json
     """
     cfg = load_config(config).points_from_mask
     kind = pick(kind, cfg.kind)
@@ -70,18 +80,39 @@ def points_from_mask(
         raise typer.BadParameter(
             f"--image names the photo of one label/mask file, but {len(masks)} were given; "
             "use --image-dir", param_hint="--image")
+    fmt = output_format or "objects"
+    if fmt not in ("objects", "coco"):
+        raise typer.BadParameter(f"expected objects or coco, got {fmt!r}", param_hint="--format")
+    if fmt == "coco" and out is None:
+        raise typer.BadParameter("--format coco writes a file: add --out instances.json", param_hint="--out")
+    if fmt != "coco" and polygons:
+        raise typer.BadParameter("--polygons is for --format coco", param_hint="--polygons")
     if out is not None:  # before reading anything: never replace a label image with JSON
         check_output(out, inputs=[*masks, image], force=force, option="--out", what="points file")
     # The library (and torch) load only now, after the usage checks: those answer at once.
     from dextr_lib.points_io import dumps_objects, objects_to_dict, points_from_masks, write_objects, yx_to_xy
 
     warnings: List[str] = []
-    entries = points_from_masks(
-        masks, kind=kind, ignore_index=pick(ignore_index, cfg.ignore_index),
+    options = dict(
+        kind=kind, ignore_index=pick(ignore_index, cfg.ignore_index),
         min_area=pick(min_area, cfg.min_area),
         largest_component_only=pick(largest_component, cfg.largest_component),
         jitter=jitter, seed=seed, image=image, image_dir=image_dir, on_warning=warnings.append,
     )
+    if fmt == "coco":
+        from dextr_lib.coco import instances_from_masks
+
+        instances = instances_from_masks(masks, out, category=category, polygons=polygons, **options)
+        for w in warnings:
+            err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
+        try:
+            instances.save(out)
+        except OSError as e:
+            raise DextrError(f"cannot write {out}: {e}") from None
+        console.print(f"Wrote {len(instances)} objects of {len(instances.images)} images to [bold]{esc(out)}[/]",
+                      highlight=False)
+        return
+    entries = points_from_masks(masks, **options)
     for w in warnings:
         err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
     n_obj = sum(len(e.objects) for e in entries)

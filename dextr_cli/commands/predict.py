@@ -13,9 +13,11 @@ from typing_extensions import Annotated
 from dextr_lib.config import load_config
 from dextr_lib.fileio import check_output
 
-from .._console import console, esc
+from .._console import console, err_console, esc
 from .._models import load_model, model_spec
-from .._options import BatchSizeOpt, ConfigOpt, DeviceOpt, ModelOpt, PrecisionOpt, RuntimeOpt, pick
+from .._options import (
+    BatchSizeOpt, ConfigOpt, DeviceOpt, ImagesDirOpt, ModelOpt, PointsFromOpt, PrecisionOpt, RuntimeOpt, pick,
+)
 from .._progress import progress_bar
 
 _POINT = re.compile(r"^\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*,\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
@@ -68,6 +70,19 @@ def predict(
     threshold: Annotated[Optional[float], typer.Option(
         "--threshold", "-t", min=0.0, max=1.0, help="Probability threshold of the binary mask "
         "(default: the model's, usually 0.5).", show_default=False)] = None,
+    output_format: Annotated[Optional[str], typer.Option(
+        "--format", help="With --points-file: png (one mask file per object into --out-dir) or coco "
+        "(one COCO instances file, --out result.json) (default: png).", show_default=False)] = None,
+    coco_in: Annotated[Optional[Path], typer.Option(
+        "--coco", exists=True, dir_okay=False, help="Predict every annotation of this COCO file (clicks from "
+        "its extreme_points, else from its masks) into a new COCO file, --out result.json.",
+        show_default=False)] = None,
+    images: ImagesDirOpt = None,
+    points_from: PointsFromOpt = None,
+    polygons: Annotated[bool, typer.Option(
+        "--polygons", help="COCO output: polygon outlines instead of exact RLE masks.")] = False,
+    category: Annotated[str, typer.Option(
+        "--category", help="COCO output from --points-file: the category name of every object.")] = "object",
     device: DeviceOpt = None,
     batch_size: BatchSizeOpt = None,
     precision: PrecisionOpt = None,
@@ -83,11 +98,26 @@ def predict(
       dextr predict photo.jpg -m model.pt -p 12,80 -p 300,95 -p 150,10 -p 160,240 --overlay overlay.png
 
       dextr predict -m model.pt --points-file objects.json --out-dir masks/
+
+      dextr predict -m model.pt --points-file objects.json --format coco --out result.json
+
+      dextr predict -m model.pt --coco instances.json --images photos/ --out predicted.json
     """
     full_cfg = load_config(config)
     cfg = full_cfg.predict
     model = model_spec(model, cfg.model, "predict")
-    if points_file is None:
+    fmt = output_format or "png"
+    if fmt not in ("png", "coco"):
+        raise typer.BadParameter(f"expected png or coco, got {fmt!r}", param_hint="--format")
+    coco_out = coco_in is not None or fmt == "coco"
+    if coco_out:
+        if coco_in is None and (images is not None or points_from is not None):
+            raise typer.BadParameter("--images and --points-from go with --coco", param_hint="--images")
+        source = _check_coco_options(image, points, points_file, coco_in, out, out_dir, overlay, prob, force)
+    elif polygons or images is not None or points_from is not None:
+        raise typer.BadParameter("--polygons, --images and --points-from are for COCO output "
+                                 "(--coco, or --points-file with --format coco)", param_hint="--polygons")
+    elif points_file is None:
         if image is None or not points:
             raise typer.BadParameter("give IMAGE and four --points X,Y, or --points-file objects.json",
                                      param_hint="IMAGE")
@@ -124,6 +154,11 @@ def predict(
     thr = net.preprocess.threshold if thr is None else thr
     kw = dict(batch_size=pick(batch_size, cfg.batch_size), threshold=None if prob else thr,
               precision=prec, runtime=rt)
+    if coco_out:
+        _predict_coco(net, source, out, polygons=polygons, category=category, images=images,
+                      points_from=points_from or "annotations", threshold=thr,
+                      kw={k: kw[k] for k in ("batch_size", "precision")})
+        return
     if points_file is None:
         rgb = read_image(image)
         mask = net.predict_image(rgb, [pts], **kw)[0]
@@ -139,3 +174,46 @@ def predict(
         result = predict_objects(net, objects, out_dir, prob=prob, threshold=thr, on_progress=update,
                                  batch_size=kw["batch_size"], precision=kw["precision"], force=force)
     console.print(f"Wrote {result.count} masks to [bold]{esc(out_dir)}[/]", highlight=False)
+
+
+def _check_coco_options(image, points, points_file, coco_in, out, out_dir, overlay, prob, force):
+    """The parsed input of a COCO-output run (usage errors exit 2)."""
+    if coco_in is not None and points_file is not None:
+        raise typer.BadParameter("give --coco or --points-file, not both", param_hint="--coco")
+    if coco_in is None and points_file is None:
+        raise typer.BadParameter("--format coco goes with --points-file objects.json (or use --coco "
+                                 "instances.json)", param_hint="--format")
+    if image is not None or points:
+        raise typer.BadParameter("COCO output takes its objects from --points-file or --coco, "
+                                 "not IMAGE/--points", param_hint="IMAGE")
+    if out is None or out_dir is not None or overlay is not None or prob:
+        raise typer.BadParameter("COCO output writes one instances file: give --out result.json "
+                                 "(not --out-dir/--overlay/--prob)", param_hint="--out")
+    check_output(out, inputs=[p for p in (coco_in, points_file) if p is not None], force=force,
+                 what="COCO file")
+    if coco_in is not None:
+        from dextr_lib.coco import CocoFile
+
+        return CocoFile.load(coco_in)  # fail on a bad file before loading the model
+    objects = read_objects(points_file)
+    check_photos(objects, str(points_file))
+    return objects
+
+
+def _predict_coco(net, source, out: Path, *, polygons, category, images, points_from, threshold, kw) -> None:
+    from dextr_lib import coco
+
+    warnings: List[str] = []
+    with progress_bar("Predicting") as update:
+        if isinstance(source, coco.CocoFile):
+            result = coco.predict_coco(net, source, out, images_dir=images, points_from=points_from,
+                                       polygons=polygons, threshold=threshold, on_progress=update,
+                                       on_warning=warnings.append, **kw)
+        else:
+            result = coco.predict_points_file(net, source, out, category=category, polygons=polygons,
+                                              threshold=threshold, on_progress=update, **kw)
+    for w in warnings:
+        err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
+    result.save(out)
+    console.print(f"Wrote {len(result)} annotations of {len(result.images)} images to [bold]{esc(out)}[/]",
+                  highlight=False)

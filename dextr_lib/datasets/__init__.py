@@ -10,6 +10,8 @@ Label images and masks are read by :mod:`dextr_lib.targets` (its rules: what a l
 which mask pixels are object, which photo a target belongs to).
 - ``pascal_voc``: VOC 2012 ``SegmentationObject`` instances with their ``SegmentationClass``
   classes; with ``sbd_root``, the ``train`` split adds SBD (VOC val images excluded).
+- ``coco``: the annotations of a COCO instances file (``annotations``, ``images_dir``;
+  :mod:`dextr_lib.datasets.coco`): crowd regions are ignored, classes are COCO categories.
 
 Each connected region of a label is one object (``whole_labels=True``: one object per label).
 The object index is built once and cached in a JSON file keyed by every file's path, mtime and
@@ -27,6 +29,7 @@ from ..errors import DatasetError
 from ..targets import read_label_image, read_mask, read_sbd_instances
 from . import voc
 from .voc import VOC_CLASSES
+from .coco import CocoDataset, build_coco_dataset
 from .base import (
     ImageTargets, ObjectDataset, ObjectRecord, default_cache_dir, index_key,
     load_cached_index, objects_in_label, report, save_cached_index,
@@ -35,10 +38,10 @@ from .pairing import (
     PatternLike, as_pattern_list, describe_unmatched, expand_patterns, pair_files,
 )
 
-KINDS = ("pascal_voc", "custom_label", "custom_mask")
+KINDS = ("pascal_voc", "custom_label", "custom_mask", "coco")
 
 __all__ = [
-    "KINDS", "VOC_CLASSES", "ImageTargets", "ObjectDataset", "ObjectRecord", "build_dataset",
+    "KINDS", "VOC_CLASSES", "CocoDataset", "ImageTargets", "ObjectDataset", "ObjectRecord", "build_dataset",
     "expand_patterns", "pair_files",
 ]
 
@@ -57,6 +60,10 @@ def build_dataset(
     on_progress: Optional[Callable[[int, int], None]] = None,
     on_warning: Optional[Callable[[str], None]] = None,
     use_cache: bool = True,
+    annotations: Optional[str] = None,
+    images_dir: Optional[str] = None,
+    categories: Optional[List[str]] = None,
+    points_from: str = "annotations",
 ) -> ObjectDataset:
     """Build (or read from the cache) the object index of a dataset.
 
@@ -73,6 +80,11 @@ def build_dataset(
         on_progress: ``(done, total)`` while images are indexed.
         on_warning: receives messages about unmatched images/targets (default: ``warnings``).
         use_cache: read and write the index cache.
+        annotations, images_dir: coco: the instances JSON file and the folder its ``file_name``
+            entries are relative to (default: the JSON file's folder).
+        categories: coco: keep only these category names.
+        points_from: coco: ``"annotations"`` (stored ``extreme_points`` are the evaluation
+            clicks where present) or ``"masks"``.
 
     Raises:
         DatasetError: unknown kind, missing files, no image/target match, or no object at all.
@@ -82,6 +94,13 @@ def build_dataset(
     if min_object_area < 0:
         raise DatasetError(f"min_object_area must be >= 0, got {min_object_area}")
     cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
+    if kind == "coco":
+        if annotations is None:
+            raise DatasetError("the coco dataset needs its instances file (annotations=...)")
+        return build_coco_dataset(
+            annotations, images_dir, categories=categories, min_object_area=min_object_area,
+            points_from=points_from, cache_dir=cache, on_progress=on_progress, on_warning=on_warning,
+        )
     settings = {"ignore_index": ignore_index, "min_object_area": int(min_object_area),
                 "whole_labels": bool(whole_labels)}
     if kind == "pascal_voc":

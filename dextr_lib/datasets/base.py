@@ -10,7 +10,7 @@ import json
 import os
 import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -51,6 +51,10 @@ class ObjectRecord:
     class_name: Optional[str]
     area: int
     box: Tuple[int, int, int, int]
+
+
+#: ObjectRecord's field names (the cache stores records as flat dicts; asdict() is slow).
+_RECORD_FIELDS = tuple(f.name for f in fields(ObjectRecord))
 
 
 class ImageTargets:
@@ -236,7 +240,7 @@ def save_cached_index(cache_dir: Optional[Path], kind: str, key: str, targets, o
         return
     cache_dir = Path(cache_dir)
     data = {"version": INDEX_VERSION, "key": key, "targets": targets,
-            "objects": [asdict(o) for o in objects]}
+            "objects": [{f: getattr(o, f) for f in _RECORD_FIELDS} for o in objects]}
     try:
         atomic_write_text(cache_dir / f"{kind}-{key}.json", json.dumps(data))
     except OSError:
