@@ -151,7 +151,7 @@ class TrainSettings:
         ConfigError: a value out of range or not among the choices (named ``[train] key``).
     """
 
-    dataset: str = _setting("pascal_voc", "Dataset kind: pascal_voc, custom_label or custom_mask.")
+    dataset: str = _setting("pascal_voc", "Dataset kind: pascal_voc, custom_label, custom_mask or coco.")
     image_pat: List[str] = _setting(None, "Glob of the training images (custom kinds); repeat to unite, "
                                     "@FILE reads a list.", factory=list)
     target_pat: List[str] = _setting(None, "Glob of the label images (custom_label) or mask files "
@@ -159,6 +159,14 @@ class TrainSettings:
     val_image_pat: List[str] = _setting(None, "Glob of validation images (custom kinds; pascal_voc uses "
                                         "its val split).", factory=list)
     val_target_pat: List[str] = _setting(None, "Glob of validation label images / masks.", factory=list)
+    annotations: Optional[str] = _setting(None, "coco: the COCO instances JSON file of the training objects.")
+    images: Optional[str] = _setting(None, "coco: the folder its images' file_name entries are relative to "
+                                     "(default: the JSON file's folder).")
+    val_annotations: Optional[str] = _setting(None, "coco: the COCO instances file of the validation objects.")
+    val_images: Optional[str] = _setting(None, "coco: the folder of the validation images (default: the "
+                                         "validation file's folder).")
+    categories: List[str] = _setting(None, "coco: only objects of these category names (comma-separated, "
+                                     "e.g. person,dog).", factory=list)
     label_ignore_index: int = _setting(255, "Label value that is neither object nor background (void); -1: none.",
                                        minimum=-1)
     min_object_area: int = _setting(0, "Skip objects with fewer pixels.", minimum=0)

@@ -44,6 +44,7 @@ from .loop import (
 
 PathLike = Union[str, os.PathLike]
 _PATTERN_KEYS = ("image_pat", "target_pat", "val_image_pat", "val_target_pat")
+_COCO_PATH_KEYS = ("annotations", "images", "val_annotations", "val_images")
 
 
 class Callbacks:
@@ -85,6 +86,9 @@ def resolve_settings(settings: TrainSettings) -> TrainSettings:
         s.backbone_weights = absolute(s.backbone_weights)
     if s.from_model is not None and os.path.exists(os.path.expanduser(s.from_model)):
         s.from_model = absolute(s.from_model)
+    for key in _COCO_PATH_KEYS:
+        if getattr(s, key) is not None:
+            setattr(s, key, absolute(getattr(s, key)))
     return s
 
 
@@ -101,6 +105,11 @@ def open_datasets(
     paths = paths or PathsConfig()
     if s.dataset not in KINDS:
         raise ConfigError(f"[train] dataset: expected one of {', '.join(KINDS)}, got {s.dataset!r}")
+    if s.dataset == "coco":
+        return _open_coco(s, cb)
+    if any(getattr(s, k) for k in _COCO_PATH_KEYS + ("categories",)):
+        raise ConfigError("annotations, images, val_annotations, val_images and categories "
+                          "(--annotations, ...) are for dataset coco")
     custom = s.dataset != "pascal_voc"
     if not custom and (s.image_pat or s.target_pat or s.val_image_pat or s.val_target_pat):
         raise ConfigError("pascal_voc finds its files under [paths] pascal_voc; the image/target "
@@ -119,6 +128,25 @@ def open_datasets(
     if s.val_image_pat:
         return train, build_dataset(s.dataset, s.val_image_pat, s.val_target_pat, split="val", **common)
     return train, None
+
+
+def _open_coco(s: TrainSettings, cb: Callbacks) -> Tuple[ObjectDataset, Optional[ObjectDataset]]:
+    """Training (and validation) objects of COCO instances files."""
+    if not s.annotations:
+        raise ConfigError("dataset coco needs its instances file: annotations (--annotations instances.json)")
+    if s.image_pat or s.target_pat or s.val_image_pat or s.val_target_pat:
+        raise ConfigError("dataset coco reads its images from annotations and images (--annotations, "
+                          "--images); the image/target patterns are for the custom dataset kinds")
+    if s.val_images and not s.val_annotations:
+        raise ConfigError("val_images (--val-images) goes with val_annotations (--val-annotations)")
+    categories = [n.strip() for item in s.categories for n in item.split(",") if n.strip()] or None
+    common = dict(min_object_area=s.min_object_area, categories=categories,
+                  on_progress=cb.indexing, on_warning=cb.warning)
+    train = build_dataset("coco", annotations=s.annotations, images_dir=s.images, **common)
+    val = None
+    if s.val_annotations:
+        val = build_dataset("coco", annotations=s.val_annotations, images_dir=s.val_images, **common)
+    return train, val
 
 
 def check_image_sizes(dataset: ObjectDataset) -> None:

@@ -233,3 +233,30 @@ def test_coco128_eval_via_coco_equals_mask_stack(shared_data, model_file, tmp_pa
     assert "bowl" in b["per_class"]  # COCO category names (000000000009 has bowls)
     print(f"coco128 first {n} images: mask stack mIoU {a['summary']['mean_iou']:.6f}, "
           f"coco {b['summary']['mean_iou']:.6f} on {b['summary']['objects']} objects")
+
+
+TINY_TRAIN = ["--arch", "resunet18", "--target-size", "64", "--padding", "4", "--blob-sigma", "4",
+              "--no-pretrained", "--batch-size", "2", "--iters-per-epoch", "1", "--opt-type", "adam",
+              "--learning-rate", "1e-3", "--seed", "1", "--num-epochs", "1"]
+
+
+def test_train_and_finetune_on_coco_files(mask_stack, model_file, tmp_path):
+    root, _ = mask_stack
+    inst = tmp_path / "data" / "instances.json"
+    _ok(["points-from-mask", *sorted((root / "masks").glob("*.png")), "--kind", "mask",
+         "--image-dir", root / "images", "--format", "coco", "--category", "thing", "-o", inst])
+    jobs = tmp_path / "jobs"
+    res = _ok(["train", "c", "--jobs-dir", jobs, "--dataset", "coco", "--annotations", inst,
+               "--val-annotations", inst, "--categories", "thing", *TINY_TRAIN])
+    assert "best val mIoU" in res.output
+    from dextr_lib.config import load_config
+
+    cfg = load_config(jobs / "c" / "config.toml").train
+    assert (cfg.dataset, cfg.annotations, cfg.categories) == ("coco", str(inst), ["thing"])
+    _ok(["finetune", "f", "--from", model_file, "--jobs-dir", jobs, "--dataset", "coco", "--annotations", inst,
+         "--num-epochs", "1", "--iters-per-epoch", "1", "--batch-size", "2", "--seed", "2"])
+    bad = runner.invoke(app, ["train", "x", "--jobs-dir", str(jobs), "--dataset", "coco", *TINY_TRAIN])
+    assert bad.exit_code == 1 and "needs its instances file" in bad.output
+    bad = runner.invoke(app, ["train", "y", "--jobs-dir", str(jobs), "--dataset", "custom_mask",
+                              "--image-pat", "a", "--target-pat", "b", "--annotations", str(inst), *TINY_TRAIN])
+    assert bad.exit_code == 1 and "are for dataset coco" in bad.output
