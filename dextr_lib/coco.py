@@ -37,6 +37,7 @@ from .errors import DatasetError, InvalidPointsError, MismatchError
 from .fileio import atomic_write_text
 from .geometry import EXTREME_POINT_ORDER, extreme_points_from_mask
 from .images import read_image
+from .points_io import points_from_masks
 
 PathLike = Union[str, os.PathLike]
 
@@ -632,8 +633,6 @@ def instances_from_masks(
     Raises:
         DatasetError: an object whose photo was not found (COCO needs an image file).
     """
-    from .points_io import points_from_masks
-
     cf = CocoFile(path=out_path)
     cid = cf.category_id(category)
     root = Path(out_path).parent

@@ -76,7 +76,8 @@ class CocoDataset(ObjectDataset):
     def __init__(self, annotations: str, objects: Sequence[ObjectRecord], targets: Dict[str, List[str]],
                  images: Dict[str, Dict[str, Any]], categories: Dict[int, str],
                  points_from: str = "annotations", from_cache: bool = False):
-        super().__init__("coco", objects, targets, ignore_index=None, from_cache=from_cache)
+        super().__init__("coco", objects, targets, ignore_index=None, from_cache=from_cache,
+                         spec={"annotations": annotations, "points_from": points_from})
         self.annotations = annotations
         self.categories = dict(categories)
         self.points_from = points_from
@@ -219,6 +220,7 @@ def build_coco_dataset(
         )
     ds = CocoDataset(str(ann_path), objects, targets, {p: images[p] for p in targets}, cat_names,
                      points_from=points_from, from_cache=from_cache)
+    ds.spec.update(images=str(root), categories=list(categories) if categories else None)
     skipped = len(images) - len(targets)
     if skipped and on_warning is not None and keep_cats is None and min_object_area <= 0:
         report(on_warning, f"{skipped} images of {ann_path} have no objects and are skipped")

@@ -156,7 +156,7 @@ def test_predict_coco_input_to_new_file(mask_stack, model_file, tmp_path):
     # no silent overwrite
     again = runner.invoke(app, ["predict", "-m", str(model_file), "--coco", str(tmp_path / "in.json"),
                                 "--images", str(tmp_path), "--out", str(out)])
-    assert again.exit_code == 1 and "exists; pass --force" in again.output
+    assert again.exit_code == 1 and "already exists; pass --force" in again.output
     _ok(["predict", "-m", model_file, "--coco", tmp_path / "in.json", "--images", tmp_path, "--out", out, "--force"])
 
 
