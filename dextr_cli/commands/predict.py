@@ -195,6 +195,9 @@ def _check_coco_options(image, points, points_file, coco_in, out, out_dir, overl
         from dextr_lib.coco import CocoFile
 
         return CocoFile.load(coco_in)  # fail on a bad file before loading the model
+    from dextr_lib.batch import check_photos
+    from dextr_lib.points_io import read_objects
+
     objects = read_objects(points_file)
     check_photos(objects, str(points_file))
     return objects
