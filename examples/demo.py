@@ -1,16 +1,22 @@
 """End-to-end demo: a model, an image, four extreme points -> a mask and an overlay.
 
-    python examples/demo.py --out-dir demo_out                   # small UNTRAINED model
-    python examples/demo.py --model path/to/model.pt             # a trained checkpoint (or zoo name)
+    python examples/demo.py --out-dir demo_out          # the published DEXTR model when reachable
+    python examples/demo.py --offline                   # skip the download: small UNTRAINED model
+    python examples/demo.py --model path/to/model.pt    # your checkpoint (or another zoo name)
 
-Without --model the demo creates a fresh resunet18 whose weights are random: the pipeline runs end
-to end (crop, heatmaps, network, paste-back, overlay), but the mask is NOT meaningful until you pass
-a trained model. The image is a real photo from ../shared/data/photos when that folder exists,
-else a synthetic picture drawn here.
+Without --model the demo uses the published model `pascalvoc-resunet101` (the `dextr` 0.1.2
+package's ResNet-101 U-Net trained on PASCAL VOC 2012): it is downloaded once into the model
+cache (hash-checked, with a progress bar; `$DEXTR_MIRROR` is tried first) and reused from there.
+When it cannot be downloaded (offline), the demo says so in one line and falls back to a fresh
+resunet18 with random weights: the pipeline still runs end to end (crop, heatmaps, network,
+paste-back, overlay), but that mask is NOT meaningful. The image is a real photo from
+../shared/data/photos (or $DEXTR_SHARED_DATA/photos) when that folder exists, else a synthetic
+picture drawn here.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,19 +24,29 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 import dextr_lib
+from dextr_lib.errors import ChecksumError, DownloadError
 from dextr_lib.geometry import extreme_points_from_mask
 from dextr_lib.images import read_image
 from dextr_lib.overlay import draw_overlay
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
+SHARED_DATA = Path(os.environ.get("DEXTR_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
+PHOTOS = SHARED_DATA / "photos"
+#: The published model the demo shows when it can download it (see `dextr download --list`).
+PUBLISHED_MODEL = "pascalvoc-resunet101"
 #: The bear's left-most, right-most, top and bottom points in bear.jpg, as [y, x].
 BEAR_POINTS = np.array([[318, 101], [395, 463], [216, 213], [432, 447]])
 
+err = Console(stderr=True, highlight=False)
+
 
 def synthetic_image(h: int = 240, w: int = 320):
-    """A gradient background with a textured orange ellipse; returns (rgb uint8, object mask)."""
+    """A gradient background with a textured green ellipse; returns (rgb uint8, object mask)."""
     yy, xx = np.mgrid[:h, :w]
     rgb = np.stack([40 + 60 * xx / w, 90 + 60 * yy / h, np.full((h, w), 140.0)], axis=-1)
     mask = ((yy - 125) / 70.0) ** 2 + ((xx - 150) / 100.0) ** 2 <= 1
@@ -40,23 +56,79 @@ def synthetic_image(h: int = 240, w: int = 320):
     return np.clip(rgb, 0, 255).astype(np.uint8), mask
 
 
+class _DownloadBar:
+    """``on_progress(done, total)`` for the library's downloads: a Rich bar on stderr, drawn
+    only once bytes arrive (a cached model draws nothing)."""
+
+    def __init__(self, name: str):
+        self.name, self.progress, self.task = name, None, None
+
+    def __call__(self, done: int, total=None) -> None:
+        if self.progress is None:
+            self.progress = Progress(TextColumn(f"Downloading {self.name}"), BarColumn(),
+                                     DownloadColumn(), TransferSpeedColumn(), console=err)
+            self.progress.start()
+            self.task = self.progress.add_task("", total=total)
+        self.progress.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def published_or_untrained(name: str, device: str):
+    """``(model, trained)``: the zoo model ``name`` (downloaded once, then cached), else, when it
+    cannot be downloaded or fails its hash check, a new untrained resunet18."""
+    bar = _DownloadBar(name)
+    try:
+        model = dextr_lib.load_model(name, map_location=device, on_progress=bar)
+        return model, True
+    except DownloadError as e:
+        bar.close()
+        err.print(f"[yellow]Offline:[/] cannot download the published model {name}, falling back "
+                  f"to an untrained network ({escape(str(e))})", soft_wrap=True)
+    except ChecksumError as e:
+        bar.close()
+        err.print(f"[yellow]Not used:[/] the download of {name} failed its hash check, falling "
+                  f"back to an untrained network ({escape(str(e))})", soft_wrap=True)
+    finally:
+        bar.close()
+    return untrained(device), False
+
+
+def untrained(device: str):
+    torch.manual_seed(0)
+    return dextr_lib.create_model("resunet18", target_size=256).to(device)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", type=Path, default=Path("demo_out"))
-    ap.add_argument("--model", help="trained checkpoint file or model-zoo name (default: a new, "
-                    "untrained resunet18)")
+    ap.add_argument("--model", help="trained checkpoint file or model-zoo name (default: the "
+                    f"published {PUBLISHED_MODEL}, else an untrained resunet18)")
+    ap.add_argument("--published", default=PUBLISHED_MODEL, metavar="NAME",
+                    help=f"zoo model tried when --model is not given (default: {PUBLISHED_MODEL})")
+    ap.add_argument("--offline", action="store_true",
+                    help="do not try to download: use a new, untrained resunet18")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
     args = ap.parse_args(argv)
 
     if args.model:
-        model = dextr_lib.load_model(args.model, map_location=args.device)
+        model, trained = dextr_lib.load_model(args.model, map_location=args.device), True
         print(f"Model: {args.model} ({model.arch}, target {model.preprocess.target_size})")
     else:
-        torch.manual_seed(0)
-        model = dextr_lib.create_model("resunet18", target_size=256).to(args.device)
-        print("Model: a NEW resunet18 with random weights (untrained): the mask below shows that the "
-              "pipeline runs, not what DEXTR can do.\n       Pass --model CKPT (e.g. from `dextr train`) "
-              "for a real mask.")
+        if args.offline:
+            model, trained = untrained(args.device), False
+        else:
+            model, trained = published_or_untrained(args.published, args.device)
+        if trained:
+            print(f"Model: the published {args.published} ({model.arch}, target "
+                  f"{model.preprocess.target_size}; kept in the model cache, see `dextr download --list`)")
+        else:
+            print("Model: a NEW resunet18 with random weights (untrained): the mask below shows "
+                  "that the pipeline runs, not what DEXTR can do.\n       Connect to the internet "
+                  f"(or set DEXTR_MIRROR) for {args.published}, or pass --model CKPT.")
 
     photo = PHOTOS / "bear.jpg"
     if photo.is_file():
@@ -77,7 +149,7 @@ def main(argv=None) -> int:
     PIL.Image.fromarray(binary.astype(np.uint8) * 255).save(args.out_dir / "mask.png")
     PIL.Image.fromarray(draw_overlay(image, [binary], [points])).save(args.out_dir / "overlay.png")
     print(f"Predicted in {took:.2f} s on {model.device}: {int(binary.sum())} object pixels "
-          f"({binary.mean():.1%} of the image)")
+          f"({binary.mean():.1%} of the image)" + ("" if trained else ", untrained: not meaningful"))
     print(f"Wrote {args.out_dir / 'mask.png'} and {args.out_dir / 'overlay.png'}")
     return 0
 
