@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from typer.core import TyperGroup
+from typer._click.exceptions import UsageError  # typer 0.29 vendors click; BadParameter's base
 from typing_extensions import Annotated
 
 from dextr_lib import DextrError, __version__
@@ -28,9 +30,61 @@ def _one_line(e: BaseException) -> str:
     return f"{where}: {os_error_cause(e)}" if where else os_error_cause(e)
 
 
+_DEBUG = "dextr_debug"
+_EXTRA_ARGS = re.compile(r"^Got unexpected extra argument(?:s|\(s\))? \((.*)\)$", re.S)
+
+
+def _debug_requested(ctx: typer.Context) -> bool:
+    """``--debug`` anywhere (root or command), or ``$DEXTR_DEBUG`` set to anything but 0/false/no."""
+    env = os.environ.get("DEXTR_DEBUG", "").strip().lower()
+    return bool(ctx.meta.get(_DEBUG) or ctx.params.get("debug")) or env not in ("", "0", "false", "no", "off")
+
+
+def _set_debug(ctx: typer.Context, value: bool) -> None:
+    if value:
+        ctx.meta[_DEBUG] = True  # meta is shared by the whole context chain
+
+
+def _build_debug_option():
+    """The ``--debug`` flag every command accepts, built by Typer itself so its help renders
+    like the command's own options."""
+    probe = typer.Typer()
+
+    @probe.command()
+    def _probe(debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the full traceback on errors (also $DEXTR_DEBUG=1).", is_eager=True,
+        expose_value=False, callback=_set_debug)] = False) -> None:
+        """Never run."""
+
+    return typer.main.get_command(probe).params[0]
+
+
+_DEBUG_OPTION = _build_debug_option()
+
+
+def _glob_hint(message: str) -> Optional[str]:
+    """For click's "Got unexpected extra arguments (a b c)" where they name existing files: the
+    shell expanded an unquoted glob. One line that says so, instead of the whole file list."""
+    m = _EXTRA_ARGS.match(message)
+    extra: List[str] = m.group(1).split() if m else []
+    if not any(os.path.exists(a) for a in extra):
+        return None
+    shown = " ".join(extra[:3]) + (" ..." if len(extra) > 3 else "")
+    return (f"got {len(extra)} unexpected extra argument{'s' if len(extra) > 1 else ''} ({shown}): "
+            "the shell expanded a glob pattern; quote the pattern, e.g. --target-pat 'labels/*.png'")
+
+
 class _ErrorBoundary(TyperGroup):
     """Turns library errors, and OS errors (unreadable or unwritable files, a full disk), into
     one clear line and exit code 1 (``--debug``: full traceback)."""
+
+    def get_command(self, ctx, cmd_name):
+        # `--debug` is accepted after any command too (`dextr predict ... --debug`), and its
+        # help lists it; the root option `dextr --debug COMMAND` keeps working.
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None and _DEBUG_OPTION not in cmd.params:
+            cmd.params.append(_DEBUG_OPTION)
+        return cmd
 
     def invoke(self, ctx):
         try:
@@ -38,11 +92,16 @@ class _ErrorBoundary(TyperGroup):
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
         except (DextrError, OSError, MemoryError) as e:
-            if ctx.params.get("debug") or os.environ.get("DEXTR_DEBUG"):
+            if _debug_requested(ctx):
                 raise
-            err_console.print(f"[bold red]Error:[/] {esc(_one_line(e))}", highlight=False, soft_wrap=True)
-            err_console.print("[dim](run with --debug for the full traceback)[/]", highlight=False)
+            err_console.print(f"[bold red]Error:[/] {esc(_one_line(e))} [dim](--debug: traceback)[/]",
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except UsageError as e:
+            hint = _glob_hint(e.message)
+            if hint is not None:
+                e.message = hint
+            raise
         except KeyboardInterrupt:
             err_console.print("Interrupted.")
             raise typer.Exit(130) from None
@@ -78,7 +137,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors (also $DEXTR_DEBUG=1; accepted after any command too).")] = False,
     max_pixels: Annotated[Optional[int], typer.Option(
         "--max-pixels", min=1, help="Refuse images with more pixels (default: 100000000; also "
         "$DEXTR_MAX_PIXELS).", show_default=False)] = None,

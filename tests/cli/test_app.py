@@ -79,3 +79,59 @@ def test_python_dash_m_debug_shows_the_traceback(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dextr_cli", "--debug", "points-from-mask", "x.png"],
                        capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 1 and "Traceback" in r.stderr and "InvalidImageError" in r.stderr
+
+
+def _missing_model_args(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"")
+    return ["predict", str(tmp_path / "x.png"), "-m", str(tmp_path / "missing.pt"),
+            "-p", "1,2", "-p", "3,4", "-p", "5,6", "-p", "7,8"]
+
+
+def test_an_error_is_exactly_one_line(tmp_path):
+    r = runner.invoke(app, _missing_model_args(tmp_path))
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("Error: model not found") and lines[0].endswith("(--debug: traceback)")
+
+
+@pytest.mark.parametrize("where", ["root", "command"])
+def test_debug_is_accepted_before_and_after_the_command(tmp_path, where):
+    args = _missing_model_args(tmp_path)
+    args = ["--debug", *args] if where == "root" else [*args, "--debug"]
+    r = runner.invoke(app, args)
+    assert isinstance(r.exception, dextr_lib.CheckpointError)
+
+
+@pytest.mark.parametrize("value, shows", [("1", True), ("yes", True), ("0", False), ("", False)])
+def test_dextr_debug_environment_variable(tmp_path, monkeypatch, value, shows):
+    monkeypatch.setenv("DEXTR_DEBUG", value)
+    r = runner.invoke(app, _missing_model_args(tmp_path))
+    assert isinstance(r.exception, dextr_lib.CheckpointError) is shows
+    assert (r.exit_code == 1 and r.stderr.startswith("Error: ")) is not shows
+
+
+def test_every_command_lists_debug_in_its_help():
+    r = runner.invoke(app, ["--help"])
+    commands = [c for c in ("predict", "points-from-mask", "train", "finetune", "eval", "download",
+                            "convert") if c in r.stdout]
+    assert len(commands) >= 5
+    for cmd in commands:
+        r = runner.invoke(app, [cmd, "--help"])
+        assert r.exit_code == 0 and "--debug" in r.stdout, cmd
+
+
+def test_an_unquoted_glob_says_quote_the_pattern(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    names = [f"img{i}_mask.png" for i in range(40)]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    # What the shell makes of `--target-pat *_mask.png`: the first file is the value, the rest extra.
+    r = runner.invoke(app, ["eval", "-m", "m.pt", "--dataset", "custom_label", "--image-pat", "x",
+                            "--target-pat", *names])
+    assert r.exit_code == 2
+    assert "quote the pattern" in r.stderr and "39 unexpected extra arguments" in r.stderr
+    assert names[-1] not in r.stderr  # not the whole wall of names
+    # Extra arguments that are not files keep the plain message.
+    r = runner.invoke(app, ["predict", names[0], "no-such-file", "-m", "m.pt"])
+    assert r.exit_code == 2 and "no-such-file" in r.stderr and "quote the pattern" not in r.stderr
