@@ -64,7 +64,7 @@ def download(
         dextr download --list
         dextr download pascalvoc-resunet101
         dextr download pascal-sbd coco --cache-dir ./models
-        dextr download --url https://example.org/my-dextr.pt --sha256 <64 hex digits>
+        dextr download --url https://example.org/my-dextr.pt --sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
     """
     cfg = load_config(config)
     cache = pick(str(cache_dir) if cache_dir else None, cfg.paths.models)

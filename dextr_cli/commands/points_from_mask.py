@@ -1,6 +1,7 @@
 """``dextr points-from-mask``: the four extreme points of every object in label images or masks."""
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,6 +15,9 @@ from dextr_lib.fileio import check_output
 
 from .._console import console, err_console, esc
 from .._options import ConfigOpt, SeedOpt, pick
+
+#: Rows of the printed table; objects.json always has every object.
+TABLE_ROWS = 50
 
 
 def points_from_mask(
@@ -123,13 +127,16 @@ def points_from_mask(
         err_console.print(f"{n_obj} objects in {len(entries)} images", highlight=False)
         return
     write_objects(entries, out)
-    table = Table("image", "label", "area", "left", "right", "top", "bottom", title="Extreme points (x, y)")
-    for e in entries:
-        for o in e.objects:
-            xy = yx_to_xy(o.points)
-            cells = [", ".join(f"{v:g}" for v in p) for p in xy]
-            table.add_row(esc(Path(e.image).name) if e.image else "-",
-                          esc(o.label if o.label is not None else o.name), str(o.area), *cells)
-    if n_obj <= 50:
-        console.print(table)
+    shown = min(n_obj, TABLE_ROWS)
+    title = "Extreme points (x, y)" + (f", the first {shown} of {n_obj} objects" if shown < n_obj else "")
+    table = Table("image", "label", "area", "left", "right", "top", "bottom", title=title)
+    rows = ((e, o) for e in entries for o in e.objects)
+    for e, o in itertools.islice(rows, shown):
+        xy = yx_to_xy(o.points)
+        cells = [", ".join(f"{v:g}" for v in p) for p in xy]
+        table.add_row(esc(Path(e.image).name) if e.image else "-",
+                      esc(o.label if o.label is not None else o.name), str(o.area), *cells)
+    console.print(table)
+    if shown < n_obj:
+        console.print(f"({n_obj - shown} more objects not shown; all are in {esc(out)})", highlight=False)
     console.print(f"Wrote {n_obj} objects from {len(entries)} images to [bold]{esc(out)}[/]", highlight=False)

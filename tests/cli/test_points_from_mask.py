@@ -183,3 +183,19 @@ def test_binary_mask_read_as_labels_warns_with_the_fix(tmp_path):
     assert r.exit_code == 0
     assert "kind 'mask'" in r.stderr and "no objects found" in r.stderr
     assert json.loads(r.stdout)["images"][0]["objects"] == []
+
+
+def test_the_table_says_when_it_shows_only_the_first_objects(tmp_path):
+    lab = np.zeros((40, 120), np.uint8)
+    for k in range(60):  # 60 objects of 2x2 pixels
+        y, x = divmod(k, 20)
+        lab[2 + 10 * y:4 + 10 * y, 2 + 6 * x:4 + 6 * x] = k + 1
+    PIL.Image.fromarray(lab).save(tmp_path / "x_mask.png")
+    r = _run(tmp_path / "x_mask.png", "-o", tmp_path / "o.json")
+    assert r.exit_code == 0, r.output
+    assert "the first 50 of 60 objects" in r.stdout and "10 more objects not shown" in r.stdout
+    assert len(read_objects(tmp_path / "o.json").images[0].objects) == 60
+    lab[lab > 5] = 0
+    PIL.Image.fromarray(lab).save(tmp_path / "y_mask.png")
+    r = _run(tmp_path / "y_mask.png", "-o", tmp_path / "p.json")
+    assert r.exit_code == 0 and "not shown" not in r.stdout and "first" not in r.stdout
