@@ -1,0 +1,277 @@
+"""Doc-test: every command README.md shows and every example in a command's ``--help`` runs, so
+the examples cannot rot (`make test` runs this file; tests/helpers/doc_commands.py lists them).
+
+How a shown command runs: bash expands it exactly as a user's shell would (quotes, globs with
+``failglob`` so a glob matching nothing fails, ``\\`` continuations), in a fresh folder of small
+fixtures made here (a tiny model, tiny label/mask datasets with the documented file names, a tiny
+PASCAL VOC layout, legacy model files); ``dextr ...`` then runs in-process and must exit 0. The
+commands of one source (the README, or one command's help) run in order in one folder, as a user
+following them would.
+
+What differs from a user's run, and why:
+
+* training commands get fast settings appended (the last value of an option wins): one epoch of
+  two iterations of batch 2 at 64 px, ImageNet weights off (they are a download), and a shown
+  ``--arch`` (checked to exist) is trained as a resunet18;
+* model-zoo names resolve to a small stand-in checkpoint served from 127.0.0.1 (the published
+  files are hundreds of MB and need the internet); a ``--url`` on example.org must fail with the
+  one-line download error (the example's host does not exist);
+* ``make demo`` / ``make test`` are not run here (they install a virtualenv; the demo's script is
+  covered by the README's ``examples/demo.py`` line and tests/test_demo.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import PIL.Image
+import pytest
+from typer.testing import CliRunner
+
+import dextr_lib
+from dextr_cli.app import app
+from dextr_lib import weights
+from tests.helpers.doc_commands import REPO, help_examples, readme_commands
+from tests.helpers.http_server import serve
+from tests.helpers.legacy_files import write_dextr012_resunet18
+
+NOT_RUN = {
+    "make demo": "installs .venv, then runs examples/demo.py (run here from the README's line)",
+    "make test": "installs .venv, then runs this test suite",
+}
+FAST_TRAIN = ["--target-size", "64", "--num-epochs", "1", "--iters-per-epoch", "2", "--batch-size", "2",
+              "--val-every-n-epochs", "1", "--no-pretrained"]
+FAST_FINETUNE = ["--num-epochs", "1", "--iters-per-epoch", "2", "--batch-size", "2", "--val-every-n-epochs", "1"]
+OFFLINE_HOSTS = ("example.org",)
+
+runner = CliRunner()
+
+
+# -- fixtures: files with the names the documentation uses ---------------------------------------
+def _scene(h: int, w: int, boxes, seed: int):
+    """An RGB image with a bright ellipse per box ``(cy, cx, ry, rx)`` and its label image."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    image = rng.integers(0, 70, size=(h, w, 3), dtype=np.uint8)
+    labels = np.zeros((h, w), np.uint8)
+    for i, (cy, cx, ry, rx) in enumerate(boxes, start=1):
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        image[inside] = [200 + 10 * i, 160, 60]
+        labels[inside] = i
+    return image, labels
+
+
+def _save(path: Path, array: np.ndarray, **kw) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PIL.Image.fromarray(array).save(path, **kw)
+
+
+TWO_OBJECTS = [(20, 22, 12, 9), (34, 58, 14, 12)]
+
+
+def _label_set(root: Path, images: str, labels: str, stems: List[str], ext: str = ".png") -> None:
+    for k, stem in enumerate(stems):
+        image, lab = _scene(56, 80, TWO_OBJECTS, seed=k)
+        _save(root / images / f"{stem}{ext}", image)
+        _save(root / labels / f"{stem}_mask.png", lab)
+
+
+def _mask_set(root: Path, image_dirs: List[str], mask_dir: str, n: int = 2) -> None:
+    for k in range(n):
+        image, lab = _scene(56, 80, TWO_OBJECTS, seed=10 + k)
+        for d in image_dirs:
+            _save(root / d / f"img{k}.jpg", image, quality=95)
+        for j in (1, 2):
+            _save(root / mask_dir / f"img{k}_mask{j - 1}.png", (lab == j).astype(np.uint8) * 255)
+
+
+def _voc(root: Path) -> None:
+    ids = {"train": ["2007_000001", "2007_000002"], "val": ["2007_000003", "2007_000004"]}
+    for split, names in ids.items():
+        for k, name in enumerate(names):
+            image, lab = _scene(56, 80, TWO_OBJECTS, seed=20 + k)
+            _save(root / "JPEGImages" / f"{name}.jpg", image, quality=95)
+            obj = PIL.Image.fromarray(lab, mode="L").convert("P")
+            obj.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (3 * 253))
+            (root / "SegmentationObject").mkdir(parents=True, exist_ok=True)
+            obj.save(root / "SegmentationObject" / f"{name}.png")
+            cls = PIL.Image.fromarray(np.where(lab > 0, 15, 0).astype(np.uint8), mode="L").convert("P")
+            cls.putpalette([0, 0, 0] * 256)
+            (root / "SegmentationClass").mkdir(parents=True, exist_ok=True)
+            cls.save(root / "SegmentationClass" / f"{name}.png")
+        sets = root / "ImageSets" / "Segmentation"
+        sets.mkdir(parents=True, exist_ok=True)
+        (sets / f"{split}.txt").write_text("\n".join(names) + "\n")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A tiny trained-format model (resunet18 at 64 px), shared by every fixture folder."""
+    import torch
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("docmodel") / "model.pt"
+    dextr_lib.create_model("resunet18", target_size=64, padding=4, blob_sigma=4.0).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def legacy_file(tmp_path_factory):
+    """A dextr 0.1.2 pickle: what `dextr convert` documents converting."""
+    path = tmp_path_factory.mktemp("doclegacy") / "legacy.pth"
+    write_dextr012_resunet18(path, target_size=64)
+    return path
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, model_file, legacy_file):
+    """A folder with every input the documentation names; the current folder of the commands."""
+    root = tmp_path / "work"
+    root.mkdir()
+    for rel in ("model.pt", "path/to/model.pt", "models/my-model.pt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.link(model_file, root / rel)
+    for rel in ("dextr_pascal-sbd.pth", "dextr_pascalvoc_resunet101-a2d81727.pth"):
+        os.link(legacy_file, root / rel)
+    photo, _ = _scene(480, 854, [(325, 282, 108, 180)], seed=3)  # an object where the README clicks
+    _save(root / "photo.jpg", photo, quality=95)
+    penn = ["FudanPed00001", "FudanPed00002", "PennPed00001", "PennPed00002", "PennPed00090", "PennPed00091"]
+    _label_set(root, "data/images", "data/labels", penn)
+    _label_set(root, "val/images", "val/labels", ["PennPed00095"])
+    _label_set(root, "images", "labels", ["FudanPed00001", "PennPed00001"])
+    _mask_set(root, ["photos", "imgs", "images", "data"], "masks")
+    _mask_set(root, [], "data")
+    image, lab = _scene(56, 80, TWO_OBJECTS, seed=30)
+    _save(root / "JPEGImages" / "2007_000032.jpg", image, quality=95)
+    _save(root / "SegmentationObject" / "2007_000032.png", lab)
+    _voc(root / "voc" / "VOC2012")
+    (root / "dextr.toml").write_text('[paths]\npascal_voc = "voc/VOC2012"\n')
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def zoo_standins(monkeypatch, model_file):
+    """Every model-zoo name resolves to the tiny model, served on 127.0.0.1 (hash-checked)."""
+    data = model_file.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    with serve(data) as server:
+        for name in weights.list_pretrained():
+            entry = weights.get_pretrained(name)
+            monkeypatch.setitem(weights._MODELS, name, dataclasses.replace(
+                entry, urls=(server.url("range", entry.filename),), sha256=digest, hash_prefix=None,
+                size=None, file_format="dextr", arch="resunet18", profile="dextr"))
+        yield server
+
+
+def _objects_json(root: Path) -> None:
+    """objects.json for the two label images of labels/, as points-from-mask writes it."""
+    run_shown("dextr points-from-mask labels/*_mask.png --out objects.json", root)
+
+
+def _voc_job(root: Path) -> None:
+    """jobs/voc/checkpoints/best.pt, as `dextr train voc` leaves it."""
+    run_shown("dextr train voc --dataset pascal_voc --arch resunet18", root)
+
+
+#: Inputs a source's commands use without making them first (a user would have them).
+SETUP = {"predict": [_objects_json], "finetune": [_voc_job]}
+
+
+# -- running a shown command ----------------------------------------------------------------------
+def bash_words(line: str, cwd: Path) -> List[str]:
+    """The argv bash makes of ``line`` in ``cwd`` (quote removal, globs; no match is an error)."""
+    r = subprocess.run(["bash", "-c", "shopt -s failglob; printf '%s\\0' " + line], cwd=cwd,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"bash cannot expand the shown command {line!r}: {r.stderr.strip()}"
+    return r.stdout.split("\0")[:-1]
+
+
+def _demo_main():
+    spec = importlib.util.spec_from_file_location("dextr_demo_doc", REPO / "examples" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def run_shown(line: str, cwd: Path) -> str:
+    """Run one shown command in ``cwd``; return its output. Fails the test when it fails."""
+    line = re.sub(r"\s+#.*$", "", line) if not re.search(r"['\"].*#", line) else line
+    redirect = None
+    m = re.match(r"^(.*?)\s+>\s*(\S+)$", line)
+    if m:
+        line, redirect = m.group(1), m.group(2)
+    argv = bash_words(line, cwd)
+    if argv[0].endswith("/python") and argv[1] == "examples/demo.py":
+        assert _demo_main()(argv[2:]) == 0
+        return ""
+    assert argv[0] == "dextr", f"not a dextr command: {line!r}"
+    args = argv[1:]
+    if args[:1] == ["train"] and "--resume" not in args:
+        if "--arch" in args:  # a small network stands in for the shown one, which must exist
+            assert args[args.index("--arch") + 1] in dextr_lib.list_models(), line
+            args += ["--arch", "resunet18"]
+        args += FAST_TRAIN
+    elif args[:1] == ["finetune"] and "--resume" not in args:
+        args += FAST_FINETUNE
+    r = runner.invoke(app, args)
+    if any(host in line for host in OFFLINE_HOSTS):
+        assert r.exit_code == 1 and r.stderr.startswith("Error: download failed"), r.output
+        assert len(r.stderr.strip().splitlines()) == 1
+        return r.output
+    assert r.exit_code == 0, f"`{line}` failed (exit {r.exit_code}):\n{r.output}\n{r.exception!r}"
+    if redirect:
+        (cwd / redirect).write_text(r.stdout)
+    return r.output
+
+
+def _run_all(lines: List[str], cwd: Path) -> None:
+    for line in lines:
+        if line.split("#")[0].strip() in NOT_RUN:
+            continue
+        t0 = time.perf_counter()
+        run_shown(line, cwd)
+        print(f"{time.perf_counter() - t0:6.1f} s  {line}")  # shown with -s: where the time goes
+
+
+# -- the tests ------------------------------------------------------------------------------------
+def test_the_readme_has_commands_and_no_unexplained_skips():
+    lines = readme_commands()
+    assert sum(ln.startswith("dextr ") for ln in lines) >= 10
+    for line in lines:
+        word = line.split()[0]
+        assert word in ("dextr", "make", ".venv/bin/python"), f"README shows an unknown command: {line!r}"
+        if word == "make":
+            assert line.split("#")[0].strip() in NOT_RUN, f"add {line!r} to NOT_RUN with a reason, or run it"
+
+
+def test_readme_commands_run(workdir, zoo_standins):
+    _run_all(readme_commands(), workdir)
+
+
+def test_every_command_shows_examples():
+    missing = [name for name, lines in help_examples().items() if not lines]
+    assert not missing, f"commands without examples in their --help: {missing}"
+
+
+@pytest.mark.parametrize("command", list(help_examples()))
+def test_help_examples_run(command, workdir, zoo_standins):
+    for setup in SETUP.get(command, []):
+        setup(workdir)
+    _run_all(help_examples()[command], workdir)
+
+
+def test_a_glob_matching_nothing_fails_the_doctest(tmp_path):
+    with pytest.raises(AssertionError, match="cannot expand"):
+        bash_words("dextr points-from-mask nothing/*_mask.png", tmp_path)
+    assert bash_words("dextr eval --image-pat 'data/*.png' x\\ y", tmp_path) == [
+        "dextr", "eval", "--image-pat", "data/*.png", "x y"]
