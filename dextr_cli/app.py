@@ -13,6 +13,9 @@ from typing_extensions import Annotated
 
 from dextr_lib import DextrError, __version__
 from dextr_lib.errors import DextrWarning
+from dextr_lib.config import load_config
+from dextr_lib.device import set_threads
+from dextr_lib.errors import ConfigError
 from dextr_lib.fileio import os_error_cause, shown_path
 from dextr_lib.limits import reset_limits, set_limits
 
@@ -62,6 +65,54 @@ def _build_debug_option():
 _DEBUG_OPTION = _build_debug_option()
 
 
+def _set_threads(value: Optional[int]) -> None:
+    if value is not None:
+        set_threads(value)
+
+
+def _build_threads_option():
+    """``--threads N``, accepted by every command like ``--debug``."""
+    probe = typer.Typer()
+
+    @probe.command()
+    def _probe(threads: Annotated[Optional[int], typer.Option(
+        "--threads", min=0, help="CPU threads for torch; 0: auto, the cores not already busy "
+        "(default: $DEXTR_THREADS, else [cpu] threads, else auto).", show_default=False,
+        is_eager=True, expose_value=False, callback=_set_threads)] = None) -> None:
+        """Never run."""
+
+    return typer.main.get_command(probe).params[0]
+
+
+_THREADS_OPTION = _build_threads_option()
+
+
+def _config_arg(args: List[str]) -> Optional[str]:
+    """The ``--config``/``-c`` value among a command's raw arguments, if any."""
+    for i, a in enumerate(args):
+        if a in ("--config", "-c") and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def _default_threads(args: List[str]) -> None:
+    """Threads before the command's own ``--threads``: $DEXTR_THREADS, else the config's
+    ``[cpu] threads`` (the config the command will read), else auto."""
+    env = os.environ.get("DEXTR_THREADS", "").strip()
+    if env:
+        if not env.isdigit():
+            raise ConfigError(f"$DEXTR_THREADS must be a number of threads (0: auto), got {env!r}")
+        set_threads(int(env))
+        return
+    try:
+        threads = load_config(_config_arg(args)).cpu.threads
+    except DextrError:  # the command itself reports a broken or missing config
+        threads = 0
+    set_threads(threads)
+
+
 def _glob_hint(message: str) -> Optional[str]:
     """For click's "Got unexpected extra arguments (a b c)" where they name existing files: the
     shell expanded an unquoted glob. One line that says so, instead of the whole file list."""
@@ -82,12 +133,15 @@ class _ErrorBoundary(TyperGroup):
         # `--debug` is accepted after any command too (`dextr predict ... --debug`), and its
         # help lists it; the root option `dextr --debug COMMAND` keeps working.
         cmd = super().get_command(ctx, cmd_name)
-        if cmd is not None and _DEBUG_OPTION not in cmd.params:
-            cmd.params.append(_DEBUG_OPTION)
+        if cmd is not None:
+            for option in (_THREADS_OPTION, _DEBUG_OPTION):
+                if option not in cmd.params:
+                    cmd.params.append(option)
         return cmd
 
     def invoke(self, ctx):
         try:
+            _default_threads([*ctx._protected_args, *ctx.args])
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)

@@ -83,6 +83,13 @@ class ServeConfig:
 
 
 @dataclass
+class CpuConfig:
+    """``[cpu]``: how every command uses the CPU."""
+
+    threads: int = 0  # torch threads; 0: auto, the cores not already busy (dextr_lib.device.auto_threads)
+
+
+@dataclass
 class ModelsConfig:
     """``[models]``: the model zoo (``dextr download``, ``--model NAME``)."""
 
@@ -250,6 +257,7 @@ class Config:
     points_from_mask: PointsFromMaskConfig = field(default_factory=PointsFromMaskConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    cpu: CpuConfig = field(default_factory=CpuConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainSettings = field(default_factory=TrainSettings)
     source: Optional[str] = None

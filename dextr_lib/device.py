@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import warnings
 from typing import Dict, FrozenSet, Optional, Union
@@ -147,3 +148,43 @@ def resolve_precision(precision: str, device: torch.device, runtime: str = "torc
             "bf16 on this CPU (no AVX512-BF16 or AMX) is emulated: "
             f"{BF16_EMULATED_SLOWDOWN}; use --precision fp32 or auto"), stacklevel=3)
     return precision
+
+
+#: torch's own default number of CPU threads (the physical cores, or $OMP_NUM_THREADS), read
+#: before anything changes it.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def auto_threads() -> int:
+    """CPU threads for torch that suit this machine now.
+
+    torch's default uses every physical core, which is right on an idle machine but several times
+    slower than one thread when other processes keep the cores busy (threads then wait for each
+    other at every layer; see benchmarks/README.md). So: the logical CPUs not already busy by the
+    1-minute load average, rounded down, at least 1 and at most torch's default.
+    ``$OMP_NUM_THREADS``, when set, is taken as given.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return TORCH_DEFAULT_THREADS
+    try:
+        busy = os.getloadavg()[0]
+    except (OSError, AttributeError):  # Windows has no load average
+        return TORCH_DEFAULT_THREADS
+    idle = int((os.cpu_count() or 1) - busy)
+    return max(1, min(TORCH_DEFAULT_THREADS, idle))
+
+
+def set_threads(threads: Optional[int] = None) -> int:
+    """Set torch's CPU threads (intra-op): ``threads`` when positive, else :func:`auto_threads`.
+
+    Returns:
+        The number of threads set.
+
+    Raises:
+        DeviceError: a negative number.
+    """
+    if threads is not None and threads < 0:
+        raise DeviceError(f"threads must be 0 (auto) or a positive number, got {threads}")
+    n = threads if threads else auto_threads()
+    torch.set_num_threads(n)
+    return n

@@ -12,10 +12,11 @@ What differs from a user's run, and why:
 
 * training commands get fast settings appended (the last value of an option wins): one epoch of
   two iterations of batch 2 at 64 px, ImageNet weights off (they are a download), and a shown
-  ``--arch`` (checked to exist) is trained as a resunet18;
+  ``--arch`` (checked to exist) is trained as a resunet18; a ``--resume`` runs one more epoch;
 * model-zoo names resolve to a small stand-in checkpoint served from 127.0.0.1 (the published
   files are hundreds of MB and need the internet); a ``--url`` on example.org must fail with the
   one-line download error (the example's host does not exist);
+* ``dextr serve`` builds its server and answers one request instead of serving until Ctrl-C;
 * ``make demo`` / ``make test`` are not run here (they install a virtualenv; the demo's script is
   covered by the README's ``examples/demo.py`` line and tests/test_demo.py).
 """
@@ -29,6 +30,7 @@ import os
 import re
 import subprocess
 import time
+from unittest import mock
 from pathlib import Path
 from typing import List
 
@@ -203,6 +205,15 @@ def _demo_main():
     return module.main
 
 
+def _answer_once(app, host, port, **kwargs) -> None:
+    """Stands in for ``uvicorn.run``: the served app answers its page once, then returns."""
+    from fastapi.testclient import TestClient
+
+    assert host == "127.0.0.1" and port > 0
+    with TestClient(app) as client:
+        assert client.get("/").status_code == 200
+
+
 def run_shown(line: str, cwd: Path) -> str:
     """Run one shown command in ``cwd``; return its output. Fails the test when it fails."""
     line = re.sub(r"\s+#.*$", "", line) if not re.search(r"['\"].*#", line) else line
@@ -223,7 +234,13 @@ def run_shown(line: str, cwd: Path) -> str:
         args += FAST_TRAIN
     elif args[:1] == ["finetune"] and "--resume" not in args:
         args += FAST_FINETUNE
-    r = runner.invoke(app, args)
+    elif args[:1] in (["train"], ["finetune"]):
+        args += ["--num-epochs", "2"]  # resume: one more short epoch
+    if args[:1] == ["serve"]:
+        with mock.patch("uvicorn.run", _answer_once):
+            r = runner.invoke(app, args)
+    else:
+        r = runner.invoke(app, args)
     if any(host in line for host in OFFLINE_HOSTS):
         assert r.exit_code == 1 and r.stderr.startswith("Error: download failed"), r.output
         assert len(r.stderr.strip().splitlines()) == 1

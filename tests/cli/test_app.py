@@ -135,3 +135,41 @@ def test_an_unquoted_glob_says_quote_the_pattern(tmp_path, monkeypatch):
     # Extra arguments that are not files keep the plain message.
     r = runner.invoke(app, ["predict", names[0], "no-such-file", "-m", "m.pt"])
     assert r.exit_code == 2 and "no-such-file" in r.stderr and "quote the pattern" not in r.stderr
+
+
+@pytest.fixture
+def _restore_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch
+    torch.set_num_threads(before)
+
+
+def test_threads_from_option_environment_config_or_auto(tmp_path, monkeypatch, _restore_threads):
+    torch = _restore_threads
+    from dextr_lib.device import TORCH_DEFAULT_THREADS, auto_threads
+
+    r = runner.invoke(app, ["download", "--list", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert torch.get_num_threads() == 1
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[cpu]\nthreads = 3\n")
+    r = runner.invoke(app, ["download", "--list", "-c", str(cfg)])
+    assert r.exit_code == 0 and torch.get_num_threads() == 3
+    monkeypatch.setenv("DEXTR_THREADS", "2")  # the environment beats the config ...
+    r = runner.invoke(app, ["download", "--list", "-c", str(cfg)])
+    assert r.exit_code == 0 and torch.get_num_threads() == 2
+    r = runner.invoke(app, ["download", "--list", "-c", str(cfg), "--threads", "1"])  # ... the option both
+    assert r.exit_code == 0 and torch.get_num_threads() == 1
+    monkeypatch.setenv("DEXTR_THREADS", "many")
+    r = runner.invoke(app, ["download", "--list"])
+    assert r.exit_code == 1 and "DEXTR_THREADS" in r.stderr
+    monkeypatch.delenv("DEXTR_THREADS")
+    r = runner.invoke(app, ["download", "--list"])  # nothing set: auto
+    assert r.exit_code == 0 and 1 <= torch.get_num_threads() <= TORCH_DEFAULT_THREADS
+    monkeypatch.setattr("os.getloadavg", lambda: (50.0, 0.0, 0.0))  # a busy machine: one thread
+    assert auto_threads() == 1 or "OMP_NUM_THREADS" in os.environ
+    monkeypatch.setattr("os.getloadavg", lambda: (0.0, 0.0, 0.0))  # an idle one: torch's default
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert auto_threads() == min(TORCH_DEFAULT_THREADS, os.cpu_count())
