@@ -1,7 +1,8 @@
 """The TOML config (``dextr.toml``): one dataclass per table, validated key by key.
 
 Lookup order: an explicit path (``--config``), then ``$DEXTR_CONFIG``, then ``./dextr.toml``;
-no file means all defaults. Relative paths in ``[paths]`` are relative to the config file.
+no file means all defaults. Every relative path or glob pattern in the file (``[paths]``, a
+``model``, ``image_pat``...) is relative to the config file's folder, not the current one.
 Command-line options override config values (the CLI does that merge).
 """
 from __future__ import annotations
@@ -263,8 +264,17 @@ class Config:
     source: Optional[str] = None
 
 
-_PATH_KEYS = {"pascal_voc", "sbd", "models", "jobs"}
-_SERVE_PATH_KEYS = {"images", "annotations"}
+#: Keys holding file paths or glob patterns; relative values are relative to the config file's
+#: folder (``[paths]`` always, defaults included; other tables: the keys the file sets).
+_FILE_KEYS = {
+    "paths": ("pascal_voc", "sbd", "models", "jobs"),
+    "predict": ("model",),
+    "eval": ("model", "image_pat", "target_pat"),
+    "serve": ("model", "images", "annotations"),
+    "train": ("image_pat", "target_pat", "val_image_pat", "val_target_pat", "backbone_weights", "from_model"),
+}
+#: Keys that may name a model-zoo model instead of a file.
+_MODEL_KEYS = {"model", "from_model"}
 
 
 def find_config(path: Optional[Union[str, os.PathLike]] = None) -> Optional[Path]:
@@ -324,14 +334,29 @@ def config_from_dict(data: Dict[str, Any], source: str = "<config>") -> Config:
         values[name] = _build_table(hints[name], table, f"{source}: [{name}]")
     cfg = Config(**values, source=source)
     base = Path(source).resolve().parent
-    for key in _PATH_KEYS:
-        v = getattr(cfg.paths, key)
-        if v is not None:
-            setattr(cfg.paths, key, str(base / Path(v).expanduser()))
-    if "serve" in data:  # paths given in the file are relative to it; defaults stay as they are
-        for key in _SERVE_PATH_KEYS & set(data["serve"]):
-            setattr(cfg.serve, key, str(base / Path(getattr(cfg.serve, key)).expanduser()))
+    for table, keys in _FILE_KEYS.items():
+        section = getattr(cfg, table)
+        for key in keys:
+            if table != "paths" and key not in data.get(table, {}):
+                continue  # a default is not the file's
+            value = getattr(section, key)
+            if isinstance(value, list):
+                setattr(section, key, [_relative_to(base, v, key) for v in value])
+            elif value is not None:
+                setattr(section, key, _relative_to(base, value, key))
     return cfg
+
+
+def _relative_to(base: Path, value: str, key: str) -> str:
+    """``value`` from a config file in ``base``, as a path relative to that folder (``~`` and
+    ``@FILE`` lists included). A model key's value that is a bare name (no folder, no extension,
+    no such file there) is a model-zoo name and stays as it is."""
+    if value.startswith("@"):
+        return "@" + _relative_to(base, value[1:], "")
+    path = Path(value).expanduser()
+    if key in _MODEL_KEYS and len(path.parts) == 1 and not path.suffix and not (base / path).exists():
+        return value
+    return str(base / path)
 
 
 def _build_table(cls: type, table: Dict[str, Any], where: str) -> Any:

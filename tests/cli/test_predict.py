@@ -239,3 +239,17 @@ def test_bf16_precision_gives_nearly_the_fp32_mask(tmp_path, photo, model_file, 
     exact = tiny_model.predict([image], [pts])[0]
     # bf16 keeps 8 bits of mantissa: close to, but not bit-identical with, the fp32 result.
     assert np.abs(prob - exact).mean() < 0.02
+
+
+def test_the_config_model_is_relative_to_the_config_file(tmp_path, photo, model_file, monkeypatch):
+    conf = tmp_path / "conf"
+    (conf / "models").mkdir(parents=True)
+    (conf / "models" / "m.pt").write_bytes(model_file.read_bytes())
+    (conf / "dextr.toml").write_text('[predict]\nmodel = "models/m.pt"\n')
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # not the config's folder: the model is still found
+    r = runner.invoke(app, ["predict", str(photo), *_points_args(), "-c", "../conf/dextr.toml",
+                            "--out", "mask.png", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert (work / "mask.png").is_file()

@@ -120,3 +120,32 @@ def test_example_documents_every_table_and_key():
             assert re.search(rf"^#?\s*{f.name}\s*=", body, flags=re.M), (
                 f"dextr.toml.example does not document [{table}] {f.name}"
             )
+
+
+def test_every_path_in_a_config_file_is_relative_to_that_file(tmp_path, monkeypatch):
+    conf = tmp_path / "project" / "conf"
+    conf.mkdir(parents=True)
+    (conf / "nameless").write_text("")  # a model file without extension, beside the config
+    (conf / "dextr.toml").write_text(
+        '[paths]\njobs = "runs"\n'
+        '[predict]\nmodel = "models/m.pt"\n'
+        '[eval]\nmodel = "pascal-sbd"\nimage_pat = ["imgs/*.png", "/abs/*.png", "@lists/val.txt"]\n'
+        'target_pat = ["~/labels/*.png"]\n'
+        '[serve]\nmodel = "nameless"\nimages = "photos"\n'
+        '[train]\ndataset = "custom_label"\nimage_pat = ["data/*.png"]\ntarget_pat = ["data/*_mask.png"]\n'
+        'from_model = "../best.pt"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(Path("../project/conf/dextr.toml"))
+    base = str(conf.resolve())
+    assert cfg.paths.jobs == f"{base}/runs"
+    assert cfg.predict.model == f"{base}/models/m.pt"
+    assert cfg.eval.model == "pascal-sbd"  # a model-zoo name stays a name
+    assert cfg.eval.image_pat == [f"{base}/imgs/*.png", "/abs/*.png", f"@{base}/lists/val.txt"]
+    assert cfg.eval.target_pat == [str(Path.home() / "labels" / "*.png")]
+    assert cfg.serve.model == f"{base}/nameless" and cfg.serve.images == f"{base}/photos"
+    assert cfg.train.image_pat == [f"{base}/data/*.png"] and cfg.train.target_pat == [f"{base}/data/*_mask.png"]
+    assert Path(cfg.train.from_model) == conf / ".." / "best.pt"
+    # Keys the file does not set keep their defaults.
+    assert cfg.serve.annotations == Config().serve.annotations and cfg.train.val_image_pat == []
