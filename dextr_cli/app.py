@@ -125,6 +125,48 @@ def _glob_hint(message: str) -> Optional[str]:
             "the shell expanded a glob pattern; quote the pattern, e.g. --target-pat 'labels/*.png'")
 
 
+#: Help's value column in words, as click writes it, instead of Python types.
+_VALUE_WORDS = {"int": "INT", "float": "FLOAT", "str": "TEXT", "file": "FILE", "dir": "DIR",
+                "path": "PATH", "Path": "FILE"}
+
+
+def _range_words(param) -> str:
+    """A short range under the value word: ``>=1``, ``<=5``, ``0-1`` (Typer writes
+    ``[0.0<=x<=0.99]`` beside it, too wide for 80 columns)."""
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
+    if low is None and high is None:
+        return ""
+    if high is None:
+        return f"\n>={low:g}"
+    if low is None:
+        return f"\n<={high:g}"
+    return f"\n{low:g}-{high:g}"
+
+
+def _plain_metavars(cmd, ctx) -> None:
+    """Metavars that read well at 80 columns: ``TEXT``/``INT``/``FILE`` instead of
+    ``<list[str]>``/``<int range>``, nothing for flags (not ``<bool>``), and arguments as
+    ``JOB_NAME``/``NAMES...`` in the usage line (not ``{job_name}``). Explicit metavars stay."""
+    help_option = cmd.get_help_option(ctx)
+    for param in [*cmd.params, *([help_option] if help_option is not None else [])]:
+        if not hasattr(param, "display_type"):  # not built by Typer (none today)
+            continue
+        label = param.display_type(ctx).strip("<>")
+        label = label[5:-1] if label.startswith("list[") else label
+        word = _VALUE_WORDS.get(label.replace(" range", ""), label)
+        if param.param_type_name == "argument":
+            name = param.metavar or param.name.upper()
+            usage = (name if param.required else f"[{name}]") + ("..." if param.nargs != 1 else "")
+            param.metavar = name
+            # Typer writes a required argument as {NAME} and shows Python types; instance
+            # attributes override the two methods for this parameter only.
+            param._usage_display_name = lambda usage=usage: usage
+            param.display_type_rich = lambda ctx, word=word: word
+        elif param.metavar is None:
+            param.metavar = "" if getattr(param, "is_flag", False) else word + _range_words(param)
+            param._get_number_range_help_str = lambda: None  # now in the metavar
+
+
 class _ErrorBoundary(TyperGroup):
     """Turns library errors, and OS errors (unreadable or unwritable files, a full disk), into
     one clear line and exit code 1 (``--debug``: full traceback)."""
@@ -133,11 +175,14 @@ class _ErrorBoundary(TyperGroup):
         # `--debug` is accepted after any command too (`dextr predict ... --debug`), and its
         # help lists it; the root option `dextr --debug COMMAND` keeps working.
         cmd = super().get_command(ctx, cmd_name)
-        if cmd is not None:
-            for option in (_THREADS_OPTION, _DEBUG_OPTION):
-                if option not in cmd.params:
-                    cmd.params.append(option)
+        if cmd is not None and _DEBUG_OPTION not in cmd.params:
+            cmd.params.extend([_THREADS_OPTION, _DEBUG_OPTION])
+            _plain_metavars(cmd, ctx)
         return cmd
+
+    def format_help(self, ctx, formatter):
+        _plain_metavars(self, ctx)  # the root's own options
+        return super().format_help(ctx, formatter)
 
     def invoke(self, ctx):
         try:

@@ -180,7 +180,8 @@ class TrainSettings:
     min_object_area: int = _setting(0, "Skip objects with fewer pixels.", minimum=0)
     whole_labels: bool = _setting(False, "One object per label instead of one per connected region.",
                                   flag="--whole-labels/--regions")
-    arch: str = _setting("resunet101", "Network architecture (dextr_lib.list_models()).", command="train")
+    arch: str = _setting("resunet101", "Network architecture, e.g. resunet18 or resunet101 (an unknown name lists them all).",
+                     command="train")
     target_size: int = _setting(512, "Crop side in pixels.", minimum=16, command="train")
     padding: float = _setting(10.0, "Margin around the points in crop pixels.", minimum=0.0, command="train")
     blob_sigma: float = _setting(10.0, "Heatmap Gaussian sigma in crop pixels.", minimum=0.0, command="train")

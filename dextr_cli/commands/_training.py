@@ -23,14 +23,14 @@ PLAIN_PROGRESS_EVERY = 30.0
 _OTHER_OPTIONS = [
     ("job_name", str, typer.Argument(help="Job name: the folder <jobs dir>/JOB_NAME holds its outputs.",
                                      show_default=False), inspect.Parameter.empty),
-    ("resume", bool, typer.Option("--resume", help="Continue the job from its checkpoints/last.pt (weights, "
+    ("resume", bool, typer.Option("--resume", help="Continue the job from its last checkpoint, last.pt (weights, "
                                   "optimiser, schedule, epoch, RNG). The original command with --resume "
                                   "added works; only options whose value differs are refused."), False),
     ("overwrite", bool, typer.Option("--overwrite", help="Delete an existing job of this name and start again."), False),
     ("jobs_dir", Optional[Path], typer.Option("--jobs-dir", help="Folder of job directories (default: \\[paths] "
                                               "jobs, else ./jobs).", file_okay=False, show_default=False), None),
     ("nproc", Optional[int], typer.Option("--nproc", min=1, help="Start N training processes on this machine "
-                                          "with torchrun (DistributedDataParallel; gloo on CPU, NCCL on CUDA).",
+                                          "with torchrun (distributed data parallel; gloo on CPU, NCCL on CUDA).",
                                           show_default=False), None),
 ]
 

@@ -25,7 +25,7 @@ def points_from_mask(
         help="Label images (each value is an object) or binary mask files (one object each).",
         exists=True, dir_okay=False, show_default=False, metavar="MASK_OR_LABEL_IMAGE")],
     kind: Annotated[Optional[str], typer.Option(
-        "--kind", help="label: every label value is an object (palette/8/16/32-bit); "
+        "--kind", help="label: every label value is an object (palette, 8, 16 or 32-bit); "
         "mask: each file is one object (non-zero pixels) (default: label).", show_default=False)] = None,
     ignore_index: Annotated[Optional[int], typer.Option(
         "--ignore-index", help="Label value that is void, not an object (labels only) (default: 255).",
