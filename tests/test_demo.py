@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import dextr_lib
-from dextr_lib import weights
+from dextr_lib import zoo
 from tests.helpers.http_server import serve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,9 +34,9 @@ def standin(tmp_path, tiny_model):
 
 
 def _register(monkeypatch, name, sha256, urls):
-    entry = weights.PretrainedModel(name=name, urls=tuple(urls), arch="resunet18", profile="dextr",
+    entry = zoo.PretrainedModel(name=name, urls=tuple(urls), arch="resunet18", profile="dextr",
                                     file_format="dextr", sha256=sha256)
-    monkeypatch.setitem(weights._MODELS, name, entry)
+    monkeypatch.setitem(zoo._MODELS, name, entry)
     return entry
 
 
@@ -62,7 +62,7 @@ def test_online_downloads_verifies_caches_and_predicts(demo, standin, tmp_path, 
         assert f"Model: the published {name} (resunet18, target 64" in out.out
         assert "Offline" not in out.err and "untrained" not in out.out
         assert [r["path"] for r in server.requests] == ["/range/demo-standin.pt"]
-        assert weights.cached_path(entry).read_bytes() == standin
+        assert zoo.cached_path(entry).read_bytes() == standin
         assert (tmp_path / "out" / "mask.png").is_file() and (tmp_path / "out" / "overlay.png").is_file()
         # A second run uses the cache: no request at all.
         assert demo.main(["--published", name, "--out-dir", str(tmp_path / "out2")]) == 0
@@ -79,7 +79,7 @@ def test_a_download_failing_its_hash_is_not_used(demo, standin, tmp_path, monkey
     err_lines = [ln for ln in out.err.strip().splitlines() if not ln.startswith("Downloading ")]
     assert len(err_lines) == 1 and "hash check" in err_lines[0] and "untrained network" in err_lines[0]
     assert "Model: a NEW resunet18 with random weights" in out.out
-    assert not weights.cached_path(entry).exists()
+    assert not zoo.cached_path(entry).exists()
 
 
 def test_offline_says_so_in_one_line_and_falls_back(demo, tmp_path, monkeypatch, capsys):

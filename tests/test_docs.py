@@ -41,7 +41,7 @@ from typer.testing import CliRunner
 
 import dextr_lib
 from dextr_cli.app import app
-from dextr_lib import weights
+from dextr_lib import zoo
 from tests.helpers.doc_commands import REPO, help_examples, readme_commands
 from tests.helpers.http_server import serve
 from tests.helpers.legacy_files import write_dextr012_resunet18
@@ -167,9 +167,9 @@ def zoo_standins(monkeypatch, model_file):
     data = model_file.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     with serve(data) as server:
-        for name in weights.list_pretrained():
-            entry = weights.get_pretrained(name)
-            monkeypatch.setitem(weights._MODELS, name, dataclasses.replace(
+        for name in zoo.list_pretrained():
+            entry = zoo.get_pretrained(name)
+            monkeypatch.setitem(zoo._MODELS, name, dataclasses.replace(
                 entry, urls=(server.url("range", entry.filename),), sha256=digest, hash_prefix=None,
                 size=None, file_format="dextr", arch="resunet18", profile="dextr"))
         yield server
