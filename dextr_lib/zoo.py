@@ -56,7 +56,9 @@ class PretrainedModel:
             (an original DEXTR-PyTorch state dict) or ``"dextr"`` (our checkpoint format).
         sha256: full SHA-256 hex digest, when published.
         hash_prefix: leading hex digits of the SHA-256 carried by the file name.
-        size: file size in bytes, when known.
+        size: file size in bytes, when published (then checked after download).
+        approx_size: about how many bytes the file has, when the exact size is not published:
+            the architecture's float32 weights (shown by ``dextr download --list``, never checked).
         source: who published it, and where.
         licence: licence of the weights.
         accuracy: reported accuracy, as published (metric, dataset).
@@ -71,6 +73,7 @@ class PretrainedModel:
     sha256: Optional[str] = None
     hash_prefix: Optional[str] = None
     size: Optional[int] = None
+    approx_size: Optional[int] = None
     source: str = ""
     licence: str = ""
     accuracy: str = ""
@@ -108,6 +111,11 @@ _ORIGINAL_SOURCE = (
     "K.-K. Maninis, S. Caelles et al., DEXTR-PyTorch (github.com/scaelles/DEXTR-PyTorch)"
 )
 _ORIGINAL_LICENCE = "GPL-3.0 (DEXTR-PyTorch repository)"
+# The publishers give no file sizes; these are the architectures' weights saved with torch.save
+# (resunet101: 203,537,627 bytes, psp101: 195,850,335 bytes). The published files (not
+# downloadable where this was written) differ by their pickle overhead only if the same tensors.
+_RESUNET101_BYTES = 203_500_000
+_PSP101_BYTES = 195_900_000
 
 register_pretrained(PretrainedModel(
     name="pascalvoc-resunet101",
@@ -119,6 +127,7 @@ register_pretrained(PretrainedModel(
     profile="dextr012",
     file_format="dextr012",
     hash_prefix="a2d81727",
+    approx_size=_RESUNET101_BYTES,
     source="G. French et al., the dextr 0.1.2 package (github.com/Britefury/dextr)",
     licence="MIT (dextr package)",
     accuracy="not published",
@@ -132,7 +141,7 @@ def _dextr_pytorch(name: str, old_mirror: bool, accuracy: str, trained_on: str) 
     return PretrainedModel(
         name=name,
         urls=(_ETHZ + filename,) + ((_ETHZ_OLD + filename,) if old_mirror else ()),
-        arch="psp101", profile="original", file_format="original",
+        arch="psp101", profile="original", file_format="original", approx_size=_PSP101_BYTES,
         source=_ORIGINAL_SOURCE, licence=_ORIGINAL_LICENCE, accuracy=accuracy,
         description=f"DeepLab-v2 ResNet-101 + PSP head trained on {trained_on}",
     )

@@ -29,15 +29,18 @@ def _size(n: Optional[int]) -> str:
 
 
 def _list(cache_dir: Optional[str]) -> None:
-    table = Table(title=f"Published DEXTR models (cache: {esc(zoo.models_dir(cache_dir))})")
+    table = Table(title=f"Published DEXTR models (cache: {esc(zoo.models_dir(cache_dir))})",
+                  caption="~: estimated from the architecture (the exact size shows once cached)")
     for col in ("name", "arch", "size", "reported accuracy", "cached"):
         table.add_column(col)
     for name in zoo.list_pretrained():
         entry = zoo.get_pretrained(name)
         path = zoo.cached_path(entry, cache_dir)
-        size = path.stat().st_size if path.is_file() else entry.size
-        table.add_row(name, entry.arch, _size(size), entry.accuracy,
-                      "[green]yes[/]" if path.is_file() else "no")
+        if path.is_file() or entry.size is not None:
+            size = _size(path.stat().st_size if path.is_file() else entry.size)
+        else:
+            size = f"~{entry.approx_size / 1e6:.0f} MB" if entry.approx_size else "?"
+        table.add_row(name, entry.arch, size, entry.accuracy, "[green]yes[/]" if path.is_file() else "no")
     console.print(table)
 
 

@@ -38,6 +38,13 @@ def test_list_shows_models_and_cache_state(tmp_path):
     assert "yes" in coco_row and "2.0 KB" in coco_row
 
 
+def test_list_shows_estimated_sizes_until_cached(tmp_path):
+    result = runner.invoke(app, ["download", "--list", "--cache-dir", str(tmp_path)])
+    rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│")}
+    assert "~204 MB" in rows["pascalvoc-resunet101"] and "~196 MB" in rows["pascal-sbd"]
+    assert "?" not in result.output and "estimated from the architecture" in result.output
+
+
 def test_download_name_from_mirror_then_cached(server, tmp_path, monkeypatch):
     entry = zoo.get_pretrained("pascalvoc-resunet101")
     fake = dataclasses.replace(entry, hash_prefix=None, sha256=SHA)  # the stand-in's hash

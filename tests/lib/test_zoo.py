@@ -79,3 +79,15 @@ def test_from_pretrained_uses_cached_registry_file(tmp_path, monkeypatch):
 
 def _refuse_download(*args, **kwargs):
     raise AssertionError("tried to download a cached model")
+
+
+@pytest.mark.parametrize("arch", sorted({zoo.get_pretrained(n).arch for n in zoo.list_pretrained()}))
+def test_estimated_sizes_are_the_architectures_weights(arch):
+    """``approx_size`` (what ``download --list`` shows before a download) is what the arch's
+    float32 weights take, to within 1%."""
+    model = dextr_lib.create_model(arch, target_size=64)
+    weights_bytes = sum(t.numel() * t.element_size() for t in model.net.state_dict().values())
+    for name in zoo.list_pretrained():
+        entry = zoo.get_pretrained(name)
+        if entry.arch == arch and entry.size is None:
+            assert entry.approx_size == pytest.approx(weights_bytes, rel=0.01), name
