@@ -11,7 +11,9 @@ import typer
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
+from dextr_lib.errors import InvalidPointsError
 from dextr_lib.fileio import check_output
+from dextr_lib.geometry import MAX_COORDINATE, as_points_array  # NumPy only, no torch
 
 from .._console import console, err_console, esc
 from .._models import load_model, model_spec
@@ -39,7 +41,27 @@ def _parse_points(values: List[str]) -> np.ndarray:
             f"got {len(xy)}", param_hint="--points")
     from dextr_lib.points_io import xy_to_yx  # after the usage checks: the library loads torch
 
-    return xy_to_yx(xy)
+    pts = xy_to_yx(xy)
+    try:
+        as_points_array(pts)  # the library's checks, before the model loads
+    except InvalidPointsError as e:
+        raise typer.BadParameter(_in_xy_terms(values, xy, e), param_hint="--points") from None
+    return pts
+
+
+def _in_xy_terms(values: List[str], xy: List[List[float]], error: InvalidPointsError) -> str:
+    """What is wrong with the four ``--points``, said in X,Y as the user typed them (the
+    library speaks of ``[y, x]`` arrays)."""
+    shown = " ".join(values)
+    xs, ys = [p[0] for p in xy], [p[1] for p in xy]
+    far = [v for v, (x, y) in zip(values, xy) if max(abs(x), abs(y)) > MAX_COORDINATE]
+    if far:
+        return f"--points {far[0]} lies too far from any image (beyond +-{MAX_COORDINATE:.0f} pixels)"
+    if min(xs) == max(xs) or min(ys) == max(ys):
+        what = f"X = {xs[0]:g} (no width)" if min(xs) == max(xs) else f"Y = {ys[0]:g} (no height)"
+        return (f"the four --points {shown} all have {what}: give the object's left-most, "
+                "right-most, top and bottom points as X,Y")
+    return f"the four --points {shown}: {error}"
 
 
 def predict(

@@ -93,7 +93,8 @@ def test_points_are_converted_from_xy_to_yx_and_config_supplies_defaults(tmp_pat
     r = runner.invoke(app, ["predict", str(photo), "-p", "1,2", "-p", "3.5,4", "-p", "5,6", "-p", "7,8",
                             "-c", str(cfg), "-o", str(tmp_path / "m.png")])
     assert r.exit_code == 0, r.output
-    assert calls["spec"] == "from-config.pt" and calls["batch_size"] == 3 and calls["device"] == "cpu"
+    assert calls["spec"] == str(tmp_path / "from-config.pt")  # relative to the config file
+    assert calls["batch_size"] == 3 and calls["device"] == "cpu"
     assert calls["cache_dir"] == str(tmp_path / "cache")
     assert calls["threshold"] == 0.25  # the model profile's threshold
     np.testing.assert_array_equal(calls["points"], [[[2, 1], [4, 3.5], [6, 5], [8, 7]]])
@@ -168,7 +169,6 @@ def test_usage_errors_exit_2(tmp_path, photo, model_file, args, needle):
     "setup, needle",
     [
         ("missing_model", "model not found"),
-        ("bad_points", "zero size"),
         ("bad_points_file", "not a dextr objects file"),
         ("bad_precision", "unknown precision 'fp8'"),
         ("fp16_on_cpu", "needs a GPU"),
@@ -178,8 +178,6 @@ def test_user_errors_are_one_line_exit_1(tmp_path, photo, model_file, setup, nee
     base = ["predict", "-m", str(model_file)]
     if setup == "missing_model":
         args = ["predict", str(photo), "-m", str(tmp_path / "nope.pt"), *_points_args()]
-    elif setup == "bad_points":
-        args = base + [str(photo), *_points_args(["5,5"] * 4)]
     elif setup in ("bad_precision", "fp16_on_cpu"):
         precision = "fp8" if setup == "bad_precision" else "fp16"
         args = base + [str(photo), *_points_args(), "--precision", precision, "-o", str(tmp_path / "m.png")]
@@ -253,3 +251,15 @@ def test_the_config_model_is_relative_to_the_config_file(tmp_path, photo, model_
                             "--out", "mask.png", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert (work / "mask.png").is_file()
+
+
+@pytest.mark.parametrize("points, says", [
+    (["5,1", "5,2", "5,3", "5,40"], "the four --points 5,1 5,2 5,3 5,40 all have X = 5 (no width)"),
+    (["1,7", "5,7", "3,7", "9,7"], "all have Y = 7 (no height)"),
+    (["1,7", "5e9,7", "3,7", "9,8"], "--points 5e9,7 lies too far from any image"),
+])
+def test_bad_points_are_explained_in_x_y(photo, points, says):
+    r = runner.invoke(app, ["predict", str(photo), "-m", "never-loaded.pt", *_points_args(points)])
+    assert r.exit_code == 2
+    message = " ".join(r.stderr.replace("│", " ").split())
+    assert says in message and "[y, x]" not in message and "points_list" not in message
