@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, UnknownNameError
 from .fileio import os_error_cause
 
 if sys.version_info >= (3, 11):
@@ -245,6 +245,40 @@ def check_setting(key: str, value: Any) -> None:
 
 #: The name of every ``[train]`` setting -> its dataclass field (metadata: see ``_setting``).
 SETTING_FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+
+#: Named sets of ``[train]`` values (``dextr train --preset NAME``); options given on the command
+#: line override them, and they override the config's ``[train]`` table. README "Presets" has
+#: what each one was measured to give.
+TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
+    # A useful model on a laptop CPU in about 15 minutes: a small network at 128 px from scratch
+    # (no download), Adam, 20 x 100 iterations of batch 8.
+    "cpu-small": dict(arch="resunet18", target_size=128, pretrained=False, opt_type="adam",
+                      learning_rate=1e-3, lr_sched="poly", batch_size=8, num_epochs=20,
+                      iters_per_epoch=100, val_every_n_epochs=5),
+    # The paper's settings (Maninis et al. 2018; DEXTR-PyTorch's train_pascal.py) as far as this
+    # schema expresses them, for GPUs: PSP ResNet-101 at 512 px, SGD momentum 0.9 at a constant
+    # 1e-8 on the per-pixel *sum* (= 2.6e-3 on our per-pixel mean at 512 x 512), weight decay
+    # 5e-4, every layer at the same rate, batch 5, 100 passes over the objects, points within
+    # 5 px of the extremes, rotations +-20 degrees, scales 0.75-1.25, flips, a 50 px margin.
+    "voc-paper": dict(dataset="pascal_voc", arch="psp101", target_size=512, padding=50.0,
+                      blob_sigma=10.0, pretrained=True, opt_type="sgd", learning_rate=2.6e-3,
+                      pretrained_lr_factor=1.0, lr_sched="none", sgd_weight_decay=5e-4,
+                      batch_size=5, num_epochs=100, iters_per_epoch=-1, extreme_range=5.0,
+                      noise_std=0.0, aug_hflip=True, aug_rot_range=20.0, aug_scale_range=0.25),
+}
+
+
+def preset_settings(name: str) -> Dict[str, Any]:
+    """The ``[train]`` values of a named preset (see :data:`TRAIN_PRESETS`).
+
+    Raises:
+        UnknownNameError: no such preset; the message lists them.
+    """
+    try:
+        return dict(TRAIN_PRESETS[name])
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown preset {name!r}; choose one of: {', '.join(sorted(TRAIN_PRESETS))}") from None
 
 #: The old name of the ``[train]`` table's class.
 TrainConfig = TrainSettings

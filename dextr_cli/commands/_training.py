@@ -29,6 +29,10 @@ _OTHER_OPTIONS = [
     ("overwrite", bool, typer.Option("--overwrite", help="Delete an existing job of this name and start again."), False),
     ("jobs_dir", Optional[Path], typer.Option("--jobs-dir", help="Folder of job directories (default: \\[paths] "
                                               "jobs, else ./jobs).", file_okay=False, show_default=False), None),
+    ("preset", Optional[str], typer.Option("--preset", help="Start from a named set of settings: "
+                                           "cpu-small (a laptop CPU, about 15 minutes) or voc-paper (the "
+                                           "paper's, for GPUs); options given here override it.",
+                                           show_default=False), None),
     ("nproc", Optional[int], typer.Option("--nproc", min=1, help="Start N training processes on this machine "
                                           "with torchrun (distributed data parallel; gloo on CPU, NCCL on CUDA).",
                                           show_default=False), None),

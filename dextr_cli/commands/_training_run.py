@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dextr_lib import distributed
-from dextr_lib.config import SETTING_FIELDS, load_config
+from dextr_lib.config import SETTING_FIELDS, load_config, preset_settings
 from dextr_lib.training import Callbacks, EpochResult, TrainingInterrupted, TrainingJob
 from dextr_lib.training.job import describe_epoch
 
@@ -30,6 +30,10 @@ def run_job(command: str, options: Dict[str, Any]) -> None:
     """Resolve settings (CLI > config ``[train]`` > defaults), create or resume the job, run it."""
     name, resume, config = options["job_name"], options["resume"], options["config"]
     given = {k: v for k, v in options.items() if k in SETTING_FIELDS and v is not None}
+    if options["preset"] is not None:  # command line > preset > config [train] > defaults
+        preset = {k: v for k, v in preset_settings(options["preset"]).items()
+                  if SETTING_FIELDS[k].metadata["command"] in (None, command)}  # finetune keeps its model's
+        given = {**preset, **given}
     if options["nproc"] and options["nproc"] > 1 and distributed.env_world().size == 1:
         _launch_torchrun(options["nproc"])
     if resume and options["overwrite"]:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import dextr_lib
 from dextr_cli.app import app
 from dextr_lib.checkpoint import read_checkpoint
-from dextr_lib.config import SETTING_FIELDS, load_config
+from dextr_lib.config import SETTING_FIELDS, TRAIN_PRESETS, TrainSettings, load_config, preset_settings
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
@@ -288,3 +288,22 @@ def test_nproc_2_starts_torchrun_and_writes_one_job(tmp_path, data):
     rc, out = _finish(_dextr("train", "d", "--jobs-dir", str(tmp_path), "--resume", "--num-epochs", "3"))
     assert rc == 0, out
     assert _epochs(tmp_path / "d") == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_PRESETS))
+def test_presets_are_valid_settings(name):
+    settings = TrainSettings(**preset_settings(name))  # range and choice checks of the schema
+    assert all(getattr(settings, k) == v for k, v in TRAIN_PRESETS[name].items())
+
+
+def test_preset_then_command_line_overrides_it(tmp_path, data):
+    r = runner.invoke(app, ["train", "p", "--jobs-dir", str(tmp_path), *_label_args(data), "--preset", "cpu-small",
+                            "--target-size", "64", "--num-epochs", "1", "--iters-per-epoch", "1", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    cfg = load_config(tmp_path / "p" / "config.toml").train
+    small = TRAIN_PRESETS["cpu-small"]
+    assert (cfg.arch, cfg.opt_type, cfg.learning_rate, cfg.batch_size, cfg.pretrained) == (
+        small["arch"], small["opt_type"], small["learning_rate"], small["batch_size"], small["pretrained"])
+    assert (cfg.target_size, cfg.num_epochs, cfg.iters_per_epoch) == (64, 1, 1)  # the command line wins
+    r = runner.invoke(app, ["train", "q", "--jobs-dir", str(tmp_path), *_label_args(data), "--preset", "laptop"])
+    assert r.exit_code == 1 and "unknown preset 'laptop'" in r.stderr and "cpu-small" in r.stderr
