@@ -150,8 +150,10 @@ def _custom_entries(kind, image_pat, target_pat, on_warning):
         )
     if lone_images:
         report(on_warning, describe_unmatched("images have no target and are skipped", lone_images))
-    if lone_targets:
-        report(on_warning, describe_unmatched("targets match no image and are skipped", lone_targets))
+    if lone_targets:  # usual when one target folder serves several splits: say so, in proportion
+        report(on_warning, describe_unmatched(
+            f"of {len(targets)} targets match none of the {len(images)} images and are skipped (expected "
+            "when the target pattern also covers other splits)", lone_targets))
     if kind == "custom_label":
         multi = [(img, t) for img, t in pairs.items() if len(t) > 1]
         if multi:

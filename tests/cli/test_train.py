@@ -90,7 +90,7 @@ def test_train_writes_a_complete_job(trained_job):
     cfg = load_config(job / "config.toml").train
     assert (cfg.arch, cfg.target_size, cfg.opt_type, cfg.seed, cfg.pretrained) == ("resunet18", 64, "adam", 1, False)
     log = (job / "log.txt").read_text()
-    assert "Epoch 1/2" in log and "Warning: 1 targets match no image" in log
+    assert "Epoch 1/2" in log and "Warning: 1 of 2 targets match none of the 1 images" in log
     assert "Estimated: " in output and " per epoch, " in output  # said before the first epoch ends
     assert output.index("Estimated: ") < output.index("Epoch 1/2: loss")
     with Image.open(job / "curves.png") as im:  # loss, val mIoU and lr per epoch
