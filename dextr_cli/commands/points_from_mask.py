@@ -70,9 +70,9 @@ def points_from_mask(
 
       dextr points-from-mask labels/FudanPed00001_mask.png --largest-component --out objects.json
 
-      dextr points-from-mask masks/*_mask*.png --kind mask --image-dir images --min-area 200 -o objects.json
+      dextr points-from-mask masks/*_mask*.png --kind mask --image-dir images --min-area 200 -o mask-objects.json
 
-      dextr points-from-mask SegmentationObject/2007_000032.png --jitter 3 --seed 0 > objects.json
+      dextr points-from-mask SegmentationObject/2007_000032.png --jitter 3 --seed 0 > voc-objects.json
 
       dextr points-from-mask masks/*_mask*.png --kind mask --image-dir images --format coco -o instances.json
     """
