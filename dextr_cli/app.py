@@ -14,7 +14,6 @@ from typing_extensions import Annotated
 from dextr_lib import DextrError, __version__
 from dextr_lib.errors import DextrWarning
 from dextr_lib.config import load_config
-from dextr_lib.device import set_threads
 from dextr_lib.errors import ConfigError
 from dextr_lib.fileio import os_error_cause, shown_path
 from dextr_lib.limits import reset_limits, set_limits
@@ -65,9 +64,12 @@ def _build_debug_option():
 _DEBUG_OPTION = _build_debug_option()
 
 
-def _set_threads(value: Optional[int]) -> None:
+_THREADS = "dextr_threads"
+
+
+def _set_threads(ctx: typer.Context, value: Optional[int]) -> None:
     if value is not None:
-        set_threads(value)
+        ctx.meta[_THREADS] = value  # applied once parsing has succeeded (see _with_threads)
 
 
 def _build_threads_option():
@@ -87,30 +89,35 @@ def _build_threads_option():
 _THREADS_OPTION = _build_threads_option()
 
 
-def _config_arg(args: List[str]) -> Optional[str]:
-    """The ``--config``/``-c`` value among a command's raw arguments, if any."""
-    for i, a in enumerate(args):
-        if a in ("--config", "-c") and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--config="):
-            return a.split("=", 1)[1]
-    return None
-
-
-def _default_threads(args: List[str]) -> None:
-    """Threads before the command's own ``--threads``: $DEXTR_THREADS, else the config's
-    ``[cpu] threads`` (the config the command will read), else auto."""
+def _apply_threads(ctx: typer.Context) -> None:
+    """Set torch's threads for a command about to run: its ``--threads``, else $DEXTR_THREADS,
+    else the ``[cpu] threads`` of the config the command reads, else auto. Called after parsing,
+    so ``--help`` and usage errors never import torch."""
+    threads = ctx.meta.get(_THREADS)
     env = os.environ.get("DEXTR_THREADS", "").strip()
-    if env:
+    if threads is None and env:
         if not env.isdigit():
             raise ConfigError(f"$DEXTR_THREADS must be a number of threads (0: auto), got {env!r}")
-        set_threads(int(env))
-        return
-    try:
-        threads = load_config(_config_arg(args)).cpu.threads
-    except DextrError:  # the command itself reports a broken or missing config
-        threads = 0
+        threads = int(env)
+    if threads is None:
+        try:
+            threads = load_config(ctx.params.get("config")).cpu.threads
+        except DextrError:  # the command itself reports a broken or missing config
+            threads = 0
+    from dextr_lib.device import set_threads  # torch: only for a command that runs
+
     set_threads(threads)
+
+
+def _with_threads(cmd) -> None:
+    """Make ``cmd`` set the threads (:func:`_apply_threads`) before its body runs."""
+    run = cmd.invoke
+
+    def invoke(ctx):
+        _apply_threads(ctx)
+        return run(ctx)
+
+    cmd.invoke = invoke
 
 
 def _glob_hint(message: str) -> Optional[str]:
@@ -178,6 +185,7 @@ class _ErrorBoundary(TyperGroup):
         if cmd is not None and _DEBUG_OPTION not in cmd.params:
             cmd.params.extend([_THREADS_OPTION, _DEBUG_OPTION])
             _plain_metavars(cmd, ctx)
+            _with_threads(cmd)
         return cmd
 
     def format_help(self, ctx, formatter):
@@ -186,7 +194,6 @@ class _ErrorBoundary(TyperGroup):
 
     def invoke(self, ctx):
         try:
-            _default_threads([*ctx._protected_args, *ctx.args])
             with warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
