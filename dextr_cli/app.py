@@ -12,9 +12,8 @@ from typer._click.exceptions import UsageError  # typer 0.29 vendors click; BadP
 from typing_extensions import Annotated
 
 from dextr_lib import DextrError, __version__
-from dextr_lib.errors import DextrWarning
 from dextr_lib.config import load_config
-from dextr_lib.errors import ConfigError
+from dextr_lib.errors import ConfigError, DextrWarning
 from dextr_lib.fileio import os_error_cause, shown_path
 from dextr_lib.limits import reset_limits, set_limits
 
