@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import warnings
 from typing import List, Optional
 
@@ -90,8 +91,8 @@ _THREADS_OPTION = _build_threads_option()
 
 def _apply_threads(ctx: typer.Context) -> None:
     """Set torch's threads for a command about to run: its ``--threads``, else $DEXTR_THREADS,
-    else the ``[cpu] threads`` of the config the command reads, else auto. Called after parsing,
-    so ``--help`` and usage errors never import torch."""
+    else the ``[cpu] threads`` of the config the command reads, else auto. Called after parsing;
+    it never imports torch itself (``--help`` and usage errors stay fast)."""
     threads = ctx.meta.get(_THREADS)
     env = os.environ.get("DEXTR_THREADS", "").strip()
     if threads is None and env:
@@ -103,9 +104,24 @@ def _apply_threads(ctx: typer.Context) -> None:
             threads = load_config(ctx.params.get("config")).cpu.threads
         except DextrError:  # the command itself reports a broken or missing config
             threads = 0
-    from dextr_lib.device import set_threads  # torch: only for a command that runs
+    if "torch" in sys.modules:
+        from dextr_lib.device import set_threads
 
-    set_threads(threads)
+        set_threads(threads)
+        return
+    # torch is not loaded yet (a usage error or a command without a network may never load it):
+    # pass the number through the variable torch reads when it starts.
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    if not threads:  # auto: fewer only where other processes keep cores busy (see auto_threads)
+        cpus = os.cpu_count() or 1
+        try:
+            idle = int(cpus - os.getloadavg()[0])
+        except (OSError, AttributeError):
+            idle = cpus
+        threads = max(1, idle) if idle < cpus else 0
+    if threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def _with_threads(cmd) -> None:
