@@ -162,10 +162,18 @@ class _RecordingModel:
         def to_dict():
             return {}
 
-    arch, meta, device = "fake", {}, "cpu"
+    arch, meta, device, runtime = "fake", {}, "cpu", "torch"
 
     def __init__(self):
         self.points = []
+
+    def runner(self, runtime=None, precision="fp32"):
+        class _Runner:
+            pass
+
+        r = _Runner()
+        r.precision = precision
+        return r
 
     def predict(self, images, points, **kw):
         return [self._box(img, p) for img, p in zip(images, points)]
