@@ -43,6 +43,7 @@ from typer.testing import CliRunner
 import dextr_lib
 from dextr_cli.app import app
 from dextr_lib import zoo
+from dextr_lib.coco import CocoFile, annotation_from_mask
 from tests.helpers.doc_commands import REPO, help_examples, readme_commands
 from tests.helpers.http_server import serve
 from tests.helpers.legacy_files import write_dextr012_resunet18
@@ -55,6 +56,8 @@ NOT_RUN = [
                     "test_nproc_2_starts_torchrun_and_writes_one_job"),
     (r"^OMP_NUM_THREADS=1 dextr train .*--nproc 2", "starts two training processes with torchrun: the "
                                                     "same slow test_nproc_2_starts_torchrun_and_writes_one_job"),
+    (r"^curl ", "talks to a running `dextr serve`: tests/cli/test_serve.py's "
+                "test_readme_curl_examples_run_against_a_live_server runs each line against a live server"),
 ]
 
 
@@ -104,6 +107,19 @@ def _mask_set(root: Path, image_dirs: List[str], mask_dir: str, n: int = 2) -> N
             _save(root / d / f"img{k}.jpg", image, quality=95)
         for j in (1, 2):
             _save(root / mask_dir / f"img{k}_mask{j - 1}.png", (lab == j).astype(np.uint8) * 255)
+
+
+def _coco_set(root: Path, image_dir: str, json_name: str, seed: int) -> None:
+    """A COCO instances file with bare file names of photos in ``image_dir`` (person and dog)."""
+    coco = CocoFile()
+    for k in range(2):  # objects over the 1024 px the eval example asks for
+        image, lab = _scene(120, 160, [(50, 45, 30, 25), (70, 110, 35, 30)], seed=seed + k)
+        _save(root / image_dir / f"{k:012d}.jpg", image, quality=95)
+        image_id = coco.add_image(f"{k:012d}.jpg", 120, 160)
+        for j, name in ((1, "person"), (2, "dog")):
+            coco.add_annotation(annotation_from_mask(
+                lab == j, ann_id=None, image_id=image_id, category_id=coco.category_id(name)))
+    coco.save(root / json_name)
 
 
 def _voc(root: Path) -> None:
@@ -166,6 +182,8 @@ def workdir(tmp_path, monkeypatch, model_file, legacy_file):
     _save(root / "JPEGImages" / "2007_000032.jpg", image, quality=95)
     _save(root / "SegmentationObject" / "2007_000032.png", lab)
     _voc(root / "voc" / "VOC2012")
+    _coco_set(root, "val2017", "instances_val2017.json", seed=40)
+    _coco_set(root, "train2017", "instances_train2017.json", seed=50)
     (root / "dextr.toml").write_text('[paths]\npascal_voc = "voc/VOC2012"\n')
     monkeypatch.chdir(root)
     return root
@@ -195,8 +213,13 @@ def _voc_job(root: Path) -> None:
     run_shown("dextr train voc --dataset pascal_voc --arch resunet18", root)
 
 
+def _coco_instances(root: Path) -> None:
+    """instances.json naming photos of photos/ by their bare file names, as COCO files do."""
+    _coco_set(root, "photos", "instances.json", seed=60)
+
+
 #: Inputs a source's commands use without making them first (a user would have them).
-SETUP = {"predict": [_objects_json], "finetune": [_voc_job]}
+SETUP = {"predict": [_objects_json, _coco_instances], "finetune": [_voc_job]}
 
 
 # -- running a shown command ----------------------------------------------------------------------
