@@ -30,6 +30,7 @@ from ..config import Config, TrainSettings, config_from_dict, tomllib
 from ..errors import CheckpointError, JobError
 from ..fileio import atomic_write_text
 from ..model import DextrModel
+from ..report import json_safe
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LOCK_NAME = "job.lock"
@@ -172,7 +173,7 @@ class JobDir:
 
     def append_metrics(self, record: Dict[str, Any]) -> None:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(_json_safe(record)) + "\n")
+            f.write(json.dumps(json_safe(record)) + "\n")
 
     def read_metrics(self) -> List[Dict[str, Any]]:
         """The epochs' records; a torn last line (the process died while appending it) is skipped.
@@ -198,7 +199,7 @@ class JobDir:
     def write_metrics(self, records: List[Dict[str, Any]]) -> None:
         """Replace ``metrics.jsonl`` with ``records`` (a resume writes the checkpoint's history:
         this drops epochs after ``last.pt`` and repairs a torn or missing line)."""
-        atomic_write_text(self.metrics_path, "".join(json.dumps(_json_safe(r)) + "\n" for r in records))
+        atomic_write_text(self.metrics_path, "".join(json.dumps(json_safe(r)) + "\n" for r in records))
 
     # -- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(
@@ -219,16 +220,6 @@ class JobDir:
         if not isinstance(ckpt.get("training"), dict) or "state" not in ckpt["training"]:
             raise CheckpointError(f"{self.last_path} holds no training state to resume from")
         return DextrModel.from_checkpoint(ckpt, map_location, str(self.last_path)), ckpt["training"]
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return v
 
 
 def dumps_toml(tables: Dict[str, Dict[str, Any]]) -> str:
