@@ -20,16 +20,7 @@ import numpy as np
 
 from dextr_lib.coco import CocoFile
 from dextr_lib.datasets import build_dataset
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+from dextr_lib.device import cpu_flags
 
 
 def synthetic_file(folder: Path, n_annotations: int, per_image: int, seed: int = 0) -> Path:
@@ -82,7 +73,7 @@ def main() -> None:
             "load_json_s": round(t_load, 2), "index_s": round(t_index, 2),
             "index_cached_s": round(t_cached, 2),
             "python": platform.python_version(), "machine": platform.machine(),
-            "cpu_flags": _cpu_flags(),
+            "cpu_flags": cpu_flags(),
         }
     text = json.dumps(result, indent=1)
     print(text)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import tempfile
@@ -28,22 +27,12 @@ import numpy as np
 import torch
 
 import dextr_lib
+from dextr_lib.device import cpu_flags
 from dextr_lib.images import read_image
 from dextr_lib.points_io import xy_to_yx
 
 SHARED = Path(os.environ.get("DEXTR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BEAR = [[97, 268], [462, 400], [232, 215], [447, 430]]  # bear.jpg: left, right, top, bottom [x, y]
-
-
-def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-                return " ".join(f for f in line.split(":", 1)[1].split() if f in wanted)
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:

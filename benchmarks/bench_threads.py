@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import dextr_lib
-from dextr_lib.device import auto_threads
+from dextr_lib.device import auto_threads, cpu_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import load_objects  # noqa: E402  (the benchmarks share their object loader)
@@ -52,16 +52,6 @@ def stop_load(procs: list) -> None:
         p.terminate()
     for p in procs:
         p.wait(10)
-
-
-def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def main(argv=None) -> int:

@@ -20,18 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dextr_lib.device import cpu_flags
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
-
-
-def cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def run(nproc: int, args, jobs: Path, k: int) -> dict:

@@ -65,6 +65,12 @@ def _proc_cpuinfo_flags() -> Optional[FrozenSet[str]]:
     return None
 
 
+def cpu_flags() -> str:
+    """The CPU's feature flags as /proc/cpuinfo lists them (sorted, space-separated; "" elsewhere),
+    recorded with every benchmark."""
+    return " ".join(sorted(_proc_cpuinfo_flags() or ()))
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_capabilities() -> Dict[str, bool]:
     """The CPU features that decide inference speed: ``avx2``, ``avx512`` (F), ``avx512_bf16``,
