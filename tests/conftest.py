@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 
@@ -50,6 +51,22 @@ def tiny_model():
 
     torch.manual_seed(0)
     return dextr_lib.create_model("resunet18", target_size=64, padding=4, blob_sigma=4.0)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, tiny_model):
+    """``tiny_model`` saved as a checkpoint file, for the commands that take ``--model``."""
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    tiny_model.save(path)
+    return path
+
+
+@pytest.fixture
+def photo(tmp_path, synthetic_sample):
+    """``synthetic_sample``'s image as a PNG file."""
+    path = tmp_path / "photo.png"
+    PIL.Image.fromarray(synthetic_sample[0]).save(path)
+    return path
 
 
 @pytest.fixture

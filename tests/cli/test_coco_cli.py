@@ -22,13 +22,6 @@ runner = CliRunner()
 H, W = 60, 72
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    tiny_model.save(path)
-    return path
-
-
 @pytest.fixture
 def mask_stack(tmp_path):
     """Two photos with one mask file per object (an ellipse with a hole, a two-part object,

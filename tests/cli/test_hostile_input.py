@@ -20,20 +20,6 @@ runner = CliRunner()
 POINTS = ["--points", "27,30", "--points", "57,30", "--points", "42,15", "--points", "42,45"]
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    tiny_model.save(path)
-    return path
-
-
-@pytest.fixture
-def photo(tmp_path, synthetic_sample):
-    path = tmp_path / "photo.png"
-    PIL.Image.fromarray(synthetic_sample[0]).save(path)
-    return path
-
-
 def _one_line_error(r, *needles):
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit)

@@ -18,20 +18,6 @@ runner = CliRunner()
 POINTS = ["-p", "27,30", "-p", "57,30", "-p", "42,15", "-p", "42,45"]
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    tiny_model.save(path)
-    return path
-
-
-@pytest.fixture
-def photo(tmp_path, synthetic_sample):
-    path = tmp_path / "photo.png"
-    PIL.Image.fromarray(synthetic_sample[0]).save(path)
-    return path
-
-
 def _refused(r, *needles):
     assert r.exit_code == 1, r.output
     assert isinstance(r.exception, SystemExit), r.exception

@@ -18,21 +18,6 @@ runner = CliRunner()
 CLI_POINTS = ["27,30", "57,30", "42,15", "42,45"]
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    tiny_model.save(path)
-    return path
-
-
-@pytest.fixture
-def photo(tmp_path, synthetic_sample):
-    image, _, _ = synthetic_sample
-    path = tmp_path / "photo.png"
-    PIL.Image.fromarray(image).save(path)
-    return path
-
-
 def _points_args(points=CLI_POINTS):
     return [a for p in points for a in ("--points", p)]
 

@@ -18,13 +18,6 @@ from dextr_lib.points_io import ImageEntry, ObjectEntry, write_objects
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory, tiny_model):
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    tiny_model.save(path)
-    return path
-
-
 def _photo(path: Path, image: np.ndarray) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     PIL.Image.fromarray(image).save(path)
