@@ -103,26 +103,34 @@ def build_dataset(
         )
     settings = {"ignore_index": ignore_index, "min_object_area": int(min_object_area),
                 "whole_labels": bool(whole_labels)}
+    once: List[str] = []  # warnings given once per index (not again when it comes from the cache)
     if kind == "pascal_voc":
         entries, key_files, desc = _voc_entries(split, pascal_voc_root, sbd_root)
         settings["split"] = split
     else:
-        entries, key_files, desc = _custom_entries(kind, image_pat, target_pat, on_warning)
+        entries, key_files, desc, once = _custom_entries(kind, image_pat, target_pat, on_warning)
     targets = {img: tgts + ([extra] if extra else []) for img, tgts, extra in entries}
     spec = {"image_pat": as_pattern_list(image_pat) or None, "target_pat": as_pattern_list(target_pat) or None,
             "split": split if kind == "pascal_voc" else None}
     key = index_key(kind, settings, key_files)
     cached = load_cached_index(cache, kind, key)
     if cached is not None:
+        new = [m for m in once if m not in cached[2]]
+        for message in new:
+            report(on_warning, message)
+        if new:
+            save_cached_index(cache, kind, key, cached[0], cached[1], shown=cached[2] + new)
         ds = ObjectDataset(kind, cached[1], targets, _ignore(kind, ignore_index), from_cache=True,
                            spec=spec)
     else:
+        for message in once:
+            report(on_warning, message)
         objects = []
         for n, (img, tgts, extra) in enumerate(entries, start=1):
             objects.extend(_index_image(kind, img, tgts, extra, settings))
             if on_progress is not None:
                 on_progress(n, len(entries))
-        save_cached_index(cache, kind, key, targets, objects)
+        save_cached_index(cache, kind, key, targets, objects, shown=once)
         ds = ObjectDataset(kind, objects, targets, _ignore(kind, ignore_index), spec=spec)
     if not ds.objects:
         raise DatasetError(
@@ -150,10 +158,11 @@ def _custom_entries(kind, image_pat, target_pat, on_warning):
         )
     if lone_images:
         report(on_warning, describe_unmatched("images have no target and are skipped", lone_images))
-    if lone_targets:  # usual when one target folder serves several splits: say so, in proportion
-        report(on_warning, describe_unmatched(
+    once = []
+    if lone_targets:  # usual when one target folder serves several splits: say so, in proportion, once
+        once.append(describe_unmatched(
             f"of {len(targets)} targets match none of the {len(images)} images and are skipped (expected "
-            "when the target pattern also covers other splits)", lone_targets))
+            "when the target pattern also covers other splits; said once for these files)", lone_targets))
     if kind == "custom_label":
         multi = [(img, t) for img, t in pairs.items() if len(t) > 1]
         if multi:
@@ -165,7 +174,7 @@ def _custom_entries(kind, image_pat, target_pat, on_warning):
             )
     entries = [(img, tgts, None) for img, tgts in pairs.items()]
     key_files = [f for img, tgts in pairs.items() for f in [img] + tgts]
-    return entries, key_files, desc
+    return entries, key_files, desc, once
 
 
 def _voc_entries(split, pascal_voc_root, sbd_root):

@@ -220,7 +220,8 @@ def index_key(kind: str, settings: Dict, files: Sequence[str]) -> str:
 
 
 def load_cached_index(cache_dir: Optional[Path], kind: str, key: str):
-    """``(targets, objects)`` from the cache, or None."""
+    """``(targets, objects, shown)`` from the cache, or None; ``shown`` lists the warnings already
+    given for this index (see :func:`save_cached_index`)."""
     if cache_dir is None:
         return None
     path = Path(cache_dir) / f"{kind}-{key}.json"
@@ -229,18 +230,24 @@ def load_cached_index(cache_dir: Optional[Path], kind: str, key: str):
         if data.get("version") != INDEX_VERSION or data.get("key") != key:
             return None
         objects = [ObjectRecord(**{**o, "box": tuple(o["box"])}) for o in data["objects"]]
-        return data["targets"], objects
+        return data["targets"], objects, list(data.get("shown", []))
     except (OSError, ValueError, KeyError, TypeError):
         return None  # no cache, or a damaged one: rebuild
 
 
-def save_cached_index(cache_dir: Optional[Path], kind: str, key: str, targets, objects) -> None:
-    """Write the index atomically; a cache that cannot be written is not an error."""
+def save_cached_index(cache_dir: Optional[Path], kind: str, key: str, targets, objects,
+                      shown: Sequence[str] = ()) -> None:
+    """Write the index atomically; a cache that cannot be written is not an error.
+
+    ``shown``: warnings given while building it that later runs need not repeat (they are
+    repeated when their text changes, e.g. when other files go unmatched).
+    """
     if cache_dir is None:
         return
     cache_dir = Path(cache_dir)
     data = {"version": INDEX_VERSION, "key": key, "targets": targets,
-            "objects": [{f: getattr(o, f) for f in _RECORD_FIELDS} for o in objects]}
+            "objects": [{f: getattr(o, f) for f in _RECORD_FIELDS} for o in objects],
+            "shown": list(shown)}
     try:
         atomic_write_text(cache_dir / f"{kind}-{key}.json", json.dumps(data))
     except OSError:

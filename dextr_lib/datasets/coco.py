@@ -195,7 +195,7 @@ def build_coco_dataset(
     key = index_key("coco", settings, [str(ann_path.resolve())])
     cached = load_cached_index(cache_dir, "coco", key)
     if cached is not None:
-        targets, objects = cached
+        targets, objects, _ = cached
         from_cache = True
     else:
         objects = _index(cf, path_of, keep_cats, int(min_object_area), str(ann_path), on_progress)

@@ -189,6 +189,20 @@ def test_custom_mask_stacks_in_numeric_order_and_warnings(tmp_path):
     t = ds.read_targets(ds.objects[0].image)
     assert t.ignore is None and t.object_mask(ds.objects[3]).sum() == 25
 
+    # targets of other splits are said once (the index cache remembers); images without a target
+    # may be a mistake and are said on every run; another unmatched target is said again
+    def build():
+        seen = []
+        build_dataset("custom_mask", str(tmp_path / "im/*.jpg"), str(tmp_path / "im/*_mask*.png"),
+                      cache_dir=tmp_path / "c", on_warning=seen.append)
+        return seen
+    again = build()
+    assert any("lonely.jpg" in w for w in again) and not any("match none" in w for w in again)
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "im" / "other_mask0.png")
+    third = build()
+    assert any("2 of" in w and "match none" in w and "other_mask0.png" in w for w in third)
+    assert not any("match none" in w for w in build())
+
 
 # -- real data ----------------------------------------------------------------------------------
 def test_pascal_voc_on_voc_mini(shared_data, tmp_path):
