@@ -148,11 +148,11 @@ def resolve_precision(precision: str, device: torch.device, runtime: str = "torc
     if precision == "fp16" and (device.type == "cpu" or runtime != "torch"):
         raise DeviceError("precision 'fp16' needs a GPU with the torch runtime; use 'bf16' or 'auto' on the CPU")
     if precision == "bf16" and runtime not in bf16_runtimes:
-        raise DeviceError(f"runtime {runtime!r} runs fp32 only here; use --runtime openvino or torch for bf16")
+        raise DeviceError(f"runtime {runtime!r} runs fp32 only here; use the openvino or torch runtime for bf16")
     if precision == "bf16" and device.type == "cpu" and not native_bf16(device):
         warnings.warn(PrecisionWarning(
             "bf16 on this CPU (no AVX512-BF16 or AMX) is emulated: "
-            f"{BF16_EMULATED_SLOWDOWN}; use --precision fp32 or auto"), stacklevel=3)
+            f"{BF16_EMULATED_SLOWDOWN}; use precision fp32 or auto"), stacklevel=3)
     return precision
 
 

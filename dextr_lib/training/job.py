@@ -241,8 +241,8 @@ class TrainingJob:
 
         def precheck() -> None:
             if folder.exists() and not overwrite:
-                raise JobError(f"job {name!r} already exists at {folder.root}; use --resume to continue it, "
-                               "--overwrite to start it again, or another name")
+                raise JobError(f"job {name!r} already exists at {folder.root}; resume it (--resume), start it again "
+                               "(--overwrite), or use another name")
         _on_main(precheck)
         s = resolve_settings(settings)
         if s.seed is None:
