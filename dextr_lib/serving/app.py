@@ -52,7 +52,8 @@ def create_app(
         annotations: the COCO instances file; an existing one is continued. It stays locked
             (``FILE.lock``) for this server until the app shuts down (:func:`close_app`).
         classes: category names offered on the page (created in the file, in this order).
-        precision: ``fp32``, ``bf16`` or ``fp16`` (GPU), as in ``predict``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (GPU), as in ``predict``; the app
+            reports the precision it resolved to.
         threshold: mask threshold (default: the model's).
         token: when set, every ``/api`` request must carry it (see :func:`state.token_of`).
         max_upload_mb: largest request body accepted (413 above).

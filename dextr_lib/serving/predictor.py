@@ -29,7 +29,7 @@ class Predictor:
 
     Args:
         model: a :class:`~dextr_lib.model.DextrModel` (anything with its ``predict_image``).
-        precision: ``fp32``, ``bf16`` or ``fp16``, as in ``predict``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``, as in ``predict``.
         threshold: default threshold (default: the model's profile).
         remember: how many recent predictions to keep for :meth:`predict`'s cache.
     """
@@ -37,7 +37,11 @@ class Predictor:
     def __init__(self, model, *, precision: str = "fp32", threshold: Optional[float] = None,
                  remember: int = 8):
         self.model = model
-        self.precision = precision
+        #: the precision it runs in, resolved (``auto`` -> ``bf16`` or ``fp32`` on this machine);
+        #: making the runner now also fails at start-up, not at the first click, when the
+        #: runtime's extra is missing.
+        self.precision = model.runner(None, precision).precision
+        self._requested = precision
         self.threshold = float(model.preprocess.threshold if threshold is None else threshold)
         self._lock = threading.Lock()
         self._recent: "OrderedDict[Tuple, Prediction]" = OrderedDict()
@@ -62,7 +66,7 @@ class Predictor:
                 self._recent.move_to_end(key)
                 return hit
             t0 = time.perf_counter()
-            prob = self.model.predict_image(rgb, [pts], batch_size=1, precision=self.precision)[0]
+            prob = self.model.predict_image(rgb, [pts], batch_size=1, precision=self._requested)[0]
             model_ms = (time.perf_counter() - t0) * 1000
             mask = prob >= thr  # exactly predict(..., threshold=thr)
             score = float(prob[mask].mean()) if mask.any() else 0.0

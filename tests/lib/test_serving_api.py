@@ -351,3 +351,20 @@ def test_a_bad_annotations_file_is_a_clear_error(tiny_model, tmp_path):
     for _ in range(2):  # the failed start released its lock: the same error again, not "locked"
         with pytest.raises(DatasetError, match="bad.json: expected a COCO instances object"):
             create_app(tiny_model, None, bad)
+
+
+@pytest.mark.parametrize("bf16_cpu, expected", [(True, "bf16"), (False, "fp32")])
+def test_model_info_reports_the_resolved_precision(tmp_path, monkeypatch, bf16_cpu, expected):
+    """``precision="auto"`` is resolved for this machine once, at start-up, and reported as such."""
+    import dextr_lib
+    from dextr_lib import device as device_mod
+
+    monkeypatch.setattr(device_mod, "cpu_capabilities", lambda: {
+        "avx2": True, "avx512": bf16_cpu, "avx512_bf16": bf16_cpu, "amx_bf16": False, "vnni": bf16_cpu,
+        "source": "test"})
+    model = dextr_lib.create_model("resunet18", target_size=64)  # its own runners, not the shared model's
+    app = create_app(model, None, tmp_path / "ann.json", precision="auto")
+    try:
+        assert TestClient(app).get("/api/model").json()["precision"] == expected
+    finally:
+        close_app(app)
