@@ -17,6 +17,8 @@ What differs from a user's run, and why:
   files are hundreds of MB and need the internet); a ``--url`` on example.org must fail with the
   one-line download error (the example's host does not exist);
 * ``dextr serve`` builds its server and answers one request instead of serving until Ctrl-C;
+* README's Python blocks run too, with the names they leave to the reader (``other_points``,
+  ``img_a``...) defined first, and ``TrainSettings`` giving the same fast training settings;
 * ``make demo`` / ``make test`` (they install a virtualenv; the demo's script is covered by the
   README's ``examples/demo.py`` line and tests/test_demo.py) and the multi-process ``torchrun`` /
   ``--nproc`` lines are not run here: ``NOT_RUN`` lists each with where it is covered.
@@ -44,7 +46,7 @@ import dextr_lib
 from dextr_cli.app import app
 from dextr_lib import zoo
 from dextr_lib.coco import CocoFile, annotation_from_mask
-from tests.helpers.doc_commands import REPO, help_examples, readme_commands
+from tests.helpers.doc_commands import REPO, help_examples, readme_commands, readme_python_blocks
 from tests.helpers.http_server import serve
 from tests.helpers.legacy_files import write_dextr012_resunet18
 
@@ -324,3 +326,37 @@ def test_a_glob_matching_nothing_fails_the_doctest(tmp_path):
         bash_words("dextr points-from-mask nothing/*_mask.png", tmp_path)
     assert bash_words("dextr eval --image-pat 'data/*.png' x\\ y", tmp_path) == [
         "dextr", "eval", "--image-pat", "data/*.png", "x y"]
+
+
+#: What README's Python blocks leave to the reader: more objects and images (README's photo.jpg).
+def _reader_names(root: Path) -> dict:
+    photo = np.asarray(PIL.Image.open(root / "photo.jpg").convert("RGB"))
+    pts = np.array([[325, 102], [325, 462], [217, 282], [433, 282]])  # [y, x] of its object
+    return {"other_points": pts, "img_a": photo, "img_b": photo[::-1].copy(), "pa": pts,
+            "pb": pts * [-1, 1] + [479, 0]}  # the same object, upside down
+
+
+def _fast_settings(**kw):
+    """TrainSettings with the doc-test's fast values (as FAST_TRAIN for shown commands)."""
+    return _REAL_TRAIN_SETTINGS(**{**kw, "target_size": 64, "batch_size": 2, "num_epochs": 1,
+                                   "iters_per_epoch": 2, "pretrained": False})
+
+
+_REAL_TRAIN_SETTINGS = dextr_lib.TrainSettings
+
+
+def test_readme_has_python_blocks():
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 2 and "dextr_lib.load_model" in blocks[0]
+
+
+@pytest.mark.parametrize("index", range(len(readme_python_blocks())))
+def test_readme_python_runs(index, workdir, capsys):
+    code = readme_python_blocks()[index]
+    with mock.patch.object(dextr_lib, "TrainSettings", _fast_settings):
+        exec(compile(code, f"README.md python block {index + 1}", "exec"), _reader_names(workdir))
+    if "TrainingJob" in code:  # the job trained, printed through the callbacks, and was extended
+        assert capsys.readouterr().out.strip()
+        assert (workdir / "jobs" / "peds" / "checkpoints" / "last.pt").is_file()
+    if "model.save" in code:
+        assert dextr_lib.load_model(workdir / "model.pt").preprocess.target_size == 64

@@ -1,5 +1,5 @@
 """The commands our documentation shows: README.md's ```bash blocks and the "Examples:" of every
-command's ``--help``. tests/test_docs.py runs them all; ``python tests/helpers/doc_commands.py``
+command's ``--help`` (and README's ```python blocks). tests/test_docs.py runs them all; ``python tests/helpers/doc_commands.py``
 lists them.
 
 A shown command is one logical line: continuation lines (``\\`` at the end) are joined; blank
@@ -30,6 +30,11 @@ def readme_commands(path: Path = README) -> List[str]:
     """Every command of the README's ```bash blocks, in document order."""
     text = path.read_text(encoding="utf-8")
     return [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in shell_lines(block)]
+
+
+def readme_python_blocks(path: Path = README) -> List[str]:
+    """The README's ```python blocks, in document order."""
+    return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
 
 
 def help_examples() -> Dict[str, List[str]]:
