@@ -423,7 +423,10 @@ def image_to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torc
     """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32 tensor in ``[0, 1]`` on ``device``.
 
     The uint8 data is moved first, so a GPU receives a quarter of the bytes."""
-    t = torch.from_numpy(np.ascontiguousarray(rgb)).to(device, non_blocking=True)
+    rgb = np.ascontiguousarray(rgb)
+    if not rgb.flags.writeable:  # e.g. np.asarray(PIL image): torch would warn about sharing it
+        rgb = rgb.copy()
+    t = torch.from_numpy(rgb).to(device, non_blocking=True)
     return t.permute(2, 0, 1).float().div_(255.0)
 
 
