@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
@@ -108,6 +108,9 @@ class OnnxModelFile:
     arch: str
     meta: Dict[str, Any]
     source: str
+    #: the file it was read from (None: bytes made in memory); runtimes read the graph from
+    #: there, so a loaded model does not hold a second copy of its weights
+    path: Optional[str] = None
 
 
 def parse_onnx_model(data: bytes, source: str = "<onnx>") -> OnnxModelFile:
@@ -143,7 +146,7 @@ def read_onnx_model(path: PathLike) -> OnnxModelFile:
         data = Path(path).read_bytes()
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    return parse_onnx_model(data, os.fspath(path))
+    return replace(parse_onnx_model(data, os.fspath(path)), path=os.fspath(path))
 
 
 def resolve_checkpoint(

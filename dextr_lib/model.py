@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch.nn as nn
 from . import checkpoint as ckpt_io
 from .architectures import build_network
 from .device import resolve_device, resolve_precision
-from .errors import DeviceError, ExportError, InvalidImageError, InvalidValueError, MismatchError
+from .errors import CheckpointError, DeviceError, ExportError, InvalidImageError, InvalidValueError, MismatchError
 from .geometry import as_points_array
 from .images import ImageLike, to_rgb_array
 from .loading import OnnxModelFile, is_onnx_spec, network_from_checkpoint, read_onnx_model, resolve_checkpoint
@@ -20,6 +21,11 @@ from .preprocessing import Preprocess, get_profile, image_to_tensor
 from .runtimes import Runner, check_runtime, make_runner, network_to_onnx
 
 PathLike = Union[str, os.PathLike]
+
+
+def _file_signature(path: PathLike) -> Tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
 
 #: ``precision`` choices of :meth:`DextrModel.predict` (``auto``: bf16 where the hardware runs it
 #: natively, else fp32; see :func:`dextr_lib.device.resolve_precision`).
@@ -59,22 +65,27 @@ class DextrModel:
             made from a named profile (``preprocess.name``: ``dextr``, ``dextr012``, ``original``).
         arch: the registered architecture (network family) name.
         meta: plain provenance data saved with the checkpoint.
-        onnx: the serialized ONNX graph of the network (a model loaded from ``.onnx``, or made on
-            first use of the ``onnxruntime``/``openvino`` runtimes); ``None`` otherwise.
+        onnx: the serialized ONNX graph of the network (made on first use of the
+            ``onnxruntime``/``openvino`` runtimes, or given); ``None`` otherwise.
+        onnx_file: an ``.onnx`` file holding the graph instead (a model loaded from one): the
+            runtimes read it from there, so the model does not keep a second copy of the
+            weights in memory.
         runtime: the runtime :meth:`predict` uses by default (see :mod:`dextr_lib.runtimes`).
     """
 
     def __init__(
         self, net: Optional[nn.Module], preprocess: Preprocess, arch: str,
         meta: Optional[Dict[str, Any]] = None, *, onnx: Optional[bytes] = None,
+        onnx_file: Optional[PathLike] = None,
     ):
-        if net is None and onnx is None:
+        if net is None and onnx is None and onnx_file is None:
             raise ValueError("a DextrModel needs a network or an ONNX graph")
         self.net = net
         self.preprocess = preprocess
         self.arch = arch
         self.meta = dict(meta or {})
         self.onnx = onnx
+        self._onnx_file = None if onnx_file is None else (os.fspath(onnx_file), _file_signature(onnx_file))
         self.runtime = "torch" if net is not None else "onnxruntime"
         #: Set by ``load_model``: what a legacy file was converted from (None otherwise).
         self.load_note: Optional[str] = None
@@ -140,10 +151,28 @@ class DextrModel:
 
     # -- runtimes ------------------------------------------------------------------------------
     def onnx_graph(self) -> bytes:
-        """The serialized ONNX graph of the network (exported on first call, then kept)."""
+        """The serialized ONNX graph of the network (exported on first call, then kept; read
+        from its file for a model loaded from ``.onnx``)."""
+        if self.onnx is None and self._onnx_file is not None:
+            return Path(self._graph_source()).read_bytes()
         if self.onnx is None:
             self.onnx = network_to_onnx(self.net, self.preprocess.target_size)
         return self.onnx
+
+    def _graph_source(self) -> Union[bytes, str]:
+        """What a runtime builds its session from: the model's ``.onnx`` file (checked to be the
+        one loaded), else the graph's bytes."""
+        if self.onnx is None and self._onnx_file is not None:
+            path, signature = self._onnx_file
+            try:
+                unchanged = _file_signature(path) == signature
+            except OSError:
+                unchanged = False
+            if not unchanged:
+                raise CheckpointError(f"{path} changed or went away since this model was loaded "
+                                      "from it; load it again")
+            return path
+        return self.onnx_graph()
 
     def runner(self, runtime: Optional[str] = None, precision: str = "fp32") -> Runner:
         """The :class:`~dextr_lib.runtimes.Runner` that :meth:`predict` calls the network
@@ -168,7 +197,7 @@ class DextrModel:
                 resolved = "fp32"  # an int8 graph: its other operators stay fp32
             self._runners[key] = make_runner(
                 runtime, resolved, dev, net=self.net,
-                onnx_bytes=self.onnx_graph() if runtime != "torch" else None,
+                onnx_graph=self._graph_source() if runtime != "torch" else None,
             )
         return self._runners[key]
 
@@ -433,7 +462,10 @@ class DextrModel:
     @classmethod
     def from_onnx(cls, onnx_file: OnnxModelFile) -> "DextrModel":
         """A model running a dextr ONNX graph (see :func:`dextr_lib.loading.read_onnx_model`)."""
-        model = cls(None, onnx_file.preprocess, onnx_file.arch, onnx_file.meta, onnx=onnx_file.data)
+        if onnx_file.path is not None:  # runtimes read the file: no copy of the graph kept here
+            model = cls(None, onnx_file.preprocess, onnx_file.arch, onnx_file.meta, onnx_file=onnx_file.path)
+        else:
+            model = cls(None, onnx_file.preprocess, onnx_file.arch, onnx_file.meta, onnx=onnx_file.data)
         model.source = onnx_file.source
         if model.meta.get("quantization") and importlib.util.find_spec("openvino") is not None:
             # OpenVINO runs the int8 (QDQ) graph about 2x faster than ONNX Runtime on the CPUs

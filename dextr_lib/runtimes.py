@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import warnings
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -86,18 +86,18 @@ class TorchRunner(Runner):
 
 
 class OnnxRuntimeRunner(Runner):
-    """An ONNX graph (serialized ``bytes``) in ONNX Runtime on the CPU, fp32 (int8 graphs run
-    their quantised operators)."""
+    """An ONNX graph (serialized ``bytes``, or the path of its file) in ONNX Runtime on the CPU,
+    fp32 (int8 graphs run their quantised operators)."""
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_bytes: bytes, precision: str = "fp32", threads: Optional[int] = None):
+    def __init__(self, graph: Union[bytes, str], precision: str = "fp32", threads: Optional[int] = None):
         super().__init__(precision)
         ort = require("onnxruntime", "the onnxruntime runtime")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
 
@@ -112,11 +112,11 @@ class OpenVinoRunner(Runner):
 
     name = "openvino"
 
-    def __init__(self, onnx_bytes: bytes, precision: str = "fp32", threads: Optional[int] = None):
+    def __init__(self, graph: Union[bytes, str], precision: str = "fp32", threads: Optional[int] = None):
         super().__init__(precision)
         ov = require("openvino", "the openvino runtime")
         core = ov.Core()
-        model = core.read_model(onnx_bytes, b"")
+        model = core.read_model(graph) if isinstance(graph, str) else core.read_model(graph, b"")
         config = {
             "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
             "PERFORMANCE_HINT": "LATENCY",
@@ -133,9 +133,10 @@ class OpenVinoRunner(Runner):
 
 def make_runner(
     runtime: str, precision: str, device: torch.device,
-    net: Optional[nn.Module] = None, onnx_bytes: Optional[bytes] = None,
+    net: Optional[nn.Module] = None, onnx_graph: Union[bytes, str, None] = None,
 ) -> Runner:
-    """The runner of ``runtime`` for a network given as a module (torch) or ONNX bytes (others).
+    """The runner of ``runtime`` for a network given as a module (torch) or an ONNX graph (the
+    others: its bytes, or the path of its file).
 
     Raises:
         DeviceError: onnxruntime/openvino on a device other than the CPU.
@@ -145,10 +146,10 @@ def make_runner(
         assert net is not None
         return TorchRunner(net, precision)
     if device.type != "cpu":
-        raise DeviceError(f"runtime {runtime!r} runs on the CPU here; use --device cpu or --runtime torch")
-    assert onnx_bytes is not None
+        raise DeviceError(f"runtime {runtime!r} runs on the CPU here; use the cpu device or the torch runtime")
+    assert onnx_graph is not None
     cls = OnnxRuntimeRunner if runtime == "onnxruntime" else OpenVinoRunner
-    return cls(onnx_bytes, precision)
+    return cls(onnx_graph, precision)
 
 
 def network_to_onnx(net: nn.Module, target_size: int, opset: Optional[int] = None) -> bytes:

@@ -115,6 +115,34 @@ def test_onnx_model_limits_are_clear(exported, tmp_path):
         dextr_lib.load_model(bad)
 
 
+
+def test_a_loaded_onnx_model_reads_its_graph_from_the_file(exported, tmp_path):
+    """The runtimes read the graph from the .onnx file (the weights are not held in memory
+    twice), and a file replaced since loading is refused instead of mixing two models."""
+    import shutil
+
+    path = tmp_path / "m.onnx"
+    shutil.copy(exported[0], path)
+    model = dextr_lib.load_model(path)
+    assert model.onnx is None  # no bytes kept
+    assert model.onnx_graph() == path.read_bytes()
+    image, points = np.zeros((40, 40, 3), np.uint8), [[[20, 5], [20, 35], [5, 20], [35, 20]]]
+    before = model.predict([image], points, runtime="onnxruntime")[0]
+    path.write_bytes(path.read_bytes() + b"\n")  # another file now (size and time differ)
+    assert np.array_equal(model.predict([image], points, runtime="onnxruntime")[0], before)  # runner kept
+    with pytest.raises(CheckpointError, match="changed .* since this model was loaded"):
+        model.predict([image], points, runtime="openvino" if _has("openvino") else "onnxruntime",
+                      precision="fp32" if _has("openvino") else "auto")
+    path.unlink()
+    with pytest.raises(CheckpointError, match="load it again"):
+        model.onnx_graph()
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
 def test_missing_extra_names_the_pip_extra(monkeypatch):
     import builtins
 
