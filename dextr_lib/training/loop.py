@@ -217,6 +217,40 @@ def iterations_per_epoch(s: TrainSettings, n_objects: int, world_size: int = 1) 
     return max(n_objects // (s.batch_size * world_size), 1)
 
 
+def training_loader(
+    dataset: ObjectDataset, model: DextrModel, s: TrainSettings, *, start: int = 0,
+    world: Optional[distributed.World] = None,
+) -> torch.utils.data.DataLoader:
+    """The endless loader of augmented training batches that :func:`training_loop` draws from:
+    ``s.batch_size`` samples per batch, from sample ``start`` of the seeded stream (this
+    process's slice under torchrun), made by ``s.num_workers`` processes (0: this one)."""
+    world = world or distributed.current()
+    samples = TrainingSamples(
+        dataset, model.preprocess, extreme_range=s.extreme_range, noise_std=s.noise_std,
+        hflip=s.aug_hflip, rot_range=s.aug_rot_range, scale_range=s.aug_scale_range,
+    )
+    return torch.utils.data.DataLoader(
+        samples, batch_size=s.batch_size,
+        sampler=SampleStream(len(samples), s.seed or 0, start=start, rank=world.rank,
+                             world_size=world.size, batch_size=s.batch_size),
+        num_workers=s.num_workers, persistent_workers=False,
+        worker_init_fn=_ignore_sigint_in_worker if s.num_workers else None,
+    )
+
+
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Dict[str, torch.Tensor],
+               device: torch.device) -> torch.Tensor:
+    """One optimiser step on a batch of :func:`training_loader`; returns the (detached) loss."""
+    x = batch["input"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    target = batch["target"].to(device, non_blocking=True)
+    valid = batch["valid"].to(device, non_blocking=True)
+    optimizer.zero_grad(set_to_none=True)
+    loss = balanced_bce_with_logits(net(x).float(), target, valid)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def training_loop(
     model: DextrModel,
     train_dataset: ObjectDataset,
@@ -275,17 +309,7 @@ def training_loop(
         st.samples_seen = st.iteration * s.batch_size
     if st.optimizer is not None:
         optimizer.load_state_dict(st.optimizer)
-    samples = TrainingSamples(
-        train_dataset, model.preprocess, extreme_range=s.extreme_range, noise_std=s.noise_std,
-        hflip=s.aug_hflip, rot_range=s.aug_rot_range, scale_range=s.aug_scale_range,
-    )
-    loader = torch.utils.data.DataLoader(
-        samples, batch_size=s.batch_size,
-        sampler=SampleStream(len(samples), s.seed or 0, start=st.samples_seen, rank=world.rank,
-                             world_size=world.size, batch_size=s.batch_size),
-        num_workers=s.num_workers, persistent_workers=False,
-        worker_init_fn=_ignore_sigint_in_worker if s.num_workers else None,
-    )
+    loader = training_loader(train_dataset, model, s, start=st.samples_seen, world=world)
     batches: Iterator = iter(loader)
     # Seed (or restore) only now: creating the loader's iterator draws from torch's RNG, and the
     # head's dropout must see the same random stream in a resumed run as in an uninterrupted one.
@@ -326,18 +350,12 @@ def training_loop(
                     raise TrainingInterrupted(snapshot(), signals.received or "a signal to another process")
                 set_lr(optimizer, s, st.iteration, total_iters)
                 batch = next(batches)
-                x = batch["input"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                target = batch["target"].to(dev, non_blocking=True)
-                valid = batch["valid"].to(dev, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
                 try:
-                    loss = balanced_bce_with_logits(net(x).float(), target, valid)
-                    loss.backward()
+                    loss = train_step(net, optimizer, batch, dev)
                 except RuntimeError as e:
                     if world.distributed:  # a gradient all-reduce failed: a peer is gone
                         raise distributed.lost_process_error(e) from None
                     raise
-                optimizer.step()
                 st.iteration += 1
                 st.samples_seen += s.batch_size * world.size
                 # One small all-reduce per step: the mean loss, and whether any process was asked
