@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib
 from typing import Callable, Dict, List
 
 import torch.nn as nn
@@ -9,6 +10,18 @@ import torch.nn as nn
 from ..errors import UnknownNameError
 
 _BUILDERS: Dict[str, Callable[..., nn.Module]] = {}
+
+#: The modules of this package whose builders are registered on first use of the registry.
+_BUILTIN_FAMILIES = ("unet", "psp", "deeplab")
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True  # first: their own register_architecture calls come back here
+        for family in _BUILTIN_FAMILIES:
+            importlib.import_module(f"{__package__}.{family}")
 
 
 def register_architecture(name: str) -> Callable:
@@ -19,6 +32,7 @@ def register_architecture(name: str) -> Callable:
     """
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        _load_builtins()  # a built-in name is taken even before anything was built
         if name in _BUILDERS:
             raise ValueError(f"architecture {name!r} is already registered")
         _BUILDERS[name] = fn
@@ -29,6 +43,7 @@ def register_architecture(name: str) -> Callable:
 
 def list_architectures(pattern: str = "*") -> List[str]:
     """Registered architecture names matching an fnmatch ``pattern``, sorted."""
+    _load_builtins()
     return sorted(n for n in _BUILDERS if fnmatch.fnmatch(n, pattern))
 
 
@@ -38,6 +53,7 @@ def build_network(name: str, **kwargs) -> nn.Module:
     Raises:
         UnknownNameError: ``name`` is not registered; the message lists the valid names.
     """
+    _load_builtins()
     try:
         builder = _BUILDERS[name]
     except KeyError:
