@@ -17,9 +17,6 @@ from dextr_lib.config import SETTING_FIELDS, TrainSettings
 
 from .._options import ConfigOpt
 
-#: Seconds between plain progress lines when stderr is not a terminal.
-PLAIN_PROGRESS_EVERY = 30.0
-
 _OTHER_OPTIONS = [
     ("job_name", str, typer.Argument(help="Job name: the folder <jobs dir>/JOB_NAME holds its outputs.",
                                      show_default=False), inspect.Parameter.empty),

@@ -23,7 +23,7 @@ from dextr_lib.training.job import describe_epoch
 
 from .._console import console, err_console
 from .._models import download_progress
-from ._training import PLAIN_PROGRESS_EVERY
+from .._progress import PLAIN_PROGRESS_EVERY
 
 
 def run_job(command: str, options: Dict[str, Any]) -> None:
