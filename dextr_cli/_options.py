@@ -27,7 +27,9 @@ DeviceOpt = Annotated[
     ),
 ]
 BatchSizeOpt = Annotated[
-    Optional[int], typer.Option("--batch-size", min=1, help="Objects per network forward (default: 8).", show_default=False)
+    Optional[int], typer.Option("--batch-size", min=1, show_default=False,
+                                help="Objects per network forward (default: 1 with the torch runtime on "
+                                     "a CPU, 8 otherwise).")
 ]
 PrecisionOpt = Annotated[
     Optional[str],

@@ -163,7 +163,7 @@ def predict_objects(
     *,
     prob: bool = False,
     threshold: Optional[float] = None,
-    batch_size: int = 8,
+    batch_size: Optional[int] = None,
     precision: str = "fp32",
     device=None,
     on_progress: ProgressFn = None,

@@ -682,7 +682,7 @@ def predict_points_file(
     category: str = "object",
     polygons: bool = False,
     threshold: Optional[float] = None,
-    batch_size: int = 8,
+    batch_size: Optional[int] = None,
     precision: str = "fp32",
     on_progress: Optional[Callable[[int, int], None]] = None,
 ) -> CocoFile:
@@ -738,7 +738,7 @@ def predict_coco(
     points_from: str = "annotations",
     polygons: bool = False,
     threshold: Optional[float] = None,
-    batch_size: int = 8,
+    batch_size: Optional[int] = None,
     precision: str = "fp32",
     on_progress: Optional[Callable[[int, int], None]] = None,
     on_warning: Optional[Callable[[str], None]] = None,

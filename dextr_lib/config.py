@@ -49,7 +49,7 @@ class PredictConfig:
 
     model: Optional[str] = None
     device: Optional[str] = None
-    batch_size: int = _bounded(8, min=1)
+    batch_size: Optional[int] = _bounded(None, min=1)  # default: 1 for torch on a CPU, else 8
     threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
     precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU), auto
     runtime: Optional[str] = None  # torch, onnxruntime, openvino; default: the model's
@@ -114,7 +114,7 @@ class EvalConfig:
     min_object_area: int = _bounded(0, min=0)
     whole_labels: bool = False  # one object per label instead of one per connected region
     device: Optional[str] = None
-    batch_size: int = _bounded(8, min=1)
+    batch_size: Optional[int] = _bounded(None, min=1)  # default: 1 for torch on a CPU, else 8
     precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU), auto
     runtime: Optional[str] = None  # torch, onnxruntime, openvino; default: the model's
     threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold

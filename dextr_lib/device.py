@@ -119,6 +119,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def default_batch_size(runtime: str, device: Union[str, torch.device]) -> int:
+    """Objects per network forward when the caller does not say: 1 for the torch runtime on a
+    CPU, 8 elsewhere.
+
+    On a CPU each 512 px object already fills the caches, and PyTorch's convolutions get slower
+    per object in bigger batches (resunet101 at 512, 2-core AVX-512 CPU: 0.86 s/object at batch 1,
+    1.15 at batch 8; benchmarks/README.md), while ONNX Runtime and OpenVINO gain a little from
+    batching (0.69 -> 0.65 and 0.71 -> 0.62 s/object) and GPUs a lot.
+    """
+    return 1 if runtime == "torch" and torch.device(device).type == "cpu" else 8
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` runs bfloat16 convolutions in hardware (so bf16 is faster than fp32):
     CUDA GPUs of compute capability 8.0+ (Ampere on), CPUs with AVX512-BF16 or AMX."""

@@ -24,6 +24,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .baselines import BASELINE_MASKS, BASELINES, box_mask, quadrilateral_mask
+from .device import default_batch_size
 from .errors import DatasetError, InvalidPointsError, InvalidValueError
 from .geometry import as_points_array, extreme_points_from_mask, jitter_points
 from .metrics import boundary_f, iou
@@ -51,7 +52,7 @@ def evaluate(
     jitter: float = 0.0,
     seed: Optional[int] = None,
     points_file=None,
-    batch_size: int = 8,
+    batch_size: Optional[int] = None,
     device=None,
     precision: str = "fp32",
     runtime: Optional[str] = None,
@@ -79,7 +80,7 @@ def evaluate(
             not depend on the batch size).
         points_file: a parsed ``objects.json`` (:func:`dextr_lib.points_io.read_objects`);
             objects are matched by image, target file and label. Excludes ``jitter``.
-        batch_size: objects per network forward.
+        batch_size: objects per network forward (default: as for ``DextrModel.predict``).
         device: run on this device (default: the model's).
         precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see :meth:`DextrModel.predict`).
         runtime: ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (default: the model's).
@@ -103,13 +104,16 @@ def evaluate(
     if jitter > 0 and points_file is not None:
         raise InvalidPointsError("jitter and a points file exclude each other: the points "
                                  "file's points are used as they are")
-    check_batch_size(batch_size)
+    if batch_size is not None:
+        check_batch_size(batch_size)
     main = check_threshold(model.preprocess.threshold if threshold is None else threshold)
     sweep = sorted({main, *(check_threshold(t, "every swept threshold") for t in thresholds)})
     if limit is not None and limit < 1:
         raise InvalidValueError(f"limit must be >= 1 object, got {limit}")
     if device is not None:
         model.to(device)
+    if batch_size is None:
+        batch_size = default_batch_size(runtime or model.runtime, model.device)
     kind = getattr(dataset, "kind", None)
     matcher = PointsMatcher(points_file, dataset.objects, kind) if points_file is not None else None
     if points_file is not None and points_file.exif_transpose and on_warning is not None:

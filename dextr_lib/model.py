@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from . import checkpoint as ckpt_io
 from .architectures import build_network
-from .device import resolve_device, resolve_precision
+from .device import default_batch_size, resolve_device, resolve_precision
 from .errors import CheckpointError, DeviceError, ExportError, InvalidImageError, InvalidValueError, MismatchError
 from .geometry import as_points_array
 from .images import ImageLike, to_rgb_array
@@ -207,7 +207,7 @@ class DextrModel:
         images: Sequence[ImageLike],
         extreme_points: Union[np.ndarray, Sequence],
         *,
-        batch_size: int = 8,
+        batch_size: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
         precision: str = "fp32",
@@ -219,7 +219,9 @@ class DextrModel:
             images: ``N`` PIL images or arrays (``(H, W)``, ``(H, W, 3)``, ``(H, W, 4)``; uint8 or
                 float in ``[0, 1]``). Passing the same image object several times converts it once.
             extreme_points: ``N`` ``(4, 2)`` arrays of ``[y, x]`` points, or an ``(N, 4, 2)`` array.
-            batch_size: objects per network forward.
+            batch_size: objects per network forward (default: 1 for the torch runtime on a CPU,
+                where bigger batches are slower per object, else 8; see
+                :func:`dextr_lib.device.default_batch_size`).
             device: run on this device (the model is moved there); default the model's device.
             threshold: if given, return boolean masks ``prob >= threshold``.
             precision: ``"fp32"`` (exact), ``"bf16"`` (about 2x faster on CPUs with AVX512-BF16
@@ -266,7 +268,7 @@ class DextrModel:
         image: ImageLike,
         points_list: Union[np.ndarray, Sequence],
         *,
-        batch_size: int = 8,
+        batch_size: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
         precision: str = "fp32",
@@ -288,7 +290,7 @@ class DextrModel:
         self,
         items: Iterable[Tuple[ImageLike, Union[np.ndarray, Sequence]]],
         *,
-        batch_size: int = 8,
+        batch_size: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
         precision: str = "fp32",
@@ -315,19 +317,22 @@ class DextrModel:
     def _run(
         self,
         items: Iterable[Tuple[ImageLike, np.ndarray]],
-        batch_size: int,
+        batch_size: Optional[int],
         device: Optional[Union[str, torch.device]],
         threshold: Optional[float],
         precision: str = "fp32",
         runtime: Optional[str] = None,
     ) -> Iterable[np.ndarray]:
         """Yield one mask per object of ``items`` in order, batching objects across images."""
-        check_batch_size(batch_size)
+        if batch_size is not None:
+            check_batch_size(batch_size)
         if threshold is not None:
             check_threshold(threshold)
         if device is not None:
             self.to(device)
         dev = self.device
+        if batch_size is None:
+            batch_size = default_batch_size(check_runtime(runtime or self.runtime), dev)
         run_network = self.runner(runtime, precision)
         pp = self.preprocess
         was_training = self.net is not None and self.net.training

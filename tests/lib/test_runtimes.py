@@ -321,3 +321,23 @@ def test_int8_graph_is_quantised(tiny_model, exported, tmp_path):
     assert dextr_lib.load_model(tmp_path / "q.onnx").runtime == expected  # the faster for int8
     with pytest.raises(ExportError, match="calibration"):
         export_onnx(tiny_model, tmp_path / "q2.onnx", int8=True)
+
+
+def test_default_batch_size_fits_the_runtime_and_device(tiny_model):
+    """Unset, objects per forward are 1 for torch on a CPU (bigger batches are slower per object
+    there), 8 for the ONNX runtimes and GPUs; predict and evaluate use that rule."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert device_mod.default_batch_size("torch", cpu) == 1
+    assert device_mod.default_batch_size("torch", cuda) == 8
+    assert device_mod.default_batch_size("onnxruntime", cpu) == device_mod.default_batch_size("openvino", cpu) == 8
+
+    model = dextr_lib.create_model("resunet18", target_size=64)
+    real, seen = model.runner("torch", "fp32"), []
+    model._runners[("torch", "fp32", "cpu")] = lambda x: seen.append(len(x)) or real(x)
+    image = np.zeros((40, 40, 3), np.uint8)
+    points = [[[20, 5], [20, 35], [5, 20], [35, 20]]] * 3
+    model.predict([image] * 3, points)
+    assert seen == [1, 1, 1]
+    seen.clear()
+    model.predict([image] * 3, points, batch_size=2)
+    assert seen == [2, 1]
