@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--load", type=int, default=os.cpu_count() or 1,
                     help="busy-loop processes of the loaded condition (default: one per core)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--note", default="", help="how the machine was (idle, shared...), kept in the JSON")
     args = ap.parse_args(argv)
     counts = [int(t) for t in args.threads.split(",")]
 
@@ -128,8 +129,9 @@ def main(argv=None) -> int:
         "auto_threads_picked": auto, "nice": os.nice(0),
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "machine": platform.machine(),
         "cpu_flags": cpu_flags(),
-        "note": "machine shared with other processes (other developers' test runs) during the "
-                "measurement; runs alternate thread counts and conditions",
+        "note": args.note,
+        "method": "runs alternate thread counts and conditions; the load average includes this "
+                  "benchmark's own runs",
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -14,6 +14,7 @@ from typing_extensions import Annotated
 
 from dextr_lib import DextrError, __version__
 from dextr_lib.config import load_config
+from dextr_lib.cpuload import auto_thread_count
 from dextr_lib.errors import ConfigError, DextrWarning
 from dextr_lib.fileio import os_error_cause, shown_path
 from dextr_lib.limits import reset_limits, set_limits
@@ -113,13 +114,10 @@ def _apply_threads(ctx: typer.Context) -> None:
     # pass the number through the variable torch reads when it starts.
     if os.environ.get("OMP_NUM_THREADS"):
         return
-    if not threads:  # auto: fewer only where other processes keep cores busy (see auto_threads)
+    if not threads:  # auto: fewer only where other processes over-fill the CPUs (see auto_threads)
         cpus = os.cpu_count() or 1
-        try:
-            idle = int(cpus - os.getloadavg()[0])
-        except (OSError, AttributeError):
-            idle = cpus
-        threads = max(1, idle) if idle < cpus else 0
+        threads = auto_thread_count(cpus)
+        threads = threads if threads < cpus else 0  # 0: torch's own default
     if threads:
         os.environ["OMP_NUM_THREADS"] = str(threads)
 

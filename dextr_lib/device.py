@@ -9,6 +9,7 @@ from typing import Dict, FrozenSet, Optional, Union
 
 import torch
 
+from .cpuload import auto_thread_count
 from .errors import DeviceError, PrecisionWarning, UnknownNameError
 
 #: ``precision`` choices of predict/eval: ``auto`` resolves to one of the others per device.
@@ -174,22 +175,13 @@ TORCH_DEFAULT_THREADS = torch.get_num_threads()
 
 
 def auto_threads() -> int:
-    """CPU threads for torch that suit this machine now.
-
-    torch's default uses every physical core, which is right on an idle machine but several times
-    slower than one thread when other processes keep the cores busy (threads then wait for each
-    other at every layer; see benchmarks/README.md). So: the logical CPUs not already busy by the
-    1-minute load average, rounded down, at least 1 and at most torch's default.
-    ``$OMP_NUM_THREADS``, when set, is taken as given.
+    """CPU threads for torch that suit this machine now: torch's default (every physical core)
+    unless other processes more than fill the CPUs, then fewer
+    (:func:`dextr_lib.cpuload.auto_thread_count`). ``$OMP_NUM_THREADS``, when set, is taken as given.
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return TORCH_DEFAULT_THREADS
-    try:
-        busy = os.getloadavg()[0]
-    except (OSError, AttributeError):  # Windows has no load average
-        return TORCH_DEFAULT_THREADS
-    idle = int((os.cpu_count() or 1) - busy)
-    return max(1, min(TORCH_DEFAULT_THREADS, idle))
+    return auto_thread_count(TORCH_DEFAULT_THREADS)
 
 
 def set_threads(threads: Optional[int] = None) -> int:
