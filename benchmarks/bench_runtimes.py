@@ -272,6 +272,7 @@ def main() -> None:
     ap.add_argument("--trained", type=Path, help="a trained checkpoint for the int8/bf16 mask agreement")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--table", type=Path, help="print the markdown table of this JSON and exit")
+    ap.add_argument("--note", default="", help="how the machine was (idle, shared...), kept in the JSON")
     ap.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -280,8 +281,8 @@ def main() -> None:
     if args.table:
         return print(markdown(json.loads(args.table.read_text())))
     result = {"machine": machine(), "versions": versions(), "target_size": args.target_size,
-              "note": "2-core machine shared with other jobs; variants and the package alternate "
-                      "within each round, medians over rounds", "archs": []}
+              "note": args.note, "method": "variants and the package alternate within each round, "
+                                           "medians over rounds", "archs": []}
     print(json.dumps(result["machine"]), flush=True)
     if args.trained:
         print(f"mask agreement on {args.trained} ...", flush=True)

@@ -126,8 +126,8 @@ def default_batch_size(runtime: str, device: Union[str, torch.device]) -> int:
 
     On a CPU each 512 px object already fills the caches, and PyTorch's convolutions get slower
     per object in bigger batches (resunet101 at 512, 2-core AVX-512 CPU: 0.86 s/object at batch 1,
-    1.15 at batch 8; benchmarks/README.md), while ONNX Runtime and OpenVINO gain a little from
-    batching (0.69 -> 0.65 and 0.71 -> 0.62 s/object) and GPUs a lot.
+    1.08-1.15 at batch 8; benchmarks/README.md), while ONNX Runtime and OpenVINO stay level or
+    gain a little from batching, and GPUs a lot.
     """
     return 1 if runtime == "torch" and torch.device(device).type == "cpu" else 8
 
