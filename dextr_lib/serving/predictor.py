@@ -28,7 +28,8 @@ class Predictor:
     model never runs twice at once).
 
     Args:
-        model: a :class:`~dextr_lib.model.DextrModel` (anything with its ``predict_image``).
+        model: a :class:`~dextr_lib.model.DextrModel` (anything with its ``runner`` and
+            ``predict_image``).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``, as in ``predict``.
         threshold: default threshold (default: the model's profile).
         remember: how many recent predictions to keep for :meth:`predict`'s cache.
