@@ -27,6 +27,7 @@ def _file_signature(path: PathLike) -> Tuple[int, int]:
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns
 
+
 #: ``precision`` choices of :meth:`DextrModel.predict` (``auto``: bf16 where the hardware runs it
 #: natively, else fp32; see :func:`dextr_lib.device.resolve_precision`).
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -85,7 +86,9 @@ class DextrModel:
         self.arch = arch
         self.meta = dict(meta or {})
         self.onnx = onnx
-        self._onnx_file = None if onnx_file is None else (os.fspath(onnx_file), _file_signature(onnx_file))
+        # absolute: the process may change its working folder before a runtime reads the file
+        self._onnx_file = (None if onnx_file is None else
+                           (os.path.abspath(onnx_file), _file_signature(onnx_file)))
         self.runtime = "torch" if net is not None else "onnxruntime"
         #: Set by ``load_model``: what a legacy file was converted from (None otherwise).
         self.load_note: Optional[str] = None

@@ -116,14 +116,16 @@ def test_onnx_model_limits_are_clear(exported, tmp_path):
 
 
 
-def test_a_loaded_onnx_model_reads_its_graph_from_the_file(exported, tmp_path):
+def test_a_loaded_onnx_model_reads_its_graph_from_the_file(exported, tmp_path, monkeypatch):
     """The runtimes read the graph from the .onnx file (the weights are not held in memory
     twice), and a file replaced since loading is refused instead of mixing two models."""
     import shutil
 
     path = tmp_path / "m.onnx"
     shutil.copy(exported[0], path)
-    model = dextr_lib.load_model(path)
+    monkeypatch.chdir(tmp_path)
+    model = dextr_lib.load_model("m.onnx")  # a relative path, then another working folder
+    monkeypatch.chdir(tmp_path.parent)
     assert model.onnx is None  # no bytes kept
     assert model.onnx_graph() == path.read_bytes()
     image, points = np.zeros((40, 40, 3), np.uint8), [[[20, 5], [20, 35], [5, 20], [35, 20]]]
