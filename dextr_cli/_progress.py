@@ -15,24 +15,41 @@ from ._console import err_console, esc
 PLAIN_PROGRESS_EVERY = 30.0
 
 
+class PlainLines:
+    """Progress as plain lines, for a stderr that is not a terminal: the first line at once,
+    then at most one every :data:`PLAIN_PROGRESS_EVERY` seconds; :meth:`flush` prints the last
+    one if it was held back."""
+
+    def __init__(self) -> None:
+        self._printed = float("-inf")
+        self._line: Optional[str] = None
+        self._shown: Optional[str] = None
+
+    def update(self, line: str) -> None:
+        self._line = line
+        self._print(force=False)
+
+    def flush(self) -> None:
+        self._print(force=True)
+
+    def _print(self, force: bool) -> None:
+        now = time.monotonic()
+        if self._line != self._shown and (force or now - self._printed >= PLAIN_PROGRESS_EVERY):
+            err_console.print(self._line, highlight=False)
+            self._printed, self._shown = now, self._line
+
+
 @contextmanager
 def progress_bar(description: str, total: Optional[int] = None) -> Iterator[Callable[[int, int], None]]:
     """Yield ``update(done, total)``.
 
     On a terminal, a Rich bar on stderr that appears at the first update (work that turns out to
     have nothing to report, such as a dataset index read from its cache, shows no bar). Without a
-    terminal, a plain ``description: done/total`` line at the first update, then at most every
-    :data:`PLAIN_PROGRESS_EVERY` seconds, and the last count at the end.
+    terminal, :class:`PlainLines` of ``description: done/total``, and the last count at the end.
     """
     live = err_console.is_terminal
-    state = {"task": None, "printed": float("-inf"), "line": None, "shown": None}
-
-    def plain(force: bool = False) -> None:
-        now = time.monotonic()
-        if state["line"] != state["shown"] and (force or now - state["printed"] >= PLAIN_PROGRESS_EVERY):
-            err_console.print(state["line"], highlight=False)
-            state["printed"], state["shown"] = now, state["line"]
-
+    plain = PlainLines()
+    tasks = []  # the bar's one task, made at the first update
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
@@ -40,16 +57,14 @@ def progress_bar(description: str, total: Optional[int] = None) -> Iterator[Call
     ) as progress:
 
         def update(done: int, n: Optional[int] = None) -> None:
-            if state["task"] is None:
-                state["task"] = progress.add_task(esc(description), total=n if n is not None else total)
-            progress.update(state["task"], completed=done, total=n)
+            if not tasks:
+                tasks.append(progress.add_task(esc(description), total=n if n is not None else total))
+            progress.update(tasks[0], completed=done, total=n)
             if not live:
-                shown_total = n if n is not None else progress.tasks[0].total
-                state["line"] = f"{description}: {done}/{'?' if shown_total is None else shown_total}"
-                plain()
+                shown_total = progress.tasks[0].total
+                plain.update(f"{description}: {done}/{'?' if shown_total is None else shown_total}")
 
         try:
             yield update
         finally:
-            if not live and state["line"] is not None:
-                plain(force=True)
+            plain.flush()

@@ -23,7 +23,7 @@ from dextr_lib.training.job import describe_epoch
 
 from .._console import console, err_console
 from .._models import download_progress
-from .._progress import PLAIN_PROGRESS_EVERY
+from .._progress import PlainLines
 
 
 def run_job(command: str, options: Dict[str, Any]) -> None:
@@ -100,15 +100,15 @@ def _launch_torchrun(nproc: int) -> None:
 
 
 class _View(Callbacks):
-    """Renders a job's callbacks: Rich bars on a terminal; without one, a plain line every
-    :data:`PLAIN_PROGRESS_EVERY` seconds. Nothing is drawn outside the main process."""
+    """Renders a job's callbacks: Rich bars on a terminal; without one, :class:`PlainLines`.
+    Nothing is drawn outside the main process."""
 
     def __init__(self) -> None:
         self.live = err_console.is_terminal
         self.progress: Optional[Progress] = None
         self.task = None
         self.download: Callable[[int, Optional[int]], None] = lambda done, total=None: None
-        self._last_plain = 0.0
+        self._plain = PlainLines()
         self._epoch_start = (None, 0.0, 0)
         self.num_epochs = 0
 
@@ -137,11 +137,9 @@ class _View(Callbacks):
         if self.task is None:
             self.task = self.progress.add_task(description, total=total, **fields)
         self.progress.update(self.task, description=description, completed=done, total=total, **fields)
-        now = time.monotonic()
-        if not self.live and now - self._last_plain >= PLAIN_PROGRESS_EVERY:
-            self._last_plain = now
+        if not self.live:
             extra = "".join(f", {k} {v}" for k, v in fields.items() if k != "speed")
-            err_console.print(f"{description}: {done}/{total}{extra}", highlight=False)
+            self._plain.update(f"{description}: {done}/{total}{extra}")
 
     def indexing(self, done: int, total: int) -> None:
         self._update("Indexing dataset", done, total)
