@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO / "tests" / "helpers"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_predict import SHARED, load_objects  # noqa: E402
+from profile_memory import memory_mib  # noqa: E402
 
 import dextr_lib  # noqa: E402
 from dextr_lib.device import cpu_capabilities, cpu_name  # noqa: E402
@@ -117,9 +118,7 @@ def rss_child(args) -> None:
         model.predict(images, points, batch_size=args.batch_sizes[0], runtime=runtime,
                       precision="fp32" if precision == "int8" else precision)
     # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across exec, so a child would report its parent's
-    with open("/proc/self/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
-    print(json.dumps({"peak_rss_mib": hwm / 1024}))
+    print(json.dumps({"peak_rss_mib": memory_mib()["peak"]}))
 
 
 def peak_rss(args, weights: Path, runtime: str, precision: str, batch: int) -> float:

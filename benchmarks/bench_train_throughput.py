@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -32,11 +30,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_predict import SHARED  # noqa: E402
+from bench_runtimes import machine, versions  # noqa: E402
 
 import dextr_lib  # noqa: E402
 from dextr_lib.config import TrainSettings  # noqa: E402
 from dextr_lib.datasets import build_dataset  # noqa: E402
-from dextr_lib.device import cpu_capabilities, cpu_flags, cpu_name  # noqa: E402
+from dextr_lib.device import cpu_flags  # noqa: E402
 from dextr_lib.training import make_optimizer, seed_everything, training_loop  # noqa: E402
 from dextr_lib.training.loop import train_step, training_loader  # noqa: E402
 
@@ -89,11 +88,8 @@ def main() -> None:
     ds = build_dataset("custom_label", str(data / "images" / "*.png"), str(data / "labels" / "*.png"),
                        min_object_area=100, use_cache=False)
     result = {
-        "machine": {"cpu": cpu_name(), "capabilities": cpu_capabilities(), "flags": cpu_flags(),
-                    "cores": os.cpu_count(),
-                    "torch_threads": threads, "platform": platform.platform()},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "dextr": dextr_lib.__version__},
+        "machine": {**machine(), "flags": cpu_flags()},  # machine() records the threads just set
+        "versions": versions(),
         "settings": {"arch": args.arch, "batch_size": args.batch_size, "num_workers": args.workers,
                      "steps": args.steps, "rounds": args.rounds, "objects": len(ds)},
         "rows": [],
