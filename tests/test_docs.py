@@ -336,13 +336,13 @@ def _reader_names(root: Path) -> dict:
             "pb": pts * [-1, 1] + [479, 0]}  # the same object, upside down
 
 
+_REAL_TRAIN_SETTINGS = dextr_lib.TrainSettings
+
+
 def _fast_settings(**kw):
     """TrainSettings with the doc-test's fast values (as FAST_TRAIN for shown commands)."""
     return _REAL_TRAIN_SETTINGS(**{**kw, "target_size": 64, "batch_size": 2, "num_epochs": 1,
                                    "iters_per_epoch": 2, "pretrained": False})
-
-
-_REAL_TRAIN_SETTINGS = dextr_lib.TrainSettings
 
 
 def test_readme_has_python_blocks():
