@@ -26,7 +26,7 @@ from typing import Callable, Iterator, List, Optional, Set, Tuple, Union
 import numpy as np
 import PIL.Image
 
-from .errors import DatasetError, MismatchError, OutputError
+from .errors import MismatchError, OutputError
 from .fileio import atomic_open, check_output, shown_path
 from .images import read_image
 from .model import DextrModel, check_threshold
@@ -128,22 +128,6 @@ def write_mask(mask: np.ndarray, path: PathLike, prob: bool = False) -> None:
     save_image(mask_image(mask, prob), path)
 
 
-def check_photos(objects: ObjectsFile, source: str = "the points file") -> None:
-    """Every image entry with objects names an existing photo (checked before any work).
-
-    Raises:
-        DatasetError: an entry without a photo, or a photo that does not exist.
-    """
-    for i, entry in enumerate(objects.images):
-        if not entry.objects:
-            continue
-        if entry.image is None:
-            raise DatasetError(f"{source}: images[{i}] has no photo (\"image\": null; its mask "
-                               "had no matching photo); rerun points-from-mask with --image-dir")
-        if not Path(entry.image).is_file():
-            raise DatasetError(f"{source}: images[{i}]: photo not found: {entry.image}")
-
-
 @dataclass
 class BatchResult:
     """What :func:`predict_objects` wrote: ``written`` mask paths in object order."""
@@ -177,7 +161,7 @@ def predict_objects(
     Args:
         model: the model.
         objects: from :func:`dextr_lib.points_io.read_objects` (check it with
-            :func:`check_photos` before loading the model).
+            :func:`dextr_lib.points_io.check_photos` before loading the model).
         out_dir: folder for the masks (created); names as in the module docstring.
         prob: write probabilities as 8-bit grayscale instead of binary masks.
         threshold: binary masks are ``prob >= threshold`` (default: the model's).

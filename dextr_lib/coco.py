@@ -37,7 +37,7 @@ from .errors import DatasetError, InvalidPointsError, MismatchError
 from .fileio import atomic_write_text
 from .geometry import EXTREME_POINT_ORDER, extreme_points_from_mask
 from .images import read_image
-from .points_io import points_from_masks
+from .points_io import check_photos, points_from_masks
 
 PathLike = Union[str, os.PathLike]
 
@@ -699,7 +699,12 @@ def predict_points_file(
     Returns:
         A :class:`CocoFile`: one image per photo, one annotation per object with its mask,
         the clicks as ``extreme_points`` and ``score`` (mean probability over the mask).
+
+    Raises:
+        DatasetError: an entry without a photo, or a photo that does not exist (checked before
+            any work, :func:`dextr_lib.points_io.check_photos`).
     """
+    check_photos(objects)
     thr = model.preprocess.threshold if threshold is None else float(threshold)
     kw = dict(batch_size=batch_size, precision=precision)
     cf = CocoFile(path=out_path)
@@ -710,9 +715,6 @@ def predict_points_file(
     for entry in objects.images:
         if not entry.objects:
             continue
-        if entry.image is None:
-            raise DatasetError(f"an entry of the points file has no photo ({ann_source(entry)}); "
-                               "rerun points-from-mask with --image-dir")
         rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
         h, w = rgb.shape[:2]
         if entry.height is not None and (entry.height, entry.width) != (h, w):

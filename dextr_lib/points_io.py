@@ -425,3 +425,19 @@ class PointsMatcher:
         if len(found) > 1:
             return None, "several objects of the points file match this object"
         return found[0], ""
+
+
+def check_photos(objects: ObjectsFile, source: str = "the points file") -> None:
+    """Every image entry with objects names an existing photo (checked before any work).
+
+    Raises:
+        DatasetError: an entry without a photo, or a photo that does not exist.
+    """
+    for i, entry in enumerate(objects.images):
+        if not entry.objects:
+            continue
+        if entry.image is None:
+            raise DatasetError(f"{source}: images[{i}] has no photo (\"image\": null; its mask "
+                               "had no matching photo); rerun points-from-mask with --image-dir")
+        if not Path(entry.image).is_file():
+            raise DatasetError(f"{source}: images[{i}]: photo not found: {entry.image}")
