@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "helpers"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_predict import SHARED, load_objects  # noqa: E402
+from bench_predict import SHARED, load_objects, timed  # noqa: E402
 from profile_memory import memory_mib  # noqa: E402
 
 import dextr_lib  # noqa: E402
@@ -96,12 +96,7 @@ def load_variant(models: dict, runtime: str, precision: str):
 
 
 def median_time(fn, repeats: int = 1) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(timed(fn, repeats))
 
 
 def rss_child(args) -> None:
