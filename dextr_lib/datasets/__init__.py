@@ -115,12 +115,13 @@ def build_dataset(
     key = index_key(kind, settings, key_files)
     cached = load_cached_index(cache, kind, key)
     if cached is not None:
-        new = [m for m in once if m not in cached[2]]
+        _, objects, shown = cached
+        new = [m for m in once if m not in shown]
         for message in new:
             report(on_warning, message)
         if new:
-            save_cached_index(cache, kind, key, cached[0], cached[1], shown=cached[2] + new)
-        ds = ObjectDataset(kind, cached[1], targets, _ignore(kind, ignore_index), from_cache=True,
+            save_cached_index(cache, kind, key, targets, objects, shown=shown + new)
+        ds = ObjectDataset(kind, objects, targets, _ignore(kind, ignore_index), from_cache=True,
                            spec=spec)
     else:
         for message in once:
