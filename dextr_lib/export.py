@@ -28,6 +28,7 @@ from .images import ImageLike, read_image, to_rgb_array
 from .loading import (
     ONNX_META_ARCH, ONNX_META_FORMAT, ONNX_META_META, ONNX_META_PREPROCESS, parse_onnx_model,
 )
+from .metrics import iou
 from .model import DextrModel
 from .points_io import read_objects
 from .preprocessing import Preprocess, image_to_tensor
@@ -210,9 +211,8 @@ def _check(model: DextrModel, exported: DextrModel, objects, runtime: str, repor
             a = ref_run(torch.from_numpy(x).to(model.device)).cpu()
             b = new_run(torch.from_numpy(x))
             diffs.append(float((a - b).abs().max()))
-            ma, mb = torch.sigmoid(a) >= thr, torch.sigmoid(b) >= thr
-            union = int((ma | mb).sum())
-            ious.append(1.0 if union == 0 else int((ma & mb).sum()) / union)
+            exported_mask, torch_mask = (torch.sigmoid(v)[0, 0].numpy() >= thr for v in (b, a))
+            ious.append(iou(exported_mask, torch_mask))
     report.n_check = len(ious)
     report.max_abs_logit_diff = max(diffs)
     report.min_mask_iou = min(ious)
