@@ -46,6 +46,7 @@ import dextr_lib  # noqa: E402
 from dextr_lib.device import cpu_capabilities, cpu_name  # noqa: E402
 from dextr_lib.export import calibration_objects, model_from_onnx_bytes, quantize_int8, with_metadata, onnx_metadata  # noqa: E402
 from dextr_lib.geometry import as_points_array  # noqa: E402
+from dextr_lib.metrics import iou  # noqa: E402
 from dextr_lib.preprocessing import image_to_tensor  # noqa: E402
 
 #: (runtime, precision) pairs; "int8" is the int8 ONNX graph (run in fp32 mode).
@@ -138,15 +139,11 @@ def mask_agreement(trained: Path, n: int) -> dict:
     out = {"model": str(trained), "arch": model.arch, "target_size": model.preprocess.target_size,
            "objects": len(images), "data": source}
 
-    def iou(a, b):
-        u = np.logical_or(a, b).sum()
-        return 1.0 if u == 0 else float(np.logical_and(a, b).sum() / u)
-
     for name, m, rt, prec in [("torch bf16", model, "torch", "bf16"), ("openvino bf16", model, "openvino", "bf16"),
                               ("onnxruntime int8", int8, "onnxruntime", "fp32"),
                               ("openvino int8", int8, "openvino", "fp32")]:
         got = m.predict(images, points, threshold=model.preprocess.threshold, runtime=rt, precision=prec)
-        ious = [iou(a, b) for a, b in zip(ref, got)]
+        ious = [iou(b, a) for a, b in zip(ref, got)]
         out[name] = {"min_iou_vs_fp32": min(ious), "mean_iou_vs_fp32": float(np.mean(ious))}
         print(f"  {name:20s} IoU vs fp32: min {min(ious):.4f} mean {np.mean(ious):.4f}", flush=True)
     return out
