@@ -165,6 +165,9 @@ def network_to_onnx(net: nn.Module, target_size: int, opset: Optional[int] = Non
     was_training = net.training
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
+    # the exporter wants contiguous weights; a torch runner made before keeps its channels_last
+    was_channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
+                            and not p.is_contiguous() for p in net.parameters())
     net.eval()
     example = torch.zeros(2, 4, target_size, target_size, device=device)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -180,5 +183,8 @@ def network_to_onnx(net: nn.Module, target_size: int, opset: Optional[int] = Non
         raise ExportError(f"ONNX export of the network failed: {str(e).splitlines()[0]}") from e
     finally:
         net.train(was_training)
+        if was_channels_last:
+            with torch.inference_mode(False):
+                net.to(memory_format=torch.channels_last)
     proto = program.model_proto
     return proto.SerializeToString() if isinstance(proto, onnx.ModelProto) else onnx.ModelProto.SerializeToString(proto)

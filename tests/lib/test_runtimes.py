@@ -343,3 +343,18 @@ def test_default_batch_size_fits_the_runtime_and_device(tiny_model):
     seen.clear()
     model.predict([image] * 3, points, batch_size=2)
     assert seen == [2, 1]
+
+
+def test_exporting_keeps_the_torch_runners_channels_last():
+    """Exporting (for onnxruntime/openvino) must not leave the PyTorch network in the slower
+    contiguous layout a torch runner made before had switched away from."""
+    model = dextr_lib.create_model("resunet18", target_size=64)
+    model.runner("torch", "fp32")
+
+    def first_conv_is_channels_last():
+        conv = next(p for p in model.net.parameters() if p.dim() == 4)
+        return conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+
+    assert first_conv_is_channels_last()
+    model.onnx_graph()
+    assert first_conv_is_channels_last()
