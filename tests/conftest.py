@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,20 @@ def _restore_rng():
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path_factory):
-    """No test reads the developer's config or model cache, or touches the network."""
+    """No test reads the developer's config or model cache, or touches the network.
+
+    The homes are removed after the test (downloads land there), so a whole run's disk use stays
+    near one test's rather than adding up over hundreds of them.
+    """
+    homes = [tmp_path_factory.mktemp("dextr_home"), tmp_path_factory.mktemp("torch_home")]
     monkeypatch.delenv("DEXTR_CONFIG", raising=False)
     monkeypatch.delenv("DEXTR_MIRROR", raising=False)
-    monkeypatch.setenv("DEXTR_HOME", str(tmp_path_factory.mktemp("dextr_home")))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.setenv("DEXTR_HOME", str(homes[0]))
+    monkeypatch.setenv("TORCH_HOME", str(homes[1]))
     monkeypatch.setenv("COLUMNS", "200")
+    yield
+    for home in homes:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
