@@ -192,10 +192,9 @@ class Preprocess:
         n = len(boxes)
         if images.dim() == 3:
             images = images.unsqueeze(0).expand(n, -1, -1, -1)
-        _, c, h, w = images.shape
+        _, _, h, w = images.shape
         theta = _crop_theta(boxes, h, w).to(images.device, images.dtype)
-        t = self.target_size
-        grid = F.affine_grid(theta, [n, c, t, t], align_corners=False)
+        grid = _crop_grid(theta, self.target_size)
         pil = self.edge_mode == "pil"
         out = F.grid_sample(
             images, grid, mode=mode or self.interpolation, padding_mode="border" if pil else "zeros",
@@ -235,10 +234,14 @@ class Preprocess:
     def normalize(self, rgb: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
         """Stack ``(N, 3, T, T)`` RGB in ``[0, 1]`` and ``(N, T, T)`` heatmaps into a normalised
         ``(N, 4, T, T)`` network input."""
-        x = torch.cat([rgb, heatmap.unsqueeze(1)], dim=1)
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 4, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 4, 1, 1)
-        return (x - mean) / std
+        n, _, t, _ = rgb.shape
+        mean = torch.tensor(self.mean, dtype=rgb.dtype, device=rgb.device).view(1, 4, 1, 1)
+        std = torch.tensor(self.std, dtype=rgb.dtype, device=rgb.device).view(1, 4, 1, 1)
+        # (x - mean) / std written straight into the input: no concatenated copy to subtract from
+        x = torch.empty((n, 4, t, t), dtype=rgb.dtype, device=rgb.device)
+        torch.sub(rgb, mean[:, :3], out=x[:, :3])
+        torch.sub(heatmap.unsqueeze(1), mean[:, 3:], out=x[:, 3:])
+        return x.div_(std)
 
     def make_inputs(self, image: torch.Tensor, points: np.ndarray) -> Tuple[torch.Tensor, np.ndarray]:
         """Network inputs for several objects on one image.
@@ -417,6 +420,17 @@ def _crop_theta(boxes: np.ndarray, h: int, w: int) -> torch.Tensor:
     theta[:, 1, 1] = sy / h
     theta[:, 1, 2] = (2 * y0 + sy) / h - 1
     return theta
+
+
+def _crop_grid(theta: torch.Tensor, t: int) -> torch.Tensor:
+    """``F.affine_grid(theta, [N, C, t, t], align_corners=False)`` for ``_crop_theta``'s
+    axis-aligned matrices, bit for bit, built from one row and one column of coordinates instead
+    of a matrix product per pixel (a tenth of the time at 512 px)."""
+    base = torch.linspace(-1, 1, t, dtype=theta.dtype, device=theta.device) * (t - 1) / t  # as ATen
+    xs = base * theta[:, 0, 0, None] + theta[:, 0, 2, None]  # (N, t): the same for every row
+    ys = base * theta[:, 1, 1, None] + theta[:, 1, 2, None]  # (N, t): the same for every column
+    n = theta.shape[0]
+    return torch.stack((xs[:, None, :].expand(n, t, t), ys[:, :, None].expand(n, t, t)), dim=-1)
 
 
 def image_to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

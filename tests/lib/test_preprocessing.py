@@ -4,12 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from skimage.morphology import dilation, disk, erosion
 
 from dextr_lib.errors import UnknownNameError
 from dextr_lib.geometry import as_points_array, extreme_points_from_mask
 from dextr_lib.preprocessing import (
-    HEATMAP_MEAN, HEATMAP_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess, get_profile, image_to_tensor,
+    HEATMAP_MEAN, HEATMAP_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess, _crop_grid, _crop_theta,
+    get_profile, image_to_tensor,
 )
 
 
@@ -88,6 +92,31 @@ def test_make_inputs_shapes_dtype_and_normalisation():
     torch.testing.assert_close(centre[:3], expect_rgb.float())
     heat_max = x[:, 3].amax(dim=(1, 2)) * HEATMAP_STD + HEATMAP_MEAN
     assert torch.all(heat_max > 0.9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 2000), st.integers(1, 2000)),
+    box=st.tuples(*[st.floats(-500, 2500, allow_nan=False)] * 2, *[st.floats(0.5, 3000)] * 2),
+    target=st.sampled_from([1, 7, 64, 100, 255, 256, 512]),
+)
+def test_crop_grid_is_affine_grid_bit_for_bit(size, box, target):
+    """The crop's sampling grid, built from a row and a column of coordinates, is exactly what
+    F.affine_grid gives for the same box (so crops, and the masks, are unchanged)."""
+    y0, x0, sy, sx = box
+    boxes = np.array([[y0, x0, y0 + sy, x0 + sx], [x0, y0, x0 + sx, y0 + sy]])
+    theta = _crop_theta(boxes, *size).float()
+    expected = F.affine_grid(theta, [2, 3, target, target], align_corners=False)
+    assert torch.equal(_crop_grid(theta, target), expected)
+
+
+def test_normalize_is_the_stacked_input_minus_mean_over_std():
+    pp = Preprocess(target_size=32)
+    rgb, heat = torch.rand(3, 3, 32, 32), torch.rand(3, 32, 32)
+    stacked = torch.cat([rgb, heat[:, None]], dim=1)
+    mean = torch.tensor(pp.mean).view(1, 4, 1, 1)
+    std = torch.tensor(pp.std).view(1, 4, 1, 1)
+    assert torch.equal(pp.normalize(rgb, heat), (stacked - mean) / std)
 
 
 def test_profile_round_trip_and_validation():
