@@ -1,11 +1,12 @@
 """Choosing a torch device from a user's string, and the precision its hardware runs natively."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
 import warnings
-from typing import Dict, FrozenSet, Optional, Union
+from typing import Dict, FrozenSet, Iterator, Optional, Union
 
 import torch
 
@@ -198,3 +199,21 @@ def set_threads(threads: Optional[int] = None) -> int:
     n = threads if threads else auto_threads()
     torch.set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads in this thread, then restore the count.
+
+    torch's thread count is per calling thread, so concurrent callers (a server's workers) do
+    not undo each other's setting.
+    """
+    before = torch.get_num_threads()
+    if n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -17,7 +17,7 @@ from dextr_lib.export import (
 )
 from dextr_lib.loading import ONNX_META_PREPROCESS
 from dextr_lib.geometry import extreme_points_from_mask
-from dextr_lib.preprocessing import image_to_tensor
+from dextr_lib.preprocessing import Preprocess, image_to_tensor
 from dextr_lib.runtimes import require
 
 pytest.importorskip("onnx")
@@ -358,3 +358,35 @@ def test_exporting_keeps_the_torch_runners_channels_last():
     assert first_conv_is_channels_last()
     model.onnx_graph()
     assert first_conv_is_channels_last()
+
+
+def test_onnx_runtimes_leave_the_cores_to_their_own_threads(tiny_model, exported, monkeypatch):
+    """With ONNX Runtime or OpenVINO on the CPU, torch's crops and paste-backs run on one thread
+    (the runtime's threads own the cores), and torch's thread count is restored after each; the
+    torch runtime keeps every thread."""
+    seen = []
+
+    def spy(method):
+        def wrapped(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return method(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(Preprocess, "make_inputs", spy(Preprocess.make_inputs))
+    monkeypatch.setattr(Preprocess, "paste", spy(Preprocess.paste))
+    model = dextr_lib.load_model(exported[0])
+    image, _, points = synthetic_objects(1)[0]
+    torch.set_num_threads(2)
+    try:
+        images = [image, image.copy()]  # two photos: a crop and a paste-back each
+        masks = model.predict(images, [points, points], runtime="onnxruntime")
+        assert seen == [1, 1, 1, 1] and torch.get_num_threads() == 2
+        between = [torch.get_num_threads()  # the caller's own code between masks: its threads
+                   for _ in model.predict_iter([(image, points)] * 2, runtime="onnxruntime", batch_size=1)]
+        assert between == [2, 2]
+        seen.clear()
+        expected = tiny_model.predict(images, [points, points], runtime="torch")
+        assert seen == [2, 2, 2, 2]
+        assert all(np.allclose(a, b, atol=1e-3) for a, b in zip(masks, expected))  # same masks
+    finally:
+        torch.set_num_threads(device_mod.TORCH_DEFAULT_THREADS)
