@@ -45,7 +45,7 @@ RuntimeOpt = Annotated[
     typer.Option(
         "--runtime", help="What runs the network: torch, onnxruntime (pip install 'dextr[onnx]') "
         "or openvino (pip install 'dextr[openvino]'); the last two run on the CPU (default: "
-        "torch, onnxruntime for .onnx models).",
+        "torch; for .onnx models openvino where installed, else onnxruntime).",
         show_default=False,
     ),
 ]

@@ -58,7 +58,7 @@ def test_export_round_trip_same_masks_in_every_runtime(tiny_model, exported, sha
     path, report = exported
     assert report.n_check == 3 and report.max_abs_logit_diff < 1e-3 and report.min_mask_iou >= 0.99
     onnx_model = dextr_lib.load_model(path)
-    assert onnx_model.net is None and onnx_model.runtime == "onnxruntime"
+    assert onnx_model.net is None and onnx_model.runtime == ("openvino" if _has("openvino") else "onnxruntime")
     assert onnx_model.preprocess == tiny_model.preprocess and onnx_model.arch == "resunet18"
     # the same real objects through the one pre/post-processing path, three runtimes
     import PIL.Image
@@ -70,7 +70,8 @@ def test_export_round_trip_same_masks_in_every_runtime(tiny_model, exported, sha
         objects += [(img, extreme_points_from_mask(labels == v)) for v in np.unique(labels)[1:]]
     images, points = [o[0] for o in objects], [o[1] for o in objects]
     ref = tiny_model.predict(images, points, batch_size=3)
-    for model, runtime in [(onnx_model, None), (onnx_model, "openvino"), (tiny_model, "onnxruntime")]:
+    for model, runtime in [(onnx_model, None), (onnx_model, "openvino"), (onnx_model, "onnxruntime"),
+                           (tiny_model, "onnxruntime")]:
         if runtime == "openvino":
             pytest.importorskip("openvino")
         got = model.predict(images, points, batch_size=3, runtime=runtime)
@@ -320,7 +321,7 @@ def test_int8_graph_is_quantised(tiny_model, exported, tmp_path):
     import importlib.util
 
     expected = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
-    assert dextr_lib.load_model(tmp_path / "q.onnx").runtime == expected  # the faster for int8
+    assert dextr_lib.load_model(tmp_path / "q.onnx").runtime == expected  # the faster one
     with pytest.raises(ExportError, match="calibration"):
         export_onnx(tiny_model, tmp_path / "q2.onnx", int8=True)
 
