@@ -234,19 +234,32 @@ def bench_arch(args, arch: str, tmp: Path) -> dict:
             "quantize_s": quant_s, "int8": info, "rows": rows}
 
 
-def markdown(result: dict) -> str:
-    """The results as the markdown table of benchmarks/README.md."""
-    lines = ["| arch | batch | runtime | precision | predict s/object | network s/object | predict / network "
-             "| speed vs dextr 0.1.2 (x) | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]
+def markdown(result: dict, tag: str = "") -> str:
+    """The results as benchmarks/README.md's tables: one per architecture, then the mask agreement.
+
+    ``tag`` is appended to the tables' marker comments, for a second machine's tables in the same file.
+    """
+    tag = f"_{tag.upper()}" if tag else ""
+    def f(row, key, fmt, suffix=""):
+        return format(row[key], fmt) + suffix if key in row else "-"
+
+    out = []
     for arch in result["archs"]:
+        out += [f"<!-- RUNTIMES_{arch['arch'].upper()}{tag} -->",
+                "| batch | runtime | precision | predict s/object | network s/object | predict / network "
+                "| vs dextr 0.1.2 | peak RSS MiB |", "|---|---|---|---|---|---|---|---|"]
         for r in arch["rows"]:
-            def f(key, fmt):
-                return format(r[key], fmt) if key in r else "-"
-            lines.append(f"| {r['arch']} | {r['batch_size']} | {r['runtime']} | {r['precision']} | "
-                         f"{f('predict_s_per_object', '.3f')} | {f('network_s_per_object', '.3f')} | "
-                         f"{f('predict_over_network', '.2f')} | {f('speedup_vs_dextr012', '.2f')} | "
-                         f"{f('peak_rss_mib', '.0f')} |")
-    return "\n".join(lines)
+            runtime = "`dextr` 0.1.2" if r["runtime"] == "reference" else r["runtime"]
+            out.append(f"| {r['batch_size']} | {runtime} | {r['precision']} | {f(r, 'predict_s_per_object', '.3f')} "
+                       f"| {f(r, 'network_s_per_object', '.3f')} | {f(r, 'predict_over_network', '.2f')} "
+                       f"| {f(r, 'speedup_vs_dextr012', '.2f', 'x')} | {f(r, 'peak_rss_mib', '.0f')} |")
+        out += [f"<!-- /RUNTIMES_{arch['arch'].upper()}{tag} -->", ""]
+    if "mask_agreement" in result:
+        out += [f"<!-- AGREEMENT{tag} -->", "| variant | min IoU vs fp32 | mean IoU vs fp32 |", "|---|---|---|"]
+        out += [f"| {name} | {v['min_iou_vs_fp32']:.3f} | {v['mean_iou_vs_fp32']:.3f} |"
+                for name, v in result["mask_agreement"].items() if isinstance(v, dict) and "min_iou_vs_fp32" in v]
+        out += [f"<!-- /AGREEMENT{tag} -->"]
+    return "\n".join(out).rstrip()
 
 
 def main() -> None:
@@ -262,7 +275,8 @@ def main() -> None:
     ap.add_argument("--ref-src", help="folder holding the dextr 0.1.2 package's dextr/ source")
     ap.add_argument("--trained", type=Path, help="a trained checkpoint for the int8/bf16 mask agreement")
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--table", type=Path, help="print the markdown table of this JSON and exit")
+    ap.add_argument("--table", type=Path, help="print benchmarks/README.md's tables of this JSON and exit")
+    ap.add_argument("--tag", default="", help="with --table: a suffix for the tables' marker comments")
     ap.add_argument("--note", default="", help="how the machine was (idle, shared...), kept in the JSON")
     ap.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--weights", help=argparse.SUPPRESS)
@@ -270,7 +284,7 @@ def main() -> None:
     if args.rss_child:
         return rss_child(args)
     if args.table:
-        return print(markdown(json.loads(args.table.read_text())))
+        return print(markdown(json.loads(args.table.read_text()), args.tag))
     result = {"machine": machine(), "versions": versions(), "target_size": args.target_size,
               "note": args.note, "method": "variants and the package alternate within each round, "
                                            "medians over rounds", "archs": []}
