@@ -43,8 +43,8 @@ PrecisionOpt = Annotated[
 RuntimeOpt = Annotated[
     Optional[str],
     typer.Option(
-        "--runtime", help="What runs the network: torch, onnxruntime (pip install 'dextr[onnx]') "
-        "or openvino (pip install 'dextr[openvino]'); the last two run on the CPU (default: "
+        "--runtime", help="What runs the network: torch, onnxruntime (pip install 'dextr\\[onnx]') "
+        "or openvino (pip install 'dextr\\[openvino]'); the last two run on the CPU (default: "
         "torch; for .onnx models openvino where installed, else onnxruntime).",
         show_default=False,
     ),

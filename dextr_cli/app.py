@@ -80,7 +80,7 @@ def _build_threads_option():
     @probe.command()
     def _probe(threads: Annotated[Optional[int], typer.Option(
         "--threads", min=0, help="CPU threads for torch; 0: auto, the cores not already busy "
-        "(default: $DEXTR_THREADS, else [cpu] threads, else auto).", show_default=False,
+        "(default: $DEXTR_THREADS, else \\[cpu] threads, else auto).", show_default=False,
         is_eager=True, expose_value=False, callback=_set_threads)] = None) -> None:
         """Never run."""
 

@@ -212,7 +212,7 @@ def _network_to_fill(arch: str, state_dict: Dict[str, Any]) -> nn.Module:
 
     Skipping the random initialisation of weights that are overwritten at once makes loading
     faster, and left less freed memory behind for the allocator to keep: resunet101 predicting
-    at 512 px peaked at 1272 MiB instead of 1315-1397 (the dextr 0.1.2 package: 1270-1274).
+    at 512 px peaked at 1278-1301 MiB instead of 1315-1397 (the dextr 0.1.2 package: 1264-1283).
     """
     with torch.device("meta"):
         net = build_network(arch)

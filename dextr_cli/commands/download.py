@@ -56,7 +56,7 @@ def download(
     name: Annotated[Optional[str], typer.Option(
         "--name", help="File name in the cache for --url [default: the URL's].", show_default=False)] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
-        "--cache-dir", help="Model cache [default: [paths] models, $DEXTR_HOME/models, or the user cache].",
+        "--cache-dir", help="Model cache (default: \\[paths] models, $DEXTR_HOME/models, or the user cache).",
         file_okay=False, show_default=False)] = None,
     force: Annotated[bool, typer.Option("--force", help="Download again even when cached.")] = False,
     config: ConfigOpt = None,

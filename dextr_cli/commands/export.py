@@ -36,10 +36,7 @@ def export(
 ) -> None:
     """Export a model to ONNX, with its pre-processing settings stored in the file.
 
-    The .onnx file works wherever a model is asked for (`dextr predict -m model.onnx`,
-    `dextr eval`, `dextr_lib.load_model("model.onnx")`) and runs with OpenVINO where
-    it is installed (pip install 'dextr[openvino]'), else ONNX Runtime (pip install 'dextr[onnx]'). The export is checked against
-    PyTorch on the calibration objects: the largest logit difference and mask IoU are printed.
+    The .onnx file works wherever a model is asked for (`dextr predict -m model.onnx`, `dextr eval`, `dextr_lib.load_model("model.onnx")`) and runs with OpenVINO where it is installed (pip install 'dextr\\[openvino]'), else ONNX Runtime (pip install 'dextr\\[onnx]'). The export is checked against PyTorch on the calibration objects: the largest logit difference and mask IoU are printed.
 
     Examples:
 

@@ -27,6 +27,30 @@ def test_help_at_80_columns(command, monkeypatch):
     assert "{" not in usage and "[OPTIONS]" in usage
     if command:
         assert "--debug" in r.stdout and "--threads" in r.stdout
+    # Rich markup would take "dextr[onnx]" for a tag and show "pip install 'dextr'"
+    flat = " ".join(line.strip(" │") for line in lines)
+    assert "'dextr'" not in flat, "an extra's [name] was eaten by markup: escape it as \\["
+    if command:
+        # Rich keeps a description's single line breaks: one line per paragraph, or it wraps raggedly
+        source = typer.main.get_command(app).commands[command].help or ""
+        for paragraph in source.split("\n\n"):
+            prose = [ln for ln in paragraph.splitlines() if ln.strip() and not ln.startswith("  ")]
+            assert len(prose) <= 1 or max(map(len, prose)) <= 76, paragraph
+
+
+def test_square_brackets_in_help_are_shown_not_taken_for_markup():
+    """Rich reads "[cpu]" in "[cpu] threads" or "dextr[onnx]" as a markup tag and drops it from
+    the help; the help text has to escape it as "\\[cpu]"."""
+    group = typer.main.get_command(app)
+    ctx = group.make_context("dextr", ["--help"], resilient_parsing=True)
+    unescaped = re.compile(r"(?<!\\)\[[^\]\s]+\]")
+    for name in ["", *COMMANDS]:
+        cmd = group if not name else group.get_command(ctx, name)  # with --threads and --debug
+        texts = [cmd.help or "", *(getattr(p, "help", None) or "" for p in cmd.params)]
+        found = [m.group(0) for t in texts for m in unescaped.finditer(t)]
+        assert not found, f"dextr {name}: {found}"
+    r = runner.invoke(app, ["download", "--help"], env={"COLUMNS": "200"})
+    assert "else [cpu] threads" in r.stdout and "[paths] models" in r.stdout
 
 
 def test_values_and_ranges_in_words(monkeypatch):
