@@ -162,10 +162,9 @@ def predict(
                                      "(not --out/--overlay)", param_hint="--out-dir")
     # The library (and torch) load only now, after the usage checks: those answer at once.
     from dextr_lib.batch import predict_objects, save_image, write_mask
-    from dextr_lib.points_io import check_photos
     from dextr_lib.images import read_image
     from dextr_lib.overlay import draw_overlay
-    from dextr_lib.points_io import read_objects
+    from dextr_lib.points_io import check_photos, read_objects
 
     if points_file is not None:
         objects = read_objects(points_file)  # fail on a bad file before loading the model
@@ -218,8 +217,7 @@ def _check_coco_options(image, points, points_file, coco_in, out, out_dir, overl
         from dextr_lib.coco import CocoFile
 
         return CocoFile.load(coco_in)  # fail on a bad file before loading the model
-    from dextr_lib.points_io import check_photos
-    from dextr_lib.points_io import read_objects
+    from dextr_lib.points_io import check_photos, read_objects
 
     objects = read_objects(points_file)
     check_photos(objects, str(points_file))
