@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dextr_lib.coco import CocoFile
-from dextr_lib.datasets import build_dataset
-from dextr_lib.device import cpu_flags
+from dextr_lib.data import build_dataset
+from dextr_lib.formats.coco import CocoFile
+from dextr_lib.inference.device import cpu_flags
 
 
 def synthetic_file(folder: Path, n_annotations: int, per_image: int, seed: int = 0) -> Path:

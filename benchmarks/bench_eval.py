@@ -1,4 +1,4 @@
-"""Throughput of ``dextr_lib.evaluation.evaluate`` in objects/s (reading, network, metrics).
+"""Throughput of ``dextr_lib.evaluation.evaluator.evaluate`` in objects/s (reading, network, metrics).
 
 Random weights are enough for timing. Runs the first N Penn-Fudan objects of ../shared/data
 (``--data`` to point elsewhere) for each architecture and prints one JSON line per run:
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 import dextr_lib
-from dextr_lib.datasets import build_dataset
-from dextr_lib.evaluation import evaluate
+from dextr_lib.data import build_dataset
+from dextr_lib.evaluation.evaluator import evaluate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

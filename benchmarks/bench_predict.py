@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 import dextr_lib
-from dextr_lib.geometry import as_points_array, extreme_points_from_mask
-from dextr_lib.images import read_image
+from dextr_lib.core.geometry import as_points_array, extreme_points_from_mask
+from dextr_lib.core.images import read_image
+from dextr_lib.inference.preprocessing import image_to_tensor
+from dextr_lib.inference.runtimes import RUNTIMES
 from dextr_lib.model import PRECISIONS
-from dextr_lib.runtimes import RUNTIMES
-from dextr_lib.preprocessing import image_to_tensor
 
 SHARED = Path(os.environ.get("DEXTR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -84,7 +84,7 @@ def main() -> None:
     dev = model.device
 
     # The exact inputs predict() builds, made once, for the network-only timing through the same
-    # runner predict() calls (dextr_lib.runtimes).
+    # runner predict() calls (dextr_lib.inference.runtimes).
     inputs = torch.cat([
         model.preprocess.make_inputs(image_to_tensor(img, dev), as_points_array(pts))[0]
         for img, pts in pairs

@@ -43,11 +43,17 @@ from bench_predict import SHARED, load_objects, timed  # noqa: E402
 from profile_memory import memory_mib  # noqa: E402
 
 import dextr_lib  # noqa: E402
-from dextr_lib.device import cpu_capabilities, cpu_name  # noqa: E402
-from dextr_lib.export import calibration_objects, model_from_onnx_bytes, quantize_int8, with_metadata, onnx_metadata  # noqa: E402
-from dextr_lib.geometry import as_points_array  # noqa: E402
-from dextr_lib.metrics import iou  # noqa: E402
-from dextr_lib.preprocessing import image_to_tensor  # noqa: E402
+from dextr_lib.core.geometry import as_points_array  # noqa: E402
+from dextr_lib.evaluation.metrics import iou  # noqa: E402
+from dextr_lib.inference.device import cpu_capabilities, cpu_name  # noqa: E402
+from dextr_lib.inference.preprocessing import image_to_tensor  # noqa: E402
+from dextr_lib.workflows.export import (  # noqa: E402
+    calibration_objects,
+    model_from_onnx_bytes,
+    onnx_metadata,
+    quantize_int8,
+    with_metadata,
+)
 
 #: (runtime, precision) pairs; "int8" is the int8 ONNX graph (run in fp32 mode).
 VARIANTS = [

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 import dextr_lib
-from dextr_lib.device import cpu_flags
-from dextr_lib.images import read_image
-from dextr_lib.points_io import xy_to_yx
+from dextr_lib.core.geometry import xy_to_yx
+from dextr_lib.core.images import read_image
+from dextr_lib.inference.device import cpu_flags
 
 SHARED = Path(os.environ.get("DEXTR_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 BEAR = [[97, 268], [462, 400], [232, 215], [447, 430]]  # bear.jpg: left, right, top, bottom [x, y]

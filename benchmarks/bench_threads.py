@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import dextr_lib
-from dextr_lib.device import auto_threads, cpu_flags
+from dextr_lib.inference.device import auto_threads, cpu_flags
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import load_objects  # noqa: E402  (the benchmarks share their object loader)

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dextr_lib.device import cpu_flags
+from dextr_lib.inference.device import cpu_flags
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -34,8 +34,8 @@ from bench_runtimes import machine, versions  # noqa: E402
 
 import dextr_lib  # noqa: E402
 from dextr_lib.config import TrainSettings  # noqa: E402
-from dextr_lib.datasets import build_dataset  # noqa: E402
-from dextr_lib.device import cpu_flags  # noqa: E402
+from dextr_lib.data import build_dataset  # noqa: E402
+from dextr_lib.inference.device import cpu_flags  # noqa: E402
 from dextr_lib.training import make_optimizer, seed_everything, training_loop  # noqa: E402
 from dextr_lib.training.loop import train_step, training_loader  # noqa: E402
 
@@ -83,7 +83,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
-    threads = dextr_lib.device.set_threads(args.threads or None)
+    threads = dextr_lib.inference.device.set_threads(args.threads or None)
     data = SHARED / "pennfudan"
     ds = build_dataset("custom_label", str(data / "images" / "*.png"), str(data / "labels" / "*.png"),
                        min_object_area=100, use_cache=False)

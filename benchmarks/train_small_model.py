@@ -16,13 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_predict import SHARED
 
 import dextr_lib
-from dextr_lib.geometry import extreme_points_from_mask
-from dextr_lib.images import read_image
-from dextr_lib.preprocessing import image_to_tensor
-
-from bench_predict import SHARED
+from dextr_lib.core.geometry import extreme_points_from_mask
+from dextr_lib.core.images import read_image
+from dextr_lib.inference.preprocessing import image_to_tensor
 
 
 def crops(model, max_objects: int):

@@ -6,7 +6,7 @@ on ``[/x]``; names that are not valid UTF-8 would crash the encoder."""
 from rich.console import Console
 from rich.markup import escape
 
-from dextr_lib.fileio import shown_path
+from dextr_lib.utils.fileio import shown_path
 
 console = Console()
 err_console = Console(stderr=True)

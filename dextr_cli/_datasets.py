@@ -27,14 +27,14 @@ def open_dataset(
     categories: Optional[List[str]] = None,
     points_from: Optional[str] = None,
 ):
-    """The :class:`~dextr_lib.datasets.ObjectDataset` the options describe, indexed with a progress
+    """The :class:`~dextr_lib.data.ObjectDataset` the options describe, indexed with a progress
     bar; unmatched files are reported as yellow warnings. ``ignore_index`` -1 means none.
 
     Raises:
         typer.BadParameter: a missing or contradictory option (usage error, exit 2).
         DatasetError: files that do not form a dataset.
     """
-    from dextr_lib.datasets import KINDS, build_dataset
+    from dextr_lib.data import KINDS, build_dataset
 
     if kind is None:
         raise typer.BadParameter(f"choose a dataset kind: {', '.join(KINDS)}", param_hint="--dataset")

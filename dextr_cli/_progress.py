@@ -5,9 +5,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
-from rich.progress import (
-    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ._console import err_console, esc
 

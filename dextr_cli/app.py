@@ -8,16 +8,16 @@ import warnings
 from typing import List, Optional
 
 import typer
-from typer.core import TyperGroup
 from typer._click.exceptions import UsageError  # typer 0.29 vendors click; BadParameter's base
+from typer.core import TyperGroup
 from typing_extensions import Annotated
 
 from dextr_lib import DextrError, __version__
 from dextr_lib.config import load_config
-from dextr_lib.cpuload import auto_thread_count
 from dextr_lib.errors import ConfigError, DextrWarning
-from dextr_lib.fileio import os_error_cause, shown_path
-from dextr_lib.limits import reset_limits, set_limits
+from dextr_lib.utils.cpuload import auto_thread_count
+from dextr_lib.utils.fileio import os_error_cause, shown_path
+from dextr_lib.utils.limits import reset_limits, set_limits
 
 from ._console import err_console, esc
 
@@ -106,7 +106,7 @@ def _apply_threads(ctx: typer.Context) -> None:
         except DextrError:  # the command itself reports a broken or missing config
             threads = 0
     if "torch" in sys.modules:
-        from dextr_lib.device import set_threads
+        from dextr_lib.inference.device import set_threads
 
         set_threads(threads)
         return
@@ -277,9 +277,7 @@ def _root(
 
 
 def _register() -> None:
-    from .commands import (
-        convert, download, evaluate, export, finetune, points_from_mask, predict, serve, train,
-    )
+    from .commands import convert, download, evaluate, export, finetune, points_from_mask, predict, serve, train
 
     app.command("predict")(predict.predict)
     app.command("points-from-mask")(points_from_mask.points_from_mask)

@@ -25,16 +25,16 @@ from .version import __version__
 # The rest loads on first use (PEP 562), so importing dextr_lib (and the CLI's --help) does not
 # import torch until a model, dataset or training function is asked for.
 _LAZY = {
-    "list_architectures": ("architectures", "list_architectures"),
-    "list_models": ("architectures", "list_architectures"),  # the earlier name; "model" means a DextrModel
-    "extreme_points_from_mask": ("geometry", "extreme_points_from_mask"),
+    "list_architectures": ("weights.architectures", "list_architectures"),
+    "list_models": ("weights.architectures", "list_architectures"),  # the earlier name; "model" means a DextrModel
+    "extreme_points_from_mask": ("core.geometry", "extreme_points_from_mask"),
     "DextrModel": ("model", "DextrModel"),
     "create_model": ("model", "create_model"),
     "load_model": ("model", "load_model"),
     "TrainSettings": ("config", "TrainSettings"),
     "TrainingJob": ("training", "TrainingJob"),
     "training_loop": ("training", "training_loop"),
-    "list_pretrained": ("zoo", "list_pretrained"),
+    "list_pretrained": ("weights.zoo", "list_pretrained"),
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from .errors import ConfigError, UnknownNameError
-from .fileio import os_error_cause
+from .utils.fileio import os_error_cause
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -87,7 +87,7 @@ class ServeConfig:
 class CpuConfig:
     """``[cpu]``: how every command uses the CPU."""
 
-    threads: int = 0  # torch threads; 0: auto, the cores not already busy (dextr_lib.device.auto_threads)
+    threads: int = 0  # torch threads; 0: auto, the cores not already busy (dextr_lib.inference.device.auto_threads)
 
 
 @dataclass

@@ -12,15 +12,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import checkpoint as ckpt_io
-from .architectures import build_network
-from .device import default_batch_size, resolve_device, resolve_precision, torch_threads
+from .core.geometry import as_points_array
+from .core.images import ImageLike, to_rgb_array
 from .errors import CheckpointError, DeviceError, ExportError, InvalidImageError, InvalidValueError, MismatchError
-from .geometry import as_points_array
-from .images import ImageLike, to_rgb_array
-from .loading import OnnxModelFile, is_onnx_spec, network_from_checkpoint, read_onnx_model, resolve_checkpoint
-from .preprocessing import Preprocess, get_profile, image_to_tensor
-from .runtimes import Runner, check_runtime, make_runner, network_to_onnx
+from .inference.device import default_batch_size, resolve_device, resolve_precision, torch_threads
+from .inference.preprocessing import Preprocess, get_profile, image_to_tensor
+from .inference.runtimes import Runner, check_runtime, make_runner, network_to_onnx
+from .weights import checkpoint as ckpt_io
+from .weights.architectures import build_network
+from .weights.loading import OnnxModelFile, is_onnx_spec, network_from_checkpoint, read_onnx_model, resolve_checkpoint
 
 PathLike = Union[str, os.PathLike]
 
@@ -31,7 +31,7 @@ def _file_signature(path: PathLike) -> Tuple[int, int]:
 
 
 #: ``precision`` choices of :meth:`DextrModel.predict` (``auto``: bf16 where the hardware runs it
-#: natively, else fp32; see :func:`dextr_lib.device.resolve_precision`).
+#: natively, else fp32; see :func:`dextr_lib.inference.device.resolve_precision`).
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
@@ -64,7 +64,7 @@ class DextrModel:
     Attributes:
         net: the ``nn.Module`` mapping ``(N, 4, T, T)`` inputs to ``(N, 1, T, T)`` logits; ``None``
             for a model loaded from an ONNX file.
-        preprocess: its pre-processing settings (:class:`~dextr_lib.preprocessing.Preprocess`),
+        preprocess: its pre-processing settings (:class:`~dextr_lib.inference.preprocessing.Preprocess`),
             made from a named profile (``preprocess.name``: ``dextr``, ``dextr012``, ``original``).
         arch: the registered architecture (network family) name.
         meta: plain provenance data saved with the checkpoint.
@@ -73,7 +73,7 @@ class DextrModel:
         onnx_file: an ``.onnx`` file holding the graph instead (a model loaded from one): the
             runtimes read it from there, so the model does not keep a second copy of the
             weights in memory.
-        runtime: the runtime :meth:`predict` uses by default (see :mod:`dextr_lib.runtimes`).
+        runtime: the runtime :meth:`predict` uses by default (see :mod:`dextr_lib.inference.runtimes`).
     """
 
     def __init__(
@@ -180,7 +180,7 @@ class DextrModel:
         return self.onnx_graph()
 
     def runner(self, runtime: Optional[str] = None, precision: str = "fp32") -> Runner:
-        """The :class:`~dextr_lib.runtimes.Runner` that :meth:`predict` calls the network
+        """The :class:`~dextr_lib.inference.runtimes.Runner` that :meth:`predict` calls the network
         through: ``runtime`` (default :attr:`runtime`) at ``precision`` on the model's device.
         Made once per combination; a torch model is exported to ONNX in memory the first time
         ``onnxruntime`` or ``openvino`` is asked for (``dextr export`` saves that for good).
@@ -226,7 +226,7 @@ class DextrModel:
             extreme_points: ``N`` ``(4, 2)`` arrays of ``[y, x]`` points, or an ``(N, 4, 2)`` array.
             batch_size: objects per network forward (default: 1 for the torch runtime on a CPU,
                 where bigger batches are slower per object, else 8; see
-                :func:`dextr_lib.device.default_batch_size`).
+                :func:`dextr_lib.inference.device.default_batch_size`).
             device: run on this device (the model is moved there); default the model's device.
             threshold: if given, return boolean masks ``prob >= threshold``.
             precision: ``"fp32"`` (exact), ``"bf16"`` (about 2x faster on CPUs with AVX512-BF16
@@ -234,7 +234,7 @@ class DextrModel:
                 ``"fp16"`` (GPU only) or ``"auto"`` (bf16 where the hardware runs it natively,
                 else fp32).
             runtime: ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (default: :attr:`runtime`);
-                see :mod:`dextr_lib.runtimes`.
+                see :mod:`dextr_lib.inference.runtimes`.
 
         Returns:
             ``N`` masks, each ``(H, W)`` of its image: float32 probabilities, or bool with ``threshold``.
@@ -411,7 +411,7 @@ class DextrModel:
 
     @classmethod
     def from_checkpoint(cls, ckpt: Dict[str, Any], map_location: Any = None, source: str = "<checkpoint>") -> "DextrModel":
-        """Build a model from a loaded checkpoint dict (see :mod:`dextr_lib.checkpoint`)."""
+        """Build a model from a loaded checkpoint dict (see :mod:`dextr_lib.weights.checkpoint`)."""
         net, preprocess = network_from_checkpoint(ckpt, source)
         model = cls(net, preprocess, ckpt["arch"], ckpt.get("meta"))
         model.to(resolve_device(map_location) if map_location is None or isinstance(map_location, str) else map_location)
@@ -449,11 +449,11 @@ class DextrModel:
         Args:
             name_or_path: a path to one of our checkpoints, a path to a legacy file (a ``dextr``
                 0.1.2 pickle or an original DEXTR-PyTorch state dict, converted in memory), or a
-                pretrained model name (:func:`dextr_lib.zoo.list_pretrained`; downloaded into
+                pretrained model name (:func:`dextr_lib.weights.zoo.list_pretrained`; downloaded into
                 the cache when missing), or an ``.onnx`` file written by ``dextr export`` (runs
-                with ONNX Runtime or OpenVINO). See :mod:`dextr_lib.loading`.
+                with ONNX Runtime or OpenVINO). See :mod:`dextr_lib.weights.loading`.
             map_location: device for the model; default CUDA when available, else CPU.
-            cache_dir: model cache (default: :func:`dextr_lib.zoo.models_dir`).
+            cache_dir: model cache (default: :func:`dextr_lib.weights.zoo.models_dir`).
             mirror: base URL tried first for zoo downloads; default ``$DEXTR_MIRROR``.
             on_progress: download progress callback ``fn(done_bytes, total_bytes_or_None)``.
             runtime: the model's default :attr:`runtime`, ``torch``, ``onnxruntime`` or
@@ -486,7 +486,7 @@ class DextrModel:
 
     @classmethod
     def from_onnx(cls, onnx_file: OnnxModelFile) -> "DextrModel":
-        """A model running a dextr ONNX graph (see :func:`dextr_lib.loading.read_onnx_model`)."""
+        """A model running a dextr ONNX graph (see :func:`dextr_lib.weights.loading.read_onnx_model`)."""
         if onnx_file.path is not None:  # runtimes read the file: no copy of the graph kept here
             model = cls(None, onnx_file.preprocess, onnx_file.arch, onnx_file.meta, onnx_file=onnx_file.path)
         else:

@@ -29,10 +29,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 import dextr_lib
+from dextr_lib.core.geometry import extreme_points_from_mask
+from dextr_lib.core.images import read_image
 from dextr_lib.errors import ChecksumError, DownloadError
-from dextr_lib.geometry import extreme_points_from_mask
-from dextr_lib.images import read_image
-from dextr_lib.overlay import draw_overlay
+from dextr_lib.formats.overlay import draw_overlay
 
 SHARED_DATA = Path(os.environ.get("DEXTR_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))

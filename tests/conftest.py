@@ -87,6 +87,6 @@ def synthetic_sample():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 60, size=(h, w, 3), dtype=np.uint8)
     image[mask] = [220, 200, 40]
-    from dextr_lib.geometry import extreme_points_from_mask
+    from dextr_lib.core.geometry import extreme_points_from_mask
 
     return image, mask, extreme_points_from_mask(mask)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import dextr_lib
-from dextr_lib import zoo
+from dextr_lib.weights import zoo
 from tests.helpers.http_server import serve
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,14 +28,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import subprocess
 import time
-from unittest import mock
 from pathlib import Path
 from typing import List
+from unittest import mock
 
 import numpy as np
 import PIL.Image
@@ -44,8 +43,8 @@ from typer.testing import CliRunner
 
 import dextr_lib
 from dextr_cli.app import app
-from dextr_lib import zoo
-from dextr_lib.coco import CocoFile, annotation_from_mask
+from dextr_lib.formats.coco import CocoFile, annotation_from_mask
+from dextr_lib.weights import zoo
 from tests.helpers.doc_commands import REPO, help_examples, readme_commands, readme_python_blocks
 from tests.helpers.http_server import serve
 from tests.helpers.legacy_files import write_dextr012_resunet18

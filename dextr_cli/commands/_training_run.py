@@ -16,10 +16,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dextr_lib import distributed
 from dextr_lib.config import SETTING_FIELDS, load_config, preset_settings
 from dextr_lib.training import Callbacks, EpochResult, TrainingInterrupted, TrainingJob
 from dextr_lib.training.job import describe_epoch
+from dextr_lib.utils import distributed
 
 from .._console import console, err_console
 from .._models import download_progress

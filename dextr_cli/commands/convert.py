@@ -29,7 +29,7 @@ def convert(
         raise typer.BadParameter(f"{dst} exists; pass --force to overwrite it", param_hint="DST")
     if dst.resolve() == src.resolve():
         raise typer.BadParameter("DST must differ from SRC", param_hint="DST")
-    from dextr_lib import loading  # the library loads torch: only when a command runs
+    from dextr_lib.weights import loading  # the library loads torch: only when a command runs
 
     note = loading.convert(src, dst)
     what = note or "already a dextr checkpoint; copied"

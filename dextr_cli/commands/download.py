@@ -10,13 +10,14 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from dextr_lib import zoo
 from dextr_lib.config import load_config
-from dextr_lib.download import check_url, download_file, entry_lock
+from dextr_lib.weights import zoo
+from dextr_lib.weights.download import check_url, download_file, entry_lock
 
 from .._console import console, err_console, esc
 from .._models import download_progress
 from .._options import ConfigOpt, pick
+
 
 def _size(n: Optional[int]) -> str:
     if n is None:

@@ -12,15 +12,32 @@ from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
 from dextr_lib.errors import OutputError
-from dextr_lib.fileio import check_output, check_writable_dir, shown_path
+from dextr_lib.utils.fileio import check_output, check_writable_dir, shown_path
 
 from .._console import console, err_console, esc
 from .._datasets import open_dataset
 from .._models import load_model, model_spec
 from .._options import (
-    AnnotationsOpt, BatchSizeOpt, CategoriesOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt,
-    ImagesDirOpt, LabelIgnoreIndexOpt, MinObjectAreaOpt, ModelOpt, PointsFromOpt, PrecisionOpt, RuntimeOpt,
-    SeedOpt, SplitOpt, TargetPatOpt, WholeLabelsOpt, pick, split_names,
+    AnnotationsOpt,
+    BatchSizeOpt,
+    CategoriesOpt,
+    ConfigOpt,
+    DatasetKindOpt,
+    DeviceOpt,
+    ImagePatOpt,
+    ImagesDirOpt,
+    LabelIgnoreIndexOpt,
+    MinObjectAreaOpt,
+    ModelOpt,
+    PointsFromOpt,
+    PrecisionOpt,
+    RuntimeOpt,
+    SeedOpt,
+    SplitOpt,
+    TargetPatOpt,
+    WholeLabelsOpt,
+    pick,
+    split_names,
 )
 from .._progress import progress_bar
 
@@ -31,7 +48,7 @@ def __getattr__(name: str):
     """The overlay colours, from the library's report module when first asked for (it loads
     torch, which ``--help`` does not need)."""
     if name in ("GT_COLOR", "PRED_COLOR"):
-        from dextr_lib import report
+        from dextr_lib.evaluation import report
 
         return getattr(report, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -57,7 +74,7 @@ def _fmt(v: float, pct: bool = False) -> str:
 
 
 def _render(report: EvalReport, model_name: str) -> None:
-    from dextr_lib.evaluation import BASELINES
+    from dextr_lib.evaluation.evaluator import BASELINES
 
     summaries = {"model": report.summary(), **{b: report.summary(b) for b in BASELINES}}
     table = Table(title=f"{esc(model_name)} at threshold {report.threshold:g} on {report.n_objects} objects "
@@ -186,9 +203,9 @@ def evaluate_command(
                                  param_hint="--worst")
     sweep = _parse_thresholds(thresholds) or list(ec.thresholds)
     # The library (and torch) load only now, after the usage checks: those answer at once.
-    from dextr_lib.evaluation import evaluate
-    from dextr_lib.points_io import read_objects
-    from dextr_lib.report import write_worst_overlays
+    from dextr_lib.evaluation.evaluator import evaluate
+    from dextr_lib.evaluation.report import write_worst_overlays
+    from dextr_lib.formats.objects import read_objects
 
     points = read_objects(points_file) if points_file is not None else None  # fail before slow steps
     ds = open_dataset(

@@ -56,7 +56,7 @@ def export(
         raise typer.BadParameter("give --calibration-images or --calibration-points, not both",
                                  param_hint="--calibration-points")
     from dextr_lib.config import load_config
-    from dextr_lib.export import calibration_objects, export_onnx, objects_from_points_file
+    from dextr_lib.workflows.export import calibration_objects, export_onnx, objects_from_points_file
 
     from .._models import load_model
 

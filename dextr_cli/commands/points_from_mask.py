@@ -11,7 +11,8 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
-from dextr_lib.fileio import check_output
+from dextr_lib.errors import DextrError
+from dextr_lib.utils.fileio import check_output
 
 from .._console import console, err_console, esc
 from .._options import ConfigOpt, SeedOpt, pick
@@ -94,7 +95,9 @@ def points_from_mask(
     if out is not None:  # before reading anything: never replace a label image with JSON
         check_output(out, inputs=[*masks, image], force=force, option="--out", what="points file")
     # The library (and torch) load only now, after the usage checks: those answer at once.
-    from dextr_lib.points_io import dumps_objects, objects_to_dict, points_from_masks, write_objects, yx_to_xy
+    from dextr_lib.core.geometry import yx_to_xy
+    from dextr_lib.formats.objects import dumps_objects, objects_to_dict, write_objects
+    from dextr_lib.workflows.points import points_from_masks
 
     warnings: List[str] = []
     options = dict(
@@ -104,7 +107,7 @@ def points_from_mask(
         jitter=jitter, seed=seed, image=image, image_dir=image_dir, on_warning=warnings.append,
     )
     if fmt == "coco":
-        from dextr_lib.coco import instances_from_masks
+        from dextr_lib.workflows.points import instances_from_masks
 
         instances = instances_from_masks(masks, out, category=category, polygons=polygons, **options)
         for w in warnings:

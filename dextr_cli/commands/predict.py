@@ -11,14 +11,22 @@ import typer
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
+from dextr_lib.core.geometry import MAX_COORDINATE, as_points_array  # NumPy only, no torch
 from dextr_lib.errors import InvalidPointsError
-from dextr_lib.fileio import check_output
-from dextr_lib.geometry import MAX_COORDINATE, as_points_array  # NumPy only, no torch
+from dextr_lib.utils.fileio import check_output
 
 from .._console import console, err_console, esc
 from .._models import load_model, model_spec
 from .._options import (
-    BatchSizeOpt, ConfigOpt, DeviceOpt, ImagesDirOpt, ModelOpt, PointsFromOpt, PrecisionOpt, RuntimeOpt, pick,
+    BatchSizeOpt,
+    ConfigOpt,
+    DeviceOpt,
+    ImagesDirOpt,
+    ModelOpt,
+    PointsFromOpt,
+    PrecisionOpt,
+    RuntimeOpt,
+    pick,
 )
 from .._progress import progress_bar
 
@@ -39,7 +47,7 @@ def _parse_points(values: List[str]) -> np.ndarray:
         raise typer.BadParameter(
             f"expected exactly 4 points (the object's left-most, right-most, top and bottom), "
             f"got {len(xy)}", param_hint="--points")
-    from dextr_lib.points_io import xy_to_yx  # after the usage checks: the library loads torch
+    from dextr_lib.core.geometry import xy_to_yx  # after the usage checks: the library loads torch
 
     pts = xy_to_yx(xy)
     try:
@@ -161,10 +169,11 @@ def predict(
             raise typer.BadParameter("--points-file writes one mask per object into --out-dir DIR "
                                      "(not --out/--overlay)", param_hint="--out-dir")
     # The library (and torch) load only now, after the usage checks: those answer at once.
-    from dextr_lib.batch import predict_objects, save_image, write_mask
-    from dextr_lib.images import read_image
-    from dextr_lib.overlay import draw_overlay
-    from dextr_lib.points_io import check_photos, read_objects
+    from dextr_lib.core.images import read_image
+    from dextr_lib.formats.masks import save_image, write_mask
+    from dextr_lib.formats.objects import check_photos, read_objects
+    from dextr_lib.formats.overlay import draw_overlay
+    from dextr_lib.workflows.predict import predict_objects
 
     if points_file is not None:
         objects = read_objects(points_file)  # fail on a bad file before loading the model
@@ -214,10 +223,10 @@ def _check_coco_options(image, points, points_file, coco_in, out, out_dir, overl
     check_output(out, inputs=[p for p in (coco_in, points_file) if p is not None], force=force,
                  what="COCO file")
     if coco_in is not None:
-        from dextr_lib.coco import CocoFile
+        from dextr_lib.formats.coco import CocoFile
 
         return CocoFile.load(coco_in)  # fail on a bad file before loading the model
-    from dextr_lib.points_io import check_photos, read_objects
+    from dextr_lib.formats.objects import check_photos, read_objects
 
     objects = read_objects(points_file)
     check_photos(objects, str(points_file))
@@ -225,17 +234,18 @@ def _check_coco_options(image, points, points_file, coco_in, out, out_dir, overl
 
 
 def _predict_coco(net, source, out: Path, *, polygons, category, images, points_from, threshold, kw) -> None:
-    from dextr_lib import coco
+    from dextr_lib.formats.coco import CocoFile
+    from dextr_lib.workflows.predict import predict_coco, predict_points_file
 
     warnings: List[str] = []
     with progress_bar("Predicting") as update:
-        if isinstance(source, coco.CocoFile):
-            result = coco.predict_coco(net, source, out, images_dir=images, points_from=points_from,
-                                       polygons=polygons, threshold=threshold, on_progress=update,
-                                       on_warning=warnings.append, **kw)
+        if isinstance(source, CocoFile):
+            result = predict_coco(net, source, out, images_dir=images, points_from=points_from,
+                                  polygons=polygons, threshold=threshold, on_progress=update,
+                                  on_warning=warnings.append, **kw)
         else:
-            result = coco.predict_points_file(net, source, out, category=category, polygons=polygons,
-                                              threshold=threshold, on_progress=update, **kw)
+            result = predict_points_file(net, source, out, category=category, polygons=polygons,
+                                         threshold=threshold, on_progress=update, **kw)
     for w in warnings:
         err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
     result.save(out)

@@ -1,6 +1,6 @@
 """The annotations file of a serving session: a COCO instances file written after every change.
 
-Everything COCO (RLE, boxes, ``extreme_points`` order, atomic writes) is :mod:`dextr_lib.coco`'s;
+Everything COCO (RLE, boxes, ``extreme_points`` order, atomic writes) is :mod:`dextr_lib.formats.coco`'s;
 this module maps the server's image ids to COCO images and keeps one server per file.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from filelock import FileLock, Timeout
 
-from ..coco import CocoFile, annotation_from_mask, extreme_points_from_coco
 from ..errors import DatasetError
+from ..formats.coco import CocoFile, annotation_from_mask, extreme_points_from_coco
 
 
 class AnnotationStore:

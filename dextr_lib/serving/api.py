@@ -11,15 +11,24 @@ import numpy as np
 import PIL.Image
 from fastapi import APIRouter, Depends, File, HTTPException, Response, UploadFile
 
-from .. import coco
+from ..core.geometry import xy_to_yx
 from ..errors import DatasetError
-from ..points_io import xy_to_yx
+from ..formats import coco
 from ..version import __version__
 from .images import Photo
 from .predictor import Prediction
 from .schemas import (
-    ImageDetail, ImageItem, ImageList, ModelInfo, ObjectCreate, ObjectOut, ObjectUpdate,
-    PredictRequest, PredictResponse, Timing, UploadResponse,
+    ImageDetail,
+    ImageItem,
+    ImageList,
+    ModelInfo,
+    ObjectCreate,
+    ObjectOut,
+    ObjectUpdate,
+    PredictRequest,
+    PredictResponse,
+    Timing,
+    UploadResponse,
 )
 from .state import ServerState, get_state
 

@@ -57,7 +57,7 @@ def create_app(
         threshold: mask threshold (default: the model's).
         token: when set, every ``/api`` request must carry it (see :func:`state.token_of`).
         max_upload_mb: largest request body accepted (413 above).
-        (Images over the process's pixel limit, :mod:`dextr_lib.limits`, get 400.)
+        (Images over the process's pixel limit, :mod:`dextr_lib.utils.limits`, get 400.)
         cache_mb: memory for decoded photos (least recently used ones are dropped).
         cvat_function: the function name CVAT lists.
 

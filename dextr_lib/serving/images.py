@@ -17,9 +17,9 @@ import PIL.Image
 import PIL.ImageOps
 from fastapi import HTTPException
 
+from ..core.images import to_rgb_array
 from ..errors import DextrError, LimitError
-from ..images import to_rgb_array
-from ..limits import check_pixels
+from ..utils.limits import check_pixels
 
 #: Files listed as photos (by extension, case-insensitive).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -50,8 +50,8 @@ def content_key(data: bytes) -> str:
 
 
 def decode_photo(data: bytes, name: str = "the image") -> np.ndarray:
-    """Decode image bytes to ``(H, W, 3)`` uint8 RGB exactly as :func:`dextr_lib.images.read_image`
-    does (EXIF orientation applied), checking the pixel limit (:mod:`dextr_lib.limits`) before
+    """Decode image bytes to ``(H, W, 3)`` uint8 RGB exactly as :func:`dextr_lib.core.images.read_image`
+    does (EXIF orientation applied), checking the pixel limit (:mod:`dextr_lib.utils.limits`) before
     decoding.
 
     Raises:

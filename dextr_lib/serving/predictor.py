@@ -10,7 +10,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..geometry import as_points_array
+from ..core.geometry import as_points_array
 
 
 @dataclass

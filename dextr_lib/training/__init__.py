@@ -14,8 +14,13 @@ from ..config import TrainSettings
 from .folder import JobDir
 from .job import Callbacks, TrainingJob, check_image_sizes, open_datasets, resolve_settings
 from .loop import (
-    EpochResult, TrainingInterrupted, TrainingState, ValidationResult, seed_everything,
-    training_loop, validate,
+    EpochResult,
+    TrainingInterrupted,
+    TrainingState,
+    ValidationResult,
+    seed_everything,
+    training_loop,
+    validate,
 )
 from .losses import balanced_bce_with_logits
 from .optim import lr_factor, make_optimizer

@@ -5,7 +5,7 @@ import io
 import os
 from typing import Any, Dict, List, Union
 
-from ..fileio import atomic_open
+from ..utils.fileio import atomic_open
 
 
 def plot_curves(records: List[Dict[str, Any]], path: Union[str, os.PathLike], title: str = "") -> None:

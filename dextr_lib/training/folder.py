@@ -25,12 +25,12 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import filelock
 
-from ..checkpoint import atomic_torch_save, read_checkpoint
 from ..config import Config, TrainSettings, config_from_dict, tomllib
 from ..errors import CheckpointError, JobError
-from ..fileio import atomic_write_text
+from ..evaluation.report import json_safe
 from ..model import DextrModel
-from ..report import json_safe
+from ..utils.fileio import atomic_write_text
+from ..weights.checkpoint import atomic_torch_save, read_checkpoint
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LOCK_NAME = "job.lock"

@@ -29,16 +29,21 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from .. import distributed
 from ..config import SETTING_FIELDS, ModelsConfig, PathsConfig, TrainSettings
-from ..datasets import KINDS, ObjectDataset, build_dataset
+from ..core.images import open_image
+from ..data import KINDS, ObjectDataset, build_dataset
 from ..errors import ConfigError, DatasetError, JobError
-from ..images import open_image
 from ..model import DextrModel, create_model, load_model
+from ..utils import distributed
 from .curves import plot_curves
 from .folder import JobDir
 from .loop import (
-    DeferredSignals, EpochResult, TrainingInterrupted, TrainingState, iterations_per_epoch, seed_everything,
+    DeferredSignals,
+    EpochResult,
+    TrainingInterrupted,
+    TrainingState,
+    iterations_per_epoch,
+    seed_everything,
     training_loop,
 )
 

@@ -5,7 +5,7 @@ business (:class:`~dextr_lib.training.TrainingJob` does it). ``on_epoch_end`` re
 :class:`TrainingState`, whose :meth:`~TrainingState.to_dict` is plain data loadable with
 ``torch.load(weights_only=True)``.
 
-Under ``torchrun`` (see :mod:`dextr_lib.distributed`) the loop trains the model with
+Under ``torchrun`` (see :mod:`dextr_lib.utils.distributed`) the loop trains the model with
 DistributedDataParallel: every process draws its own slice of each global batch, gradients are
 averaged, and validation is split over the processes and summed over all objects.
 """
@@ -23,14 +23,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
-from .. import distributed
 from ..config import TrainSettings
-from ..datasets import ObjectDataset
-from ..device import resolve_device
-from ..geometry import extreme_points_from_mask
-from ..metrics import iou
+from ..core.geometry import extreme_points_from_mask
+from ..data import ObjectDataset
+from ..evaluation.metrics import iou
+from ..inference.device import resolve_device
+from ..inference.preprocessing import image_to_tensor
 from ..model import DextrModel
-from ..preprocessing import image_to_tensor
+from ..utils import distributed
 from .losses import balanced_bce_with_logits
 from .optim import make_optimizer, set_lr
 from .samples import SampleStream, TrainingSamples

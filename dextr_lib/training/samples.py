@@ -3,7 +3,7 @@
 Each sample draws the extreme points the way ``dextr`` 0.1.2 does (a random object pixel within
 ``extreme_range`` crop pixels of each extreme side, plus Gaussian noise of ``noise_std`` crop
 pixels), after a random horizontal flip and rotation of the object, and then applies *exactly* the
-inference crop and heatmap of the model's :class:`~dextr_lib.preprocessing.Preprocess`. Flip and
+inference crop and heatmap of the model's :class:`~dextr_lib.inference.preprocessing.Preprocess`. Flip and
 rotation are folded into the crop's sampling grid, so only the crop's pixels are ever resampled.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..datasets.base import ImageTargets, ObjectDataset, ObjectRecord
+from ..core.geometry import image_to_crop
+from ..data.base import ImageTargets, ObjectDataset, ObjectRecord
 from ..errors import DatasetError
-from ..geometry import image_to_crop
-from ..preprocessing import Preprocess, image_to_tensor
+from ..inference.preprocessing import Preprocess, image_to_tensor
 
 
 class _ImageCache:

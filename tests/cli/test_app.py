@@ -148,7 +148,7 @@ def _restore_threads():
 
 def test_threads_from_option_environment_config_or_auto(tmp_path, monkeypatch, _restore_threads):
     torch = _restore_threads
-    from dextr_lib.device import TORCH_DEFAULT_THREADS, auto_threads
+    from dextr_lib.inference.device import TORCH_DEFAULT_THREADS, auto_threads
 
     r = runner.invoke(app, ["download", "--list", "--threads", "1"])
     assert r.exit_code == 0, r.output
@@ -168,8 +168,8 @@ def test_threads_from_option_environment_config_or_auto(tmp_path, monkeypatch, _
     monkeypatch.delenv("DEXTR_THREADS")
     r = runner.invoke(app, ["download", "--list"])  # nothing set: auto
     assert r.exit_code == 0 and 1 <= torch.get_num_threads() <= TORCH_DEFAULT_THREADS
-    monkeypatch.setattr("dextr_lib.cpuload.busy_cpus", lambda: 50.0)  # an over-full machine: one thread
+    monkeypatch.setattr("dextr_lib.utils.cpuload.busy_cpus", lambda: 50.0)  # an over-full machine: one thread
     assert auto_threads() == 1 or "OMP_NUM_THREADS" in os.environ
-    monkeypatch.setattr("dextr_lib.cpuload.busy_cpus", lambda: 0.0)  # an idle one: torch's default
+    monkeypatch.setattr("dextr_lib.utils.cpuload.busy_cpus", lambda: 0.0)  # an idle one: torch's default
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert auto_threads() == min(TORCH_DEFAULT_THREADS, os.cpu_count())

@@ -13,9 +13,9 @@ from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
 from dextr_cli.app import app
-from dextr_lib import coco
-from dextr_lib.images import read_image
-from dextr_lib.points_io import read_objects
+from dextr_lib.core.images import read_image
+from dextr_lib.formats import coco
+from dextr_lib.formats.objects import read_objects
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 runner = CliRunner()

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import torch
+from helpers.legacy_files import write_dextr012_resunet18, write_malicious_pickle
 from typer.testing import CliRunner
 
 from dextr_cli.app import app
-from helpers.legacy_files import write_dextr012_resunet18, write_malicious_pickle
 
 runner = CliRunner()
 

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import PIL.Image
 import pytest
+from helpers.http_server import serve
+from helpers.legacy_files import write_dextr012_resunet18
 from typer.testing import CliRunner
 
 from dextr_cli.app import app
-from dextr_lib import zoo
-from helpers.http_server import serve
-from helpers.legacy_files import write_dextr012_resunet18
+from dextr_lib.weights import zoo
 
 runner = CliRunner()
 PAYLOAD = os.urandom(50_000)
@@ -107,7 +107,7 @@ def test_predict_with_registry_name_uses_cached_stand_in(tmp_path, monkeypatch, 
     write_dextr012_resunet18(stand_in, target_size=64, padding=5, blob_sigma=4.0)
     digest = hashlib.sha256(stand_in.read_bytes()).hexdigest()
     monkeypatch.setitem(zoo._MODELS, entry.name, dataclasses.replace(entry, hash_prefix=digest[:8]))
-    monkeypatch.setattr("dextr_lib.download.download_first", _refuse_download)
+    monkeypatch.setattr("dextr_lib.weights.download.download_first", _refuse_download)
     image, mask, pts = synthetic_sample
     img_path = tmp_path / "photo.png"
     PIL.Image.fromarray(image).save(img_path)

@@ -150,7 +150,8 @@ def test_eval_on_pennfudan(shared_data, crop_model_file, tmp_path):
 
 
 def test_points_file_matches_ground_truth_points(label_data, crop_model_file, tmp_path):
-    from dextr_lib.points_io import points_from_masks, write_objects
+    from dextr_lib.formats.objects import write_objects
+    from dextr_lib.workflows.points import points_from_masks
 
     labels = sorted((label_data / "labels").glob("*.png"))
     write_objects(points_from_masks(labels, image_dir=label_data / "images"), tmp_path / "objects.json")

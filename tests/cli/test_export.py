@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dextr_cli.app import app
-from dextr_lib import device as device_mod
+from dextr_lib.inference import device as device_mod
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

@@ -125,12 +125,12 @@ def test_too_many_objects_on_one_image(tmp_path, photo, model_file):
 
 
 def test_os_errors_reaching_the_boundary_are_one_line(monkeypatch, tmp_path):
-    from dextr_lib import points_io  # the command imports it when it runs
+    from dextr_lib.workflows import points  # the command imports it when it runs
 
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "[x]out.json"))
 
-    monkeypatch.setattr(points_io, "points_from_masks", full_disk)
+    monkeypatch.setattr(points, "points_from_masks", full_disk)
     label = tmp_path / "L.png"
     PIL.Image.fromarray(np.ones((4, 4), np.uint8)).save(label)
     r = runner.invoke(app, ["points-from-mask", str(label)])

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import dextr_lib
 from dextr_cli.app import app
-from dextr_lib import evaluation
+from dextr_lib.evaluation import evaluator as evaluation
 
 runner = CliRunner()
 POINTS = ["-p", "27,30", "-p", "57,30", "-p", "42,15", "-p", "42,45"]

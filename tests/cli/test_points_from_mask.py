@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dextr_cli.app import app
-from dextr_lib.geometry import extreme_points_from_mask
-from dextr_lib.points_io import read_objects, xy_to_yx
+from dextr_lib.core.geometry import extreme_points_from_mask
+from dextr_lib.formats.objects import read_objects
 
 runner = CliRunner()
 

@@ -1,8 +1,6 @@
 """``dextr predict``: single image with --points, --points-file batches, and usage errors."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import PIL.Image
 import pytest
@@ -11,7 +9,7 @@ from typer.testing import CliRunner
 import dextr_lib
 from dextr_cli.app import app
 from dextr_cli.commands import predict as predict_cmd
-from dextr_lib.points_io import ImageEntry, ObjectEntry, write_objects
+from dextr_lib.formats.objects import ImageEntry, ObjectEntry, write_objects
 
 runner = CliRunner()
 # The object's left, right, top, bottom as X,Y (column,row) for the synthetic disk at (y 30, x 42).
@@ -55,7 +53,7 @@ def test_points_are_converted_from_xy_to_yx_and_config_supplies_defaults(tmp_pat
     calls = {}
 
     class FakeModel:
-        preprocess = dextr_lib.preprocessing.Preprocess(threshold=0.25)
+        preprocess = dextr_lib.inference.preprocessing.Preprocess(threshold=0.25)
         load_note = None
         runtime, onnx = "torch", None
 

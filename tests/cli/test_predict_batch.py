@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 import dextr_lib.model
 from dextr_cli.app import app
-from dextr_lib.batch import MAX_PART, safe_name
-from dextr_lib.points_io import ImageEntry, ObjectEntry, write_objects
+from dextr_lib.formats.masks import MAX_PART, safe_name
+from dextr_lib.formats.objects import ImageEntry, ObjectEntry, write_objects
 
 runner = CliRunner()
 

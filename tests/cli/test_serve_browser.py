@@ -27,8 +27,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from pycocotools.coco import COCO  # noqa: E402
 
-from dextr_lib.coco import extreme_points_from_coco  # noqa: E402
-from dextr_lib.images import read_image  # noqa: E402
+from dextr_lib.core.images import read_image  # noqa: E402
+from dextr_lib.formats.coco import extreme_points_from_coco  # noqa: E402
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]

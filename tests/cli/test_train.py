@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 import dextr_lib
 from dextr_cli.app import app
-from dextr_lib.checkpoint import read_checkpoint
 from dextr_lib.config import SETTING_FIELDS, TRAIN_PRESETS, TrainSettings, load_config, preset_settings
+from dextr_lib.weights.checkpoint import read_checkpoint
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]

@@ -62,7 +62,7 @@ def import_reference(ref_src: str):
 
 def load_objects(n_penn: int, n_coco: int, n_border: int, rng: np.random.Generator):
     """Real objects as (image PIL, points (4,2) [y,x], mask, tag), boxes >= 32 px."""
-    from dextr_lib.geometry import extreme_points_from_mask
+    from dextr_lib.core.geometry import extreme_points_from_mask
 
     out = []
     penn = sorted((DATA / "pennfudan" / "images").glob("*.png"))
@@ -103,7 +103,7 @@ def load_objects(n_penn: int, n_coco: int, n_border: int, rng: np.random.Generat
 
 def gray_rgba_objects(rng: np.random.Generator):
     """(image given to us, image given to the package, points, tag)."""
-    from dextr_lib.geometry import extreme_points_from_mask
+    from dextr_lib.core.geometry import extreme_points_from_mask
 
     out = []
     stem = "000000000086"  # the grayscale image of coco128seg

@@ -64,7 +64,7 @@ def load_objects():
 
     Clicks on the photos are hand-placed extreme points with fractional parts (a mouse gives
     floats); Penn-Fudan points come from the label masks, jittered to floats."""
-    from dextr_lib.geometry import extreme_points_from_mask
+    from dextr_lib.core.geometry import extreme_points_from_mask
 
     def xy(*pts):  # hand-written (x, y) clicks -> [y, x]
         return np.array(pts, dtype=np.float64)[:, ::-1].copy()
@@ -306,8 +306,8 @@ def main() -> int:
     model = dextr_lib.load_model(state_path, map_location="cpu")
     print(f"dextr_lib: {model.arch}, profile {model.preprocess.name}; {model.load_note}")
     pp = model.preprocess
-    from dextr_lib.preprocessing import image_to_tensor
-    from dextr_lib.images import to_rgb_array
+    from dextr_lib.core.images import to_rgb_array
+    from dextr_lib.inference.preprocessing import image_to_tensor
 
     rows, failed = [], []
     logit_budget = args.logit_objects

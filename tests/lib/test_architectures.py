@@ -6,9 +6,9 @@ import torch
 import torch.nn as nn
 
 import dextr_lib
-from dextr_lib.architectures import build_network, list_architectures, register_architecture
-from dextr_lib.architectures._utils import adapt_input_conv
 from dextr_lib.errors import UnknownNameError
+from dextr_lib.weights.architectures import build_network, list_architectures, register_architecture
+from dextr_lib.weights.architectures._utils import adapt_input_conv
 
 FAST = {"resunet18", "resunet34"}  # CPU-cheap; the others are marked slow
 

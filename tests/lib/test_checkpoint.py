@@ -10,9 +10,9 @@ import torch
 
 import dextr_lib
 from dextr_lib import CheckpointError, DextrModel
-from dextr_lib.architectures import register_architecture
-from dextr_lib.architectures._registry import _BUILDERS
-from dextr_lib.checkpoint import FORMAT_VERSION, atomic_torch_save, read_checkpoint
+from dextr_lib.weights.architectures import register_architecture
+from dextr_lib.weights.architectures._registry import _BUILDERS
+from dextr_lib.weights.checkpoint import FORMAT_VERSION, atomic_torch_save, read_checkpoint
 
 
 @pytest.fixture(scope="module")

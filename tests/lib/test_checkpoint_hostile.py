@@ -5,19 +5,18 @@ wrong types."""
 from __future__ import annotations
 
 import math
-import struct
 import sys
 
 import pytest
 import torch
+from helpers.legacy_files import fake_dextr_package, write_dextr012_resunet18
 from typer.testing import CliRunner
 
 import dextr_lib
 from dextr_cli.app import app
-from dextr_lib import checkpoint as ckpt_io
 from dextr_lib.errors import CheckpointError, LimitError
-from dextr_lib.loading import read_model_file as read_any_checkpoint
-from helpers.legacy_files import fake_dextr_package, write_dextr012_resunet18
+from dextr_lib.weights import checkpoint as ckpt_io
+from dextr_lib.weights.loading import read_model_file as read_any_checkpoint
 
 runner = CliRunner()
 
@@ -92,7 +91,6 @@ def test_tiny_pickle_that_allocates_gigabytes_is_refused_unread(tmp_path, reader
 
 
 def test_bytearray_bomb_inside_a_zip_checkpoint(tmp_path):
-    import io
     import zipfile
 
     good = tmp_path / "good.pt"

@@ -1,4 +1,4 @@
-"""dextr_lib.coco: masks <-> COCO segmentations, ExtremeNet points, instances files."""
+"""dextr_lib.formats.coco: masks <-> COCO segmentations, ExtremeNet points, instances files."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from dextr_lib import coco
+from dextr_lib.core.geometry import extreme_points_from_mask
 from dextr_lib.errors import DatasetError
-from dextr_lib.geometry import extreme_points_from_mask
+from dextr_lib.formats import coco
 
 # pycocotools' annToMask on NumPy 2
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dextr_lib import coco
-from dextr_lib.datasets import build_dataset
+from dextr_lib.core.geometry import extreme_points_from_mask
+from dextr_lib.data import build_dataset
 from dextr_lib.errors import DatasetError, MismatchError
-from dextr_lib.evaluation import evaluate
-from dextr_lib.geometry import extreme_points_from_mask
+from dextr_lib.evaluation.evaluator import evaluate
+from dextr_lib.formats import coco
+from dextr_lib.workflows.predict import predict_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
@@ -207,8 +208,8 @@ def test_predict_coco_writes_predictions_with_clicks_and_scores(coco_dir, tmp_pa
     path, imgs, masks = coco_dir
     model = _RecordingModel()
     warnings = []
-    out = coco.predict_coco(model, coco.CocoFile.load(path), tmp_path / "pred.json", images_dir=imgs,
-                            on_warning=warnings.append)
+    out = predict_coco(model, coco.CocoFile.load(path), tmp_path / "pred.json", images_dir=imgs,
+                       on_warning=warnings.append)
     assert [a["id"] for a in out.annotations] == [10, 11, 20]  # the crowd region is left out
     assert any("1 crowd annotations" in w for w in warnings)
     ann = out.annotation(20)
@@ -222,7 +223,7 @@ def test_predict_coco_writes_predictions_with_clicks_and_scores(coco_dir, tmp_pa
     # the input's images must be there
     (imgs / "b.png").unlink()
     with pytest.raises(DatasetError, match=r"image file not found: .*b\.png"):
-        coco.predict_coco(model, coco.CocoFile.load(path), tmp_path / "p2.json", images_dir=imgs)
+        predict_coco(model, coco.CocoFile.load(path), tmp_path / "p2.json", images_dir=imgs)
 
 
 def test_large_file_indexes_and_caches(tmp_path):

@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 
-from dextr_lib import cpuload
+from dextr_lib.utils import cpuload
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import dextr_lib.datasets as dsmod
-from dextr_lib.datasets import build_dataset, expand_patterns, pair_files
+import dextr_lib.data as dsmod
+from dextr_lib.data import build_dataset, expand_patterns, pair_files
 from dextr_lib.errors import DatasetError, InvalidImageError
-from dextr_lib.targets import read_label_image
+from dextr_lib.formats.targets import read_label_image
 
 
 def _touch(paths):

@@ -7,11 +7,11 @@ import json
 import os
 
 import pytest
-
-from dextr_lib import zoo
-from dextr_lib.download import download_file
-from dextr_lib.errors import ChecksumError, DownloadError
 from helpers.http_server import serve
+
+from dextr_lib.errors import ChecksumError, DownloadError
+from dextr_lib.weights import zoo
+from dextr_lib.weights.download import download_file
 
 PAYLOAD = os.urandom(300_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

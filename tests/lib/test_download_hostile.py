@@ -9,12 +9,12 @@ import sys
 import textwrap
 
 import pytest
+from helpers.http_server import serve
 from typer.testing import CliRunner
 
 from dextr_cli.app import app
-from dextr_lib.download import download_file
 from dextr_lib.errors import ChecksumError, DownloadError
-from helpers.http_server import serve
+from dextr_lib.weights.download import download_file
 
 PAYLOAD = os.urandom(200_000)
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

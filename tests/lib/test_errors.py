@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 import dextr_lib
 from dextr_cli.app import app
 from dextr_lib import errors
-from dextr_lib.device import resolve_device
+from dextr_lib.core.geometry import relaxed_boxes
 from dextr_lib.errors import DeviceError, DextrError, InvalidValueError, MismatchError
-from dextr_lib.evaluation import evaluate
-from dextr_lib.geometry import relaxed_boxes
-from dextr_lib.metrics import iou
+from dextr_lib.evaluation.evaluator import evaluate
+from dextr_lib.evaluation.metrics import iou
+from dextr_lib.inference.device import resolve_device
 
 LIB = Path(dextr_lib.__file__).parent
 

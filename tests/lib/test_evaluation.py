@@ -7,13 +7,13 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from dextr_lib.datasets import VOC_CLASSES, build_dataset
+from dextr_lib.core.geometry import as_points_array, extreme_points_from_mask
+from dextr_lib.data import VOC_CLASSES, build_dataset
 from dextr_lib.errors import InvalidPointsError
-from dextr_lib.evaluation import CSV_COLUMNS, box_mask, evaluate, quadrilateral_mask
-from dextr_lib.geometry import as_points_array, extreme_points_from_mask
+from dextr_lib.evaluation.evaluator import CSV_COLUMNS, box_mask, evaluate, quadrilateral_mask
+from dextr_lib.evaluation.report import write_worst_overlays
+from dextr_lib.inference.preprocessing import get_profile
 from dextr_lib.model import DextrModel, create_model
-from dextr_lib.preprocessing import get_profile
-from dextr_lib.report import write_worst_overlays
 
 H, W = 64, 80
 
@@ -157,7 +157,8 @@ def test_jitter_is_reproducible(label_dataset):
 
 
 def test_points_file_gives_the_same_points(label_dataset, tmp_path):
-    from dextr_lib.points_io import points_from_masks, read_objects, write_objects
+    from dextr_lib.formats.objects import read_objects, write_objects
+    from dextr_lib.workflows.points import points_from_masks
 
     labels = sorted((tmp_path / "labels").glob("*.png"))
     entries = points_from_masks(labels, image_dir=tmp_path / "images")

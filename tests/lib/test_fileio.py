@@ -6,9 +6,9 @@ import tempfile
 
 import pytest
 
-from dextr_lib import fileio
 from dextr_lib.errors import DextrError, OutputError
-from dextr_lib.fileio import atomic_write_text, check_output, shown_path
+from dextr_lib.utils import fileio
+from dextr_lib.utils.fileio import atomic_write_text, check_output, shown_path
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")

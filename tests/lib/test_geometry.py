@@ -4,11 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dextr_lib.errors import InvalidPointsError
-from dextr_lib.geometry import (
-    as_points_array, extreme_points_from_mask, image_to_crop, jitter_points,
+from dextr_lib.core.geometry import (
+    as_points_array,
+    extreme_points_from_mask,
+    image_to_crop,
+    jitter_points,
     relaxed_boxes,
 )
+from dextr_lib.errors import InvalidPointsError
 
 PTS = [[10, 2], [12, 40], [1, 20], [30, 22]]  # [y, x]: left, right, top, bottom
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from dextr_lib.geometry import as_points_array, image_to_crop
-from dextr_lib.heatmaps import gaussian_heatmaps
-from dextr_lib.preprocessing import Preprocess
+from dextr_lib.core.geometry import as_points_array, image_to_crop
+from dextr_lib.inference.heatmaps import gaussian_heatmaps
+from dextr_lib.inference.preprocessing import Preprocess
 
 POINTS = torch.tensor([[[10.0, 5.0], [12.0, 58.0], [3.0, 30.0], [60.0, 33.0]]])  # crop [y, x]
 

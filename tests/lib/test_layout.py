@@ -1,7 +1,10 @@
-"""The package's layering: no import cycle among dextr_lib's modules, no CLI imports in it.
+"""The package's layering: each layer imports only the layers below it, no import cycle among
+dextr_lib's modules, no CLI imports in it.
 
-Only module-level imports count (imports inside functions are how cycles used to be hidden), so
-the test also fails on a function-level import of a dextr_lib module that closes a cycle."""
+The layers are dextr_lib's subpackages (and its few top-level modules). Formats and data are pure
+data, never a model; inference and weights never read annotation files; only workflows,
+evaluation, training and serving join models with files. Every import counts, including the ones
+inside functions (imports inside functions are how cycles used to be hidden)."""
 from __future__ import annotations
 
 import ast
@@ -11,6 +14,27 @@ from typing import Dict, Set
 import pytest
 
 LIB = Path(__file__).resolve().parents[2] / "dextr_lib"
+
+_BASE = {"errors", "version", "utils"}
+#: The layers each layer may import, besides itself. A new subpackage or top-level module must be
+#: given a place here: the test fails on a layer it does not know.
+ALLOWED: Dict[str, Set[str]] = {
+    "errors": set(),
+    "version": set(),
+    "utils": {"errors", "version"},
+    "config": _BASE,
+    "core": _BASE,
+    "formats": _BASE | {"core"},
+    "data": _BASE | {"core", "formats"},
+    "inference": _BASE | {"core"},
+    "weights": _BASE | {"core", "inference"},
+    "model": _BASE | {"core", "inference", "weights"},
+    "evaluation": _BASE | {"core", "formats", "data", "inference", "model"},
+    "workflows": _BASE | {"core", "formats", "inference", "weights", "model", "evaluation"},
+    "training": _BASE | {"config", "core", "formats", "data", "inference", "weights", "model", "evaluation"},
+    "serving": _BASE | {"core", "formats", "inference", "model", "workflows"},
+    "dextr_lib": {"errors", "version"},  # the package itself; the rest loads lazily by name
+}
 
 
 def _module_name(path: Path) -> str:
@@ -28,7 +52,7 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> Set[str]:
     else:
         target = node.module or ""
     out = {target}
-    for alias in node.names:  # `from . import zoo` imports the submodule dextr_lib.zoo
+    for alias in node.names:  # `from . import zoo` imports the submodule dextr_lib.weights.zoo
         out.add(f"{target}.{alias.name}")
     return out
 
@@ -85,6 +109,42 @@ def test_no_import_cycle(all_imports):
 
 def test_find_cycle_sees_a_cycle():
     assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _violations(graph: Dict[str, Set[str]]):
+    for mod, deps in sorted(graph.items()):
+        for dep in sorted(deps):
+            src, dst = _layer(mod), _layer(dep)
+            if src != dst and dst not in ALLOWED.get(src, set()):
+                yield f"{mod} imports {dep}: layer {src!r} may import only {sorted(ALLOWED.get(src, ()))}"
+
+
+def test_every_module_is_in_a_known_layer():
+    unknown = sorted({_layer(m) for m in _graph(all_imports=True)} - set(ALLOWED))
+    assert not unknown, f"give these layers a place in ALLOWED: {unknown}"
+
+
+def test_layers_import_only_the_layers_below_them():
+    problems = list(_violations(_graph(all_imports=True)))
+    assert not problems, "\n".join(problems)
+
+
+def test_layer_check_sees_a_format_calling_a_model():
+    graph = {"dextr_lib.formats.coco": {"dextr_lib.model"}, "dextr_lib.model": set()}
+    assert [v.split(":")[0] for v in _violations(graph)] == [
+        "dextr_lib.formats.coco imports dextr_lib.model"]
+
+
+def test_public_names_resolve():
+    import dextr_lib
+
+    for name in dextr_lib.__all__:
+        assert getattr(dextr_lib, name) is not None, name
 
 
 def test_library_never_imports_the_cli():

@@ -6,13 +6,13 @@ import sys
 
 import pytest
 import torch
+from helpers.legacy_files import write_dextr012_resunet18, write_malicious_pickle
 
 import dextr_lib
-from dextr_lib.architectures import build_network
 from dextr_lib.errors import CheckpointError
-from dextr_lib.loading import read_model_file
-from dextr_lib.preprocessing import get_profile
-from helpers.legacy_files import write_dextr012_resunet18, write_malicious_pickle
+from dextr_lib.inference.preprocessing import get_profile
+from dextr_lib.weights.architectures import build_network
+from dextr_lib.weights.loading import read_model_file
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from dextr_lib.preprocessing import Preprocess, get_profile
+from dextr_lib.inference.preprocessing import Preprocess, get_profile
 
 POINTS = np.array([[[20.0, 10.0], [25.0, 50.0], [5.0, 30.0], [40.0, 33.0]]])
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from dextr_lib.metrics import (
+from dextr_lib.evaluation.metrics import (
     boundary_f,
     boundary_precision_recall,
     boundary_tolerance,

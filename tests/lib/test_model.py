@@ -138,7 +138,7 @@ def test_device_argument(tiny_model, synthetic_sample):
 
 
 def test_precision_bf16_is_close_to_fp32_and_bad_precisions_raise(tiny_model, synthetic_sample):
-    from dextr_lib.device import DeviceError
+    from dextr_lib.inference.device import DeviceError
 
     image, _, pts = synthetic_sample
     exact = tiny_model.predict([image], [pts])[0]

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 import torch
 
-from dextr_lib.architectures import build_network
-from dextr_lib.preprocessing import (
+from dextr_lib.inference.preprocessing import (
     Preprocess,
     _opencv_crop_resize,
     _opencv_paste,
     get_profile,
     image_to_tensor,
 )
+from dextr_lib.weights.architectures import build_network
 
 SCRIPT = Path(__file__).resolve().parents[1] / "helpers" / "compare_original.py"
 ORIGINAL_SRC = os.environ.get("DEXTR_ORIGINAL_SRC")
@@ -159,7 +159,7 @@ def test_psp101_logits_match_the_original_network(original_network_module):
         ref.layer5.final.weight.mul_(2000.0)  # logits of a few units instead of ~1e-3
     state = {"module." + k: v for k, v in ref.state_dict().items() if not k.endswith("num_batches_tracked")}
     ours = build_network("psp101")
-    from dextr_lib.legacy import convert_original
+    from dextr_lib.weights.legacy import convert_original
 
     ours.load_state_dict(convert_original(state)["state_dict"])
     x = torch.rand(2, 4, 96, 96) * 255

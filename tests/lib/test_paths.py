@@ -9,9 +9,10 @@ import platformdirs
 import pytest
 from PIL import Image
 
-from dextr_lib import paths, zoo
-from dextr_lib.datasets import build_dataset
-from dextr_lib.datasets.base import default_cache_dir
+from dextr_lib.data import build_dataset
+from dextr_lib.data.base import default_cache_dir
+from dextr_lib.utils import paths
+from dextr_lib.weights import zoo
 
 
 def test_dextr_home_wins(monkeypatch, tmp_path):

@@ -6,12 +6,10 @@ import json
 import numpy as np
 import pytest
 
+from dextr_lib.core.geometry import xy_to_yx, yx_to_xy
 from dextr_lib.errors import DatasetError, InvalidPointsError
-from dextr_lib.overlay import draw_overlay
-from dextr_lib.points_io import (
-    ImageEntry, ObjectEntry, objects_from_dict, objects_to_dict, read_objects,
-    write_objects, xy_to_yx, yx_to_xy,
-)
+from dextr_lib.formats.objects import ImageEntry, ObjectEntry, objects_from_dict, read_objects, write_objects
+from dextr_lib.formats.overlay import draw_overlay
 
 
 def test_xy_yx_conversion():

@@ -3,19 +3,16 @@ an attacker supplies, dextr returns a result or raises a DextrError, never anoth
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
-import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dextr_lib import checkpoint as ckpt_io
+from dextr_lib.core.geometry import as_points_array
 from dextr_lib.errors import DextrError
-from dextr_lib.geometry import as_points_array
+from dextr_lib.formats.objects import ObjectsFile, objects_from_dict, read_objects
 from dextr_lib.model import DextrModel
-from dextr_lib.points_io import ObjectsFile, objects_from_dict, read_objects
+from dextr_lib.weights import checkpoint as ckpt_io
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

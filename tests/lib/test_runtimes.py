@@ -7,18 +7,21 @@ import pytest
 import torch
 
 import dextr_lib
-from dextr_lib import device as device_mod
+from dextr_lib.core.geometry import extreme_points_from_mask
 from dextr_lib.errors import (
-    CheckpointError, DeviceError, ExportError, MissingExtraError, OutputError, PrecisionWarning,
+    CheckpointError,
+    DeviceError,
+    ExportError,
+    MissingExtraError,
+    OutputError,
+    PrecisionWarning,
     UnknownNameError,
 )
-from dextr_lib.export import (
-    calibration_objects, export_onnx, jittered_box_points,
-)
-from dextr_lib.loading import ONNX_META_PREPROCESS
-from dextr_lib.geometry import extreme_points_from_mask
-from dextr_lib.preprocessing import Preprocess, image_to_tensor
-from dextr_lib.runtimes import require
+from dextr_lib.inference import device as device_mod
+from dextr_lib.inference.preprocessing import Preprocess, image_to_tensor
+from dextr_lib.inference.runtimes import require
+from dextr_lib.weights.loading import ONNX_META_PREPROCESS
+from dextr_lib.workflows.export import calibration_objects, export_onnx, jittered_box_points
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

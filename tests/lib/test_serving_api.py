@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from pycocotools import mask as mask_api  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
-from dextr_lib import coco  # noqa: E402
+from dextr_lib.core.geometry import xy_to_yx  # noqa: E402
+from dextr_lib.core.images import read_image  # noqa: E402
 from dextr_lib.errors import DatasetError  # noqa: E402
-from dextr_lib.images import read_image  # noqa: E402
-from dextr_lib.points_io import xy_to_yx  # noqa: E402
+from dextr_lib.formats import coco  # noqa: E402
 from dextr_lib.serving import close_app, create_app  # noqa: E402
 
 # The synthetic disk's left, right, top and bottom pixels as [x, y].
@@ -194,7 +194,7 @@ def test_nan_points_are_refused(client):
 
 
 def test_upload_size_and_pixel_bounds(make_client, photos):
-    from dextr_lib import limits
+    from dextr_lib.utils import limits
 
     c = make_client(photos, max_upload_mb=0.01)
     big = base64.b64encode(os.urandom(20_000)).decode()
@@ -357,7 +357,7 @@ def test_a_bad_annotations_file_is_a_clear_error(tiny_model, tmp_path):
 def test_model_info_reports_the_resolved_precision(tmp_path, monkeypatch, bf16_cpu, expected):
     """``precision="auto"`` is resolved for this machine once, at start-up, and reported as such."""
     import dextr_lib
-    from dextr_lib import device as device_mod
+    from dextr_lib.inference import device as device_mod
 
     monkeypatch.setattr(device_mod, "cpu_capabilities", lambda: {
         "avx2": True, "avx512": bf16_cpu, "avx512_bf16": bf16_cpu, "amx_bf16": False, "vnni": bf16_cpu,

@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dextr_lib.datasets import build_dataset, pair_files
+from dextr_lib.data import build_dataset, pair_files
 from dextr_lib.errors import InvalidImageError
-from dextr_lib.points_io import points_from_masks
-from dextr_lib.targets import (
-    find_image_for_mask, largest_component, owner_stem, read_label_image, read_mask,
-)
+from dextr_lib.formats.targets import find_image_for_mask, largest_component, owner_stem, read_label_image, read_mask
+from dextr_lib.workflows.points import points_from_masks
 
 
 def _touch(*paths: Path) -> None:

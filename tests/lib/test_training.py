@@ -13,18 +13,25 @@ import torch
 from PIL import Image
 
 import dextr_lib
-from dextr_lib.checkpoint import read_checkpoint
 from dextr_lib.config import ConfigError, TrainSettings, config_from_dict
-from dextr_lib.datasets import build_dataset
+from dextr_lib.core.geometry import extreme_points_from_mask
+from dextr_lib.data import build_dataset
 from dextr_lib.errors import DatasetError, JobError
-from dextr_lib.geometry import extreme_points_from_mask
-from dextr_lib.preprocessing import get_profile, image_to_tensor
+from dextr_lib.inference.preprocessing import get_profile, image_to_tensor
 from dextr_lib.training import (
-    Callbacks, JobDir, TrainingInterrupted, TrainingJob, TrainingState, balanced_bce_with_logits,
-    lr_factor, make_optimizer, training_loop,
+    Callbacks,
+    JobDir,
+    TrainingInterrupted,
+    TrainingJob,
+    TrainingState,
+    balanced_bce_with_logits,
+    lr_factor,
+    make_optimizer,
+    training_loop,
 )
 from dextr_lib.training.folder import dumps_toml
 from dextr_lib.training.samples import SampleStream, TrainingSamples
+from dextr_lib.weights.checkpoint import read_checkpoint
 
 
 def write_label_dataset(root: Path, n: int = 3, h: int = 48, w: int = 56) -> Path:
@@ -432,8 +439,8 @@ def _ddp_worker(rank: int, world: int, port: int, root: Path, jobs: Path, out: P
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from dextr_lib import distributed
     from dextr_lib.training import loop
+    from dextr_lib.utils import distributed
 
     if die_at and rank == 1:  # this process dies in the middle of a step
         calls = {"n": 0}

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 import dextr_lib
-from dextr_lib import zoo
-from dextr_lib.architectures import list_architectures
 from dextr_lib.errors import CheckpointError, UnknownNameError
-from dextr_lib.preprocessing import PROFILES
+from dextr_lib.inference.preprocessing import PROFILES
+from dextr_lib.weights import zoo
+from dextr_lib.weights.architectures import list_architectures
 
 
 @pytest.mark.parametrize("name", zoo.list_pretrained())
@@ -70,7 +70,7 @@ def test_from_pretrained_uses_cached_registry_file(tmp_path, monkeypatch):
     cache.mkdir()
     entry = zoo.get_pretrained("pascalvoc-resunet101")
     write_dextr012_resunet18(cache / entry.filename, target_size=64, padding=5, blob_sigma=4.0)
-    monkeypatch.setattr("dextr_lib.download.download_first", _refuse_download)
+    monkeypatch.setattr("dextr_lib.weights.download.download_first", _refuse_download)
     m = dextr_lib.DextrModel.pascalvoc_resunet101(map_location="cpu", cache_dir=cache)
     assert m.meta["pretrained"] == "pascalvoc-resunet101"
     assert m.preprocess.name == "dextr012" and m.preprocess.target_size == 64

@@ -1,0 +1,1 @@
+"""How good is a model: metrics, baselines, evaluating on a dataset and the report."""

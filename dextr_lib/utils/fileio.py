@@ -1,0 +1,188 @@
+"""Writing files safely: atomic writes (readers, and a crash at any moment, see the old file or
+the whole new one), OS errors turned into one line naming the file, and the output checks every
+command runs before it works (no overwriting without being asked, never an input)."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from contextlib import contextmanager
+from typing import IO, Iterable, Iterator, Optional, Union
+
+from ..errors import OutputError
+
+PathLike = Union[str, os.PathLike]
+
+_CAUSES = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOENT: "no such file or folder",
+    errno.EISDIR: "it is a folder",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EFBIG: "file too large",
+}
+
+
+def os_error_cause(e: OSError) -> str:
+    """The cause of an OS error in words (``"no space left on device"``), without the path."""
+    cause = _CAUSES.get(e.errno) if e.errno is not None else None
+    if cause is None:
+        cause = (e.strerror or str(e) or type(e).__name__).strip()
+        cause = cause[:1].lower() + cause[1:]
+    return cause
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
+def shown_path(path: object) -> str:
+    """``path`` as text for messages and reports: names that are not valid UTF-8 get their
+    undecodable bytes escaped (``\\udcff`` -> ``\\xff``) instead of crashing an encoder."""
+    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    if not _has_surrogates(text):
+        return text
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def describe_os_error(e: OSError, path: Optional[PathLike] = None, action: str = "write") -> str:
+    """One line for an OS error: ``cannot write out.png: no space left on device``."""
+    name = path if path is not None else (e.filename if e.filename is not None else None)
+    target = f" {shown_path(name)}" if name is not None else ""
+    return f"cannot {action}{target}: {os_error_cause(e)}"
+
+
+@contextmanager
+def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file beside ``path`` for writing; on a clean exit it is fsynced and
+    renamed over ``path``, on an error it is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write (its folder is created).
+        mode: ``"w"`` (UTF-8 text, newlines written as given, undecodable path characters
+            escaped) or ``"wb"``.
+
+    Raises:
+        OutputError: the file cannot be written (unwritable folder, full disk, ...); the message
+            names the file and the cause, and says that nothing was left behind.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = None
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        # Non-UTF-8 file names (surrogates) are written escaped, never a UnicodeEncodeError
+        # after the work is done.
+        text = {"encoding": "utf-8", "errors": "backslashreplace", "newline": ""} if "b" not in mode else {}
+        with os.fdopen(fd, mode, **text) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        if isinstance(e, OutputError):
+            raise
+        full = e.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise OutputError(
+            describe_os_error(e, path) + ("; the partial file was removed" if full else "")
+        ) from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output(
+    path: PathLike,
+    *,
+    inputs: Iterable[PathLike] = (),
+    force: bool = False,
+    option: str = "--out",
+    what: str = "file",
+) -> None:
+    """Check, before any work, that ``path`` may be written.
+
+    It must not be one of ``inputs`` (never, even with ``force``), must not exist unless
+    ``force`` (and then must be a regular file), and its folder must exist-or-be-creatable and
+    be writable.
+
+    Args:
+        path: the output file.
+        inputs: the command's input files.
+        force: overwriting an existing output was asked for (``--force``).
+        option: the option that named ``path``, for the message.
+        what: what the file is, for the message.
+
+    Raises:
+        OutputError: the message says why and what to do.
+    """
+    p = os.fspath(path)
+    shown = shown_path(p)
+    for src in inputs:
+        if src is not None and _same_file(p, os.fspath(src)):
+            raise OutputError(
+                f"refusing to write the {what} to {shown}: it is an input of this command; "
+                f"choose another {option}"
+            )
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise OutputError(describe_os_error(e, p, "write")) from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise OutputError(f"cannot write the {what} to {shown}: it is a folder; choose a file name")
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"cannot write the {what} to {shown}: it is not a regular file")
+        if not force:
+            raise OutputError(f"{shown} already exists; pass --force to overwrite it, or choose "
+                              f"another {option}")
+    check_writable_dir(os.path.dirname(os.path.abspath(p)), option=option)
+
+
+def check_writable_dir(folder: PathLike, *, option: str = "--out") -> None:
+    """``folder`` exists (or its nearest existing parent does) and is writable.
+
+    Raises:
+        OutputError: a part of the path is a file, or the folder is not writable.
+    """
+    d = os.path.abspath(os.fspath(folder))
+    while not os.path.exists(d):
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    if not os.path.isdir(d):
+        raise OutputError(f"cannot write into {shown_path(folder)}: {shown_path(d)} is not a folder "
+                          f"(check {option})")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {shown_path(folder)}: {shown_path(d)} is not writable "
+                          f"(permission denied); choose another {option}")

@@ -1,0 +1,275 @@
+"""Predicting every object of a points file or a COCO file: the masks written as files, or a new
+COCO file holding them.
+
+``dextr predict --points-file`` and ``dextr predict --coco`` call these. Each photo is decoded
+once; objects are batched across photos; masks are written as each batch comes out, so memory
+holds one batch of masks rather than every mask of an image.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..core.geometry import extreme_points_from_mask
+from ..core.images import read_image
+from ..errors import DatasetError, MismatchError
+from ..formats.coco import (
+    CocoFile,
+    annotation_from_mask,
+    decode_segmentation,
+    extreme_points_from_coco,
+    image_file_name,
+    read_coco_image,
+)
+from ..formats.masks import MaskNamer, write_mask
+from ..formats.objects import ImageEntry, ObjectEntry, ObjectsFile, check_photos
+from ..model import DextrModel, check_threshold
+from ..utils.fileio import check_output
+
+PathLike = Union[str, os.PathLike]
+ProgressFn = Optional[Callable[[int, int], None]]
+
+
+@dataclass
+class BatchResult:
+    """What :func:`predict_objects` wrote: ``written`` mask paths in object order."""
+
+    out_dir: Path
+    written: List[Path] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.written)
+
+
+def predict_objects(
+    model: DextrModel,
+    objects: ObjectsFile,
+    out_dir: PathLike,
+    *,
+    prob: bool = False,
+    threshold: Optional[float] = None,
+    batch_size: Optional[int] = None,
+    precision: str = "fp32",
+    device=None,
+    on_progress: ProgressFn = None,
+    force: bool = False,
+) -> BatchResult:
+    """Predict every object of a parsed ``objects.json`` and write one mask file per object.
+
+    Each photo is decoded once; objects are batched across photos; masks are written as each
+    batch comes out.
+
+    Args:
+        model: the model.
+        objects: from :func:`dextr_lib.formats.objects.read_objects` (check it with
+            :func:`dextr_lib.formats.objects.check_photos` before loading the model).
+        out_dir: folder for the masks (created); names as in the module docstring.
+        prob: write probabilities as 8-bit grayscale instead of binary masks.
+        threshold: binary masks are ``prob >= threshold`` (default: the model's).
+        batch_size, precision, device: as for :meth:`DextrModel.predict`.
+        on_progress: ``(written, total)`` after each mask.
+        force: replace existing mask files (else any existing one is refused before any work);
+            a photo is never replaced.
+
+    Returns:
+        A :class:`BatchResult`; its ``count`` is the number of files written.
+
+    Raises:
+        MismatchError: a photo whose size differs from the entry's ``height``/``width``.
+        OutputError: a mask that cannot be written, or one that exists (without ``force``) or
+            is a photo of the points file; checked for every object before predicting.
+    """
+    thr = check_threshold(model.preprocess.threshold if threshold is None else threshold)
+    entries = [e for e in objects.images if e.objects]
+    owners: List[Tuple[ImageEntry, int, ObjectEntry]] = [
+        (e, i, o) for e in entries for i, o in enumerate(e.objects)
+    ]
+    namer = MaskNamer(out_dir)
+    paths = [namer.path_for(e.image, o, i) for e, i, o in owners]
+    photos = [e.image for e in entries]
+    for path in paths:
+        check_output(path, inputs=photos, force=force, option="--out-dir", what="mask")
+    result = BatchResult(Path(out_dir))
+
+    def items() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        for entry in entries:
+            rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
+            if entry.height is not None and (entry.height, entry.width) != rgb.shape[:2]:
+                raise MismatchError(f"{entry.image} is {rgb.shape[1]}x{rgb.shape[0]} but the points "
+                                    f"file says {entry.width}x{entry.height}")
+            yield rgb, np.stack([o.points for o in entry.objects])
+
+    masks = model.predict_iter(items(), batch_size=batch_size, device=device,
+                               threshold=None if prob else thr, precision=precision)
+    for path, mask in zip(paths, masks):
+        write_mask(mask, path, prob)
+        result.written.append(path)
+        if on_progress is not None:
+            on_progress(result.count, len(owners))
+    return result
+
+
+def _predict_image_objects(model, rgb, points, threshold, kw):
+    """``(binary mask, score)`` per object: score = mean probability over the mask's pixels."""
+    probs = model.predict_image(rgb, list(points), threshold=None, **kw)
+    out = []
+    for prob in probs:
+        mask = prob >= threshold
+        out.append((mask, float(prob[mask].mean()) if mask.any() else 0.0))
+    return out
+
+
+def predict_points_file(
+    model,
+    objects,
+    out_path: PathLike,
+    *,
+    category: str = "object",
+    polygons: bool = False,
+    threshold: Optional[float] = None,
+    batch_size: Optional[int] = None,
+    precision: str = "fp32",
+    on_progress: Optional[Callable[[int, int], None]] = None,
+) -> CocoFile:
+    """Predict every object of a parsed ``objects.json`` into a COCO instances file (not saved).
+
+    Args:
+        model: a :class:`~dextr_lib.model.DextrModel`.
+        objects: from :func:`dextr_lib.formats.objects.read_objects`; every entry with objects needs a photo.
+        out_path: where the file will be saved (``file_name`` entries are relative to its folder).
+        category: the category of every object.
+        polygons: polygon segmentations instead of exact RLE.
+        threshold: binary masks are ``prob >= threshold`` (default: the model's).
+
+    Returns:
+        A :class:`CocoFile`: one image per photo, one annotation per object with its mask,
+        the clicks as ``extreme_points`` and ``score`` (mean probability over the mask).
+
+    Raises:
+        DatasetError: an entry without a photo, or a photo that does not exist (checked before
+            any work, :func:`dextr_lib.formats.objects.check_photos`).
+    """
+    check_photos(objects)
+    thr = model.preprocess.threshold if threshold is None else float(threshold)
+    kw = dict(batch_size=batch_size, precision=precision)
+    cf = CocoFile(path=out_path)
+    cid = cf.category_id(category)
+    root = Path(out_path).parent
+    total = sum(len(e.objects) for e in objects.images)
+    done = 0
+    for entry in objects.images:
+        if not entry.objects:
+            continue
+        rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
+        h, w = rgb.shape[:2]
+        if entry.height is not None and (entry.height, entry.width) != (h, w):
+            raise MismatchError(f"{entry.image} is {w}x{h} but the points file says "
+                                f"{entry.width}x{entry.height}")
+        iid = cf.add_image(image_file_name(entry.image, root), h, w)
+        points = [o.points for o in entry.objects]
+        for obj, (mask, score) in zip(entry.objects, _predict_image_objects(model, rgb, points, thr, kw)):
+            cf.add_annotation(annotation_from_mask(mask, ann_id=None, image_id=iid, category_id=cid,
+                                                   points_yx=obj.points, score=score, polygons=polygons))
+        done += len(points)
+        if on_progress is not None:
+            on_progress(done, total)
+    return cf
+
+
+def predict_coco(
+    model,
+    source: CocoFile,
+    out_path: PathLike,
+    *,
+    images_dir: Optional[PathLike] = None,
+    points_from: str = "annotations",
+    polygons: bool = False,
+    threshold: Optional[float] = None,
+    batch_size: Optional[int] = None,
+    precision: str = "fp32",
+    on_progress: Optional[Callable[[int, int], None]] = None,
+    on_warning: Optional[Callable[[str], None]] = None,
+) -> CocoFile:
+    """Predict the mask of every annotation of a COCO file; a new file (not saved) holds them.
+
+    The clicks of an annotation are its ``extreme_points`` (with ``points_from="annotations"``),
+    else the extreme points of its segmentation by the paper's rule. Crowd annotations, and
+    annotations with neither, are left out (reported through ``on_warning``). The new file keeps
+    the images, categories and each annotation's id, image, category and other fields; it
+    replaces ``segmentation``, ``area``, ``bbox``, ``extreme_points`` and ``score``.
+
+    Args:
+        model: a :class:`~dextr_lib.model.DextrModel`.
+        source: the input file (:meth:`CocoFile.load`).
+        out_path: where the new file will be saved (its images keep their ``file_name``; save it
+            where the same images folder applies, or pass that folder when reading it).
+        images_dir: folder of the images (default: the input file's folder).
+        points_from: ``"annotations"`` or ``"masks"``.
+        polygons: polygon segmentations instead of exact RLE.
+        threshold: binary masks are ``prob >= threshold`` (default: the model's).
+
+    Raises:
+        DatasetError: a missing image file (named), a malformed segmentation or extreme_points.
+    """
+    if points_from not in ("annotations", "masks"):
+        raise DatasetError(f"points_from must be 'annotations' or 'masks', got {points_from!r}")
+    warn = on_warning or (lambda msg: None)
+    thr = model.preprocess.threshold if threshold is None else float(threshold)
+    kw = dict(batch_size=batch_size, precision=precision)
+    root = Path(images_dir) if images_dir is not None else (
+        source.path.parent if source.path is not None else Path("."))
+    data = source.to_dict()
+    out = CocoFile({**{k: v for k, v in data.items() if k != "annotations"}, "annotations": []},
+                   path=out_path)
+    jobs = []  # (image entry, [(annotation, points)])
+    crowd = no_points = 0
+    for img in source.images:
+        todo = []
+        for ann in source.annotations_of(img["id"]):
+            if ann.get("iscrowd", 0):
+                crowd += 1
+                continue
+            where = f"{source._name()}: annotation {ann['id']}"
+            pts = None
+            if points_from == "annotations" and ann.get("extreme_points") is not None:
+                pts = extreme_points_from_coco(ann["extreme_points"], where=f"{where} extreme_points")
+            elif ann.get("segmentation"):
+                mask = decode_segmentation(ann["segmentation"], img["height"], img["width"], where=where)
+                if mask.any():
+                    pts = extreme_points_from_mask(mask).astype(np.float64)
+            if pts is None:
+                no_points += 1
+                continue
+            todo.append((ann, pts))
+        if todo:
+            jobs.append((img, todo))
+    missing = [str(root / str(img["file_name"])) for img, _ in jobs
+               if not (root / str(img["file_name"])).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DatasetError(f"image file not found: {missing[0]}{more}; the images of "
+                           f"{source._name()} are looked for in {root} (set the images folder)")
+    if crowd:
+        warn(f"{crowd} crowd annotations (iscrowd=1) are not objects and are left out")
+    if no_points:
+        warn(f"{no_points} annotations have neither extreme_points nor a non-empty segmentation "
+             "and are left out")
+    total = sum(len(t) for _, t in jobs)
+    done = 0
+    for img, todo in jobs:
+        rgb = read_coco_image(root / str(img["file_name"]), img["height"], img["width"])
+        results = _predict_image_objects(model, rgb, [p for _, p in todo], thr, kw)
+        for (ann, pts), (mask, score) in zip(todo, results):
+            new = annotation_from_mask(mask, ann_id=ann["id"], image_id=img["id"],
+                                       category_id=ann["category_id"], points_yx=pts, score=score,
+                                       polygons=polygons)
+            out.add_annotation({**ann, **new})
+        done += len(todo)
+        if on_progress is not None:
+            on_progress(done, total)
+    return out
