@@ -125,11 +125,11 @@ def test_errors(tmp_path, model_file, runs, monkeypatch):
     assert not runs
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+SERVE_DOC = Path(__file__).resolve().parents[2] / "docs" / "serve.md"
 
 
-def readme_section(title: str) -> str:
-    text = README.read_text()
+def doc_section(title: str) -> str:
+    text = SERVE_DOC.read_text()
     start = text.index(title)
     end = text.find("\n## ", start + len(title))
     return text[start:end]
@@ -146,10 +146,10 @@ def shell_commands(section: str, prefix: str):
     return commands
 
 
-def test_readme_serve_command_runs(tmp_path, model_file, runs, monkeypatch):
+def test_docs_serve_command_runs(tmp_path, model_file, runs, monkeypatch):
     from dextr_cli.commands import serve as serve_cmd
 
-    (cmd,) = shell_commands(readme_section("## Annotating in the browser"), "dextr serve")
+    (cmd,) = shell_commands(doc_section("# Annotating in the browser"), "dextr serve")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photos").mkdir()
     PIL.Image.new("RGB", (8, 8)).save(tmp_path / "photos" / "x.jpg")
@@ -163,7 +163,7 @@ def test_readme_serve_command_runs(tmp_path, model_file, runs, monkeypatch):
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
-def test_readme_curl_examples_run_against_a_live_server(tmp_path, tiny_model):
+def test_docs_curl_examples_run_against_a_live_server(tmp_path, tiny_model):
     from dextr_lib.serving import close_app, create_app
 
     (tmp_path / "photos").mkdir()
@@ -177,7 +177,7 @@ def test_readme_curl_examples_run_against_a_live_server(tmp_path, tiny_model):
     try:
         while not server.started:
             time.sleep(0.05)
-        commands = shell_commands(readme_section("### HTTP API"), "curl")
+        commands = shell_commands(doc_section("## HTTP API"), "curl")
         assert len(commands) == 3
         outputs = []
         for cmd in commands:
