@@ -1,11 +1,13 @@
-"""Doc-test: every command README.md shows and every example in a command's ``--help`` runs, so
-the examples cannot rot (`make test` runs this file; tests/helpers/doc_commands.py lists them).
+"""Doc-test: every command README.md and the docs/*.md pages show and every example in a
+command's ``--help`` runs, so the examples cannot rot (`make test` runs this file;
+tests/helpers/doc_commands.py lists them). The README stays a front door: under 200 lines, linking
+every page of docs/, with no link to a file that is not there.
 
 How a shown command runs: bash expands it exactly as a user's shell would (quotes, globs with
 ``failglob`` so a glob matching nothing fails, ``\\`` continuations), in a fresh folder of small
 fixtures made here (a tiny model, tiny label/mask datasets with the documented file names, a tiny
 PASCAL VOC layout, legacy model files); ``dextr ...`` then runs in-process and must exit 0. The
-commands of one source (the README, or one command's help) run in order in one folder, as a user
+commands of one source (a page, or one command's help) run in order in one folder, as a user
 following them would.
 
 What differs from a user's run, and why:
@@ -17,7 +19,7 @@ What differs from a user's run, and why:
   files are hundreds of MB and need the internet); a ``--url`` on example.org must fail with the
   one-line download error (the example's host does not exist);
 * ``dextr serve`` builds its server and answers one request instead of serving until Ctrl-C;
-* README's Python blocks run too, with the names they leave to the reader (``other_points``,
+* the pages' Python blocks run too, with the names they leave to the reader (``other_points``,
   ``img_a``...) defined first, and ``TrainSettings`` giving the same fast training settings;
 * ``make demo`` / ``make test`` (they install a virtualenv; the demo's script is covered by the
   README's ``examples/demo.py`` line and tests/test_demo.py) and the multi-process ``torchrun`` /
@@ -45,7 +47,8 @@ import dextr_lib
 from dextr_cli.app import app
 from dextr_lib.formats.coco import CocoFile, annotation_from_mask
 from dextr_lib.weights import zoo
-from tests.helpers.doc_commands import REPO, help_examples, readme_commands, readme_python_blocks
+from tests.helpers.doc_commands import (README, REPO, doc_pages, help_examples, page_commands, page_name,
+                                        page_python_blocks, relative_links)
 from tests.helpers.http_server import serve
 from tests.helpers.legacy_files import write_dextr012_resunet18
 
@@ -58,7 +61,7 @@ NOT_RUN = [
     (r"^OMP_NUM_THREADS=1 dextr train .*--nproc 2", "starts two training processes with torchrun: the "
                                                     "same slow test_nproc_2_starts_torchrun_and_writes_one_job"),
     (r"^curl ", "talks to a running `dextr serve`: tests/cli/test_serve.py's "
-                "test_readme_curl_examples_run_against_a_live_server runs each line against a live server"),
+                "test_docs_curl_examples_run_against_a_live_server runs docs/serve.md's lines against a live server"),
 ]
 
 
@@ -295,17 +298,72 @@ def _run_all(lines: List[str], cwd: Path) -> None:
 
 
 # -- the tests ------------------------------------------------------------------------------------
-def test_the_readme_has_commands_and_no_unexplained_skips():
-    lines = readme_commands()
-    assert sum(ln.startswith("dextr ") for ln in lines) >= 10
-    for line in lines:
-        word = line.split()[0]
-        assert word in ("dextr", ".venv/bin/python") or not_run(line), (
-            f"README shows {line!r}: make the doc-test run it, or add it to NOT_RUN with a reason")
+PAGES = {page_name(page): page for page in doc_pages()}
+README_MAX_LINES = 200
 
 
-def test_readme_commands_run(workdir, zoo_standins):
-    _run_all(readme_commands(), workdir)
+def test_the_readme_tours_the_main_commands():
+    shown = {line.split()[1] for line in page_commands(README) if line.startswith("dextr ")}
+    assert {"predict", "serve", "train", "eval"} <= shown
+
+
+def test_no_page_shows_an_unexplained_skip():
+    for name, page in PAGES.items():
+        for line in page_commands(page):
+            word = line.split()[0]
+            assert word in ("dextr", ".venv/bin/python") or not_run(line), (
+                f"{name} shows {line!r}: make the doc-test run it, or add it to NOT_RUN with a reason")
+
+
+@pytest.mark.parametrize("name", [name for name, page in PAGES.items() if page_commands(page)])
+def test_page_commands_run(name, workdir, zoo_standins):
+    _run_all(page_commands(PAGES[name]), workdir)
+
+
+def test_the_readme_is_a_front_door():
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines: move reference material to a docs/ page")
+    linked = {(REPO / target).resolve() for target in relative_links(README)}
+    unlinked = [name for name, page in PAGES.items() if page != README and page.resolve() not in linked]
+    assert not unlinked, f"docs pages the README does not link: {unlinked}"
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_links_point_at_files(name):
+    page = PAGES[name]
+    missing = [t for t in relative_links(page) if not (page.parent / t).exists()]
+    assert not missing, f"{name} links to files that do not exist: {missing}"
+
+
+#: Repository paths and dotted ``dextr_lib`` names the pages mention in backticks.
+_REPO_PATH = re.compile(r"`((?:dextr_lib|dextr_cli|tests|benchmarks|examples)/[\w./-]*)")
+_LIB_NAME = re.compile(r"`(dextr_lib(?:\.\w+)+)")
+
+
+def _resolves(dotted: str) -> bool:
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        return True
+    return False
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_names_exist_in_the_tree(name):
+    """A moved module or renamed function fails here, not in a reader's hands."""
+    text = PAGES[name].read_text(encoding="utf-8")
+    missing = [p for p in _REPO_PATH.findall(text) if not (REPO / p).exists()]
+    missing += [d for d in _LIB_NAME.findall(text) if not _resolves(d)]
+    assert not missing, f"{name} names what the tree does not have: {missing}"
 
 
 def test_every_command_shows_examples():
@@ -327,7 +385,7 @@ def test_a_glob_matching_nothing_fails_the_doctest(tmp_path):
         "dextr", "eval", "--image-pat", "data/*.png", "x y"]
 
 
-#: What README's Python blocks leave to the reader: more objects and images (README's photo.jpg).
+#: What the pages' Python blocks leave to the reader: more objects and images (README's photo.jpg).
 def _reader_names(root: Path) -> dict:
     photo = np.asarray(PIL.Image.open(root / "photo.jpg").convert("RGB"))
     pts = np.array([[325, 102], [325, 462], [217, 282], [433, 282]])  # [y, x] of its object
@@ -344,16 +402,19 @@ def _fast_settings(**kw):
                                    "iters_per_epoch": 2, "pretrained": False})
 
 
-def test_readme_has_python_blocks():
-    blocks = readme_python_blocks()
-    assert len(blocks) >= 2 and "dextr_lib.load_model" in blocks[0]
+PYTHON_BLOCKS = [(name, index) for name, page in PAGES.items() for index in range(len(page_python_blocks(page)))]
 
 
-@pytest.mark.parametrize("index", range(len(readme_python_blocks())))
-def test_readme_python_runs(index, workdir, capsys):
-    code = readme_python_blocks()[index]
+def test_the_readme_starts_python_with_load_model():
+    assert "dextr_lib.load_model" in page_python_blocks(README)[0]
+    assert any("TrainingJob" in block for page in PAGES.values() for block in page_python_blocks(page))
+
+
+@pytest.mark.parametrize("name, index", PYTHON_BLOCKS)
+def test_page_python_runs(name, index, workdir, capsys):
+    code = page_python_blocks(PAGES[name])[index]
     with mock.patch.object(dextr_lib, "TrainSettings", _fast_settings):
-        exec(compile(code, f"README.md python block {index + 1}", "exec"), _reader_names(workdir))
+        exec(compile(code, f"{name} python block {index + 1}", "exec"), _reader_names(workdir))
     if "TrainingJob" in code:  # the job trained, printed through the callbacks, and was extended
         assert capsys.readouterr().out.strip()
         assert (workdir / "jobs" / "peds" / "checkpoints" / "last.pt").is_file()

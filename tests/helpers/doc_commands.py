@@ -1,6 +1,6 @@
-"""The commands our documentation shows: README.md's ```bash blocks and the "Examples:" of every
-command's ``--help`` (and README's ```python blocks). tests/test_docs.py runs them all; ``python tests/helpers/doc_commands.py``
-lists them.
+"""The commands our documentation shows: the ```bash blocks of README.md and of every docs/*.md page,
+and the "Examples:" of every command's ``--help`` (and those pages' ```python blocks).
+tests/test_docs.py runs them all; ``python tests/helpers/doc_commands.py`` lists them.
 
 A shown command is one logical line: continuation lines (``\\`` at the end) are joined; blank
 lines and comment-only lines are dropped; trailing ``# comments`` stay (bash ignores them).
@@ -14,6 +14,24 @@ from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+
+
+def doc_pages() -> List[Path]:
+    """The documentation's pages: README.md, then docs/*.md by name."""
+    return [README] + sorted(DOCS.glob("*.md"))
+
+
+def page_name(path: Path) -> str:
+    """A page as the tests name it: its path in the repository (``docs/serve.md``)."""
+    return path.relative_to(REPO).as_posix()
+
+
+def relative_links(path: Path) -> List[str]:
+    """The targets of a page's Markdown links and images that point into the repository (no
+    URL, no ``#anchor``), relative to the page's folder."""
+    targets = re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8"))
+    return [t.split("#")[0] for t in targets if "://" not in t and not t.startswith(("#", "mailto:"))]
 
 
 def shell_lines(block: str) -> List[str]:
@@ -26,14 +44,14 @@ def shell_lines(block: str) -> List[str]:
     return lines
 
 
-def readme_commands(path: Path = README) -> List[str]:
-    """Every command of the README's ```bash blocks, in document order."""
+def page_commands(path: Path = README) -> List[str]:
+    """Every command of a page's ```bash blocks, in document order."""
     text = path.read_text(encoding="utf-8")
     return [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in shell_lines(block)]
 
 
-def readme_python_blocks(path: Path = README) -> List[str]:
-    """The README's ```python blocks, in document order."""
+def page_python_blocks(path: Path = README) -> List[str]:
+    """A page's ```python blocks, in document order."""
     return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
 
 
@@ -55,8 +73,9 @@ def help_examples() -> Dict[str, List[str]]:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(REPO))
-    print("# README.md")
-    print("\n".join(readme_commands()))
+    for page in doc_pages():
+        print(f"# {page_name(page)}")
+        print("\n".join(page_commands(page)))
     for name, lines in help_examples().items():
         print(f"# dextr {name} --help")
         print("\n".join(lines))
