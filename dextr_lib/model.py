@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -13,10 +12,11 @@ import torch
 import torch.nn as nn
 
 from .core.geometry import as_points_array
-from .core.images import ImageLike, to_rgb_array
-from .errors import CheckpointError, DeviceError, ExportError, InvalidImageError, InvalidValueError, MismatchError
-from .inference.device import default_batch_size, resolve_device, resolve_precision, torch_threads
-from .inference.preprocessing import Preprocess, get_profile, image_to_tensor
+from .core.images import ImageLike
+from .errors import CheckpointError, DeviceError, ExportError, InvalidImageError, MismatchError
+from .inference.device import resolve_device, resolve_precision
+from .inference.engine import Engine, check_batch_size, check_threshold
+from .inference.preprocessing import Preprocess, get_profile
 from .inference.runtimes import Runner, check_runtime, make_runner, network_to_onnx
 from .weights import checkpoint as ckpt_io
 from .weights.architectures import build_network
@@ -35,31 +35,139 @@ def _file_signature(path: PathLike) -> Tuple[int, int]:
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
-def check_batch_size(batch_size: int) -> int:
-    """``batch_size`` when it is an integer >= 1.
+class TorchNetwork:
+    """The network source of a model with PyTorch weights: it runs in every runtime (exported to
+    ONNX in memory the first time ``onnxruntime`` or ``openvino`` asks for a graph), trains and
+    saves.
 
-    Raises:
-        InvalidValueError: otherwise.
+    Args:
+        net: the ``nn.Module`` mapping ``(N, 4, T, T)`` inputs to ``(N, 1, T, T)`` logits.
+        onnx: its serialized ONNX graph, if already made.
     """
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise InvalidValueError(f"batch size must be an integer >= 1 (objects per forward), got {batch_size}")
-    return int(batch_size)
+
+    def __init__(self, net: nn.Module, onnx: Optional[bytes] = None):
+        self.net = net
+        self.onnx = onnx
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.net.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def to(self, device: Union[str, torch.device]) -> None:
+        self.net.to(resolve_device(device) if isinstance(device, str) else device)
+
+    def train(self, mode: bool) -> bool:
+        """Set the training mode; True when this made the ONNX graph stale (and dropped it)."""
+        self.net.train(mode)
+        stale = mode and self.onnx is not None  # the weights will change
+        if stale:
+            self.onnx = None
+        return stale
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode while predicting; the caller's mode (a training loop's) restored after."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            yield
+        finally:
+            self.net.train(was_training)
+
+    def graph(self, target_size: int) -> bytes:
+        if self.onnx is None:
+            self.onnx = network_to_onnx(self.net, target_size)
+        return self.onnx
+
+    def make_runner(self, runtime: str, precision: str, device: torch.device, target_size: int) -> Runner:
+        graph = self.graph(target_size) if runtime != "torch" else None
+        return make_runner(runtime, precision, device, net=self.net, onnx_graph=graph)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return self.net.state_dict()
 
 
-def check_threshold(threshold: float, what: str = "threshold") -> float:
-    """``threshold`` as a float when it is a probability in ``[0, 1]``.
+class OnnxNetwork:
+    """The network source of a model loaded from ONNX: a graph that ``onnxruntime`` and
+    ``openvino`` run on the CPU; it cannot run in torch, train or save PyTorch weights.
 
-    Raises:
-        InvalidValueError: otherwise (NaN included).
+    Args:
+        onnx: the serialized graph; or
+        onnx_file: an ``.onnx`` file holding it, which the runtimes read (so the weights are not
+            kept twice in memory); checked to be unchanged since loading.
     """
-    t = float(threshold)
-    if not 0.0 <= t <= 1.0:
-        raise InvalidValueError(f"{what} must be a probability in [0, 1], got {threshold}")
-    return t
+
+    net = None
+
+    def __init__(self, onnx: Optional[bytes] = None, onnx_file: Optional[PathLike] = None):
+        if onnx is None and onnx_file is None:
+            raise ValueError("a DextrModel needs a network or an ONNX graph")
+        self.onnx = onnx
+        # absolute: the process may change its working folder before a runtime reads the file
+        self._file = (None if onnx_file is None else
+                      (os.path.abspath(onnx_file), _file_signature(onnx_file)))
+
+    device = torch.device("cpu")
+
+    def to(self, device: Union[str, torch.device]) -> None:
+        if device == "auto":
+            return
+        dev = resolve_device(device) if isinstance(device, str) else device
+        if dev.type != "cpu":
+            raise DeviceError(f"an ONNX model runs on the CPU here, not {device!r}; "
+                              "use the .pt checkpoint it was exported from on a GPU")
+
+    def train(self, mode: bool) -> bool:
+        if mode:
+            raise ExportError("an ONNX model cannot be trained; train the .pt checkpoint it came from")
+        return False
+
+    evaluating = staticmethod(contextlib.nullcontext)
+
+    def _source(self) -> Union[bytes, str]:
+        """What a runtime builds its session from: the file (checked to be the one loaded), else
+        the graph's bytes."""
+        if self.onnx is not None:
+            return self.onnx
+        path, signature = self._file
+        try:
+            unchanged = _file_signature(path) == signature
+        except OSError:
+            unchanged = False
+        if not unchanged:
+            raise CheckpointError(f"{path} changed or went away since this model was loaded "
+                                  "from it; load it again")
+        return path
+
+    def graph(self, target_size: int) -> bytes:
+        source = self._source()
+        return source if isinstance(source, bytes) else Path(source).read_bytes()
+
+    def make_runner(self, runtime: str, precision: str, device: torch.device, target_size: int) -> Runner:
+        if runtime == "torch":
+            raise ExportError("this model is an ONNX graph; run it with runtime onnxruntime or "
+                              "openvino, or load the .pt checkpoint it was exported from")
+        return make_runner(runtime, precision, device, onnx_graph=self._source())
+
+    def state_dict(self) -> Dict[str, Any]:
+        raise ExportError("an ONNX model has no PyTorch weights to save; keep the checkpoint "
+                          "it was exported from")
+
+
+def _network_source(net: Optional[nn.Module], onnx: Optional[bytes],
+                    onnx_file: Optional[PathLike]) -> Union[TorchNetwork, OnnxNetwork]:
+    """The source a :class:`DextrModel` runs, chosen once: PyTorch weights where given."""
+    return TorchNetwork(net, onnx) if net is not None else OnnxNetwork(onnx, onnx_file)
 
 
 class DextrModel:
     """A DEXTR network with everything needed to turn clicks into masks.
+
+    A thin facade over three parts: the network source (:class:`TorchNetwork` or
+    :class:`OnnxNetwork`, chosen at construction), the runners it makes
+    (:mod:`dextr_lib.inference.runtimes`, one per runtime, precision and device, kept) and the
+    batching :class:`~dextr_lib.inference.engine.Engine` every prediction goes through.
 
     Attributes:
         net: the ``nn.Module`` mapping ``(N, 4, T, T)`` inputs to ``(N, 1, T, T)`` logits; ``None``
@@ -69,10 +177,9 @@ class DextrModel:
         arch: the registered architecture (network family) name.
         meta: plain provenance data saved with the checkpoint.
         onnx: the serialized ONNX graph of the network (made on first use of the
-            ``onnxruntime``/``openvino`` runtimes, or given); ``None`` otherwise.
-        onnx_file: an ``.onnx`` file holding the graph instead (a model loaded from one): the
-            runtimes read it from there, so the model does not keep a second copy of the
-            weights in memory.
+            ``onnxruntime``/``openvino`` runtimes, or given); ``None`` otherwise, and for a model
+            loaded from an ``.onnx`` file, whose runtimes read the file instead (so the model
+            does not keep a second copy of the weights in memory).
         runtime: the runtime :meth:`predict` uses by default (see :mod:`dextr_lib.inference.runtimes`).
     """
 
@@ -81,17 +188,11 @@ class DextrModel:
         meta: Optional[Dict[str, Any]] = None, *, onnx: Optional[bytes] = None,
         onnx_file: Optional[PathLike] = None,
     ):
-        if net is None and onnx is None and onnx_file is None:
-            raise ValueError("a DextrModel needs a network or an ONNX graph")
-        self.net = net
+        self._network = _network_source(net, onnx, onnx_file)
         self.preprocess = preprocess
         self.arch = arch
         self.meta = dict(meta or {})
-        self.onnx = onnx
-        # absolute: the process may change its working folder before a runtime reads the file
-        self._onnx_file = (None if onnx_file is None else
-                           (os.path.abspath(onnx_file), _file_signature(onnx_file)))
-        self.runtime = "torch" if net is not None else "onnxruntime"
+        self.runtime = "torch" if isinstance(self._network, TorchNetwork) else "onnxruntime"
         #: Set by ``load_model``: what a legacy file was converted from (None otherwise).
         self.load_note: Optional[str] = None
         #: Set when loaded: the pretrained model name or the file it came from (None when created).
@@ -108,6 +209,19 @@ class DextrModel:
 
     # -- the dextr 0.1.2 attributes ------------------------------------------------------------
     @property
+    def net(self) -> Optional[nn.Module]:
+        return self._network.net
+
+    @net.setter
+    def net(self, net: nn.Module) -> None:  # a new network: the runners of the old one go
+        self._network = TorchNetwork(net)
+        self._runners = {}
+
+    @property
+    def onnx(self) -> Optional[bytes]:
+        return self._network.onnx
+
+    @property
     def target_size_yx(self) -> Tuple[int, int]:
         return (self.preprocess.target_size, self.preprocess.target_size)
 
@@ -121,63 +235,28 @@ class DextrModel:
 
     @property
     def device(self) -> torch.device:
-        p = next(self.net.parameters(), None) if self.net is not None else None
-        return p.device if p is not None else torch.device("cpu")
+        return self._network.device
 
     def to(self, device: Union[str, torch.device]) -> "DextrModel":
         """Move the network to ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``mps``, ``auto``).
 
         A model loaded from ONNX stays on the CPU (``auto`` picks it)."""
-        if self.net is None:
-            if device == "auto":
-                return self
-            dev = resolve_device(device) if isinstance(device, str) else device
-            if dev.type != "cpu":
-                raise DeviceError(f"an ONNX model runs on the CPU here, not {device!r}; "
-                                  "use the .pt checkpoint it was exported from on a GPU")
-            return self
-        self.net.to(resolve_device(device) if isinstance(device, str) else device)
+        self._network.to(device)
         return self
 
     def eval(self) -> "DextrModel":
-        if self.net is not None:
-            self.net.eval()
-        return self
+        return self.train(False)
 
     def train(self, mode: bool = True) -> "DextrModel":
-        if self.net is None and mode:
-            raise ExportError("an ONNX model cannot be trained; train the .pt checkpoint it came from")
-        if self.net is not None:
-            self.net.train(mode)
-            if mode and self.onnx is not None:  # the weights will change: drop the stale graph
-                self.onnx = None
-                self._runners = {k: r for k, r in self._runners.items() if k[0] == "torch"}
+        if self._network.train(mode):  # the graph is stale: so are the runners made from it
+            self._runners = {k: r for k, r in self._runners.items() if k[0] == "torch"}
         return self
 
     # -- runtimes ------------------------------------------------------------------------------
     def onnx_graph(self) -> bytes:
         """The serialized ONNX graph of the network (exported on first call, then kept; read
         from its file for a model loaded from ``.onnx``)."""
-        if self.onnx is None and self._onnx_file is not None:
-            return Path(self._graph_source()).read_bytes()
-        if self.onnx is None:
-            self.onnx = network_to_onnx(self.net, self.preprocess.target_size)
-        return self.onnx
-
-    def _graph_source(self) -> Union[bytes, str]:
-        """What a runtime builds its session from: the model's ``.onnx`` file (checked to be the
-        one loaded), else the graph's bytes."""
-        if self.onnx is None and self._onnx_file is not None:
-            path, signature = self._onnx_file
-            try:
-                unchanged = _file_signature(path) == signature
-            except OSError:
-                unchanged = False
-            if not unchanged:
-                raise CheckpointError(f"{path} changed or went away since this model was loaded "
-                                      "from it; load it again")
-            return path
-        return self.onnx_graph()
+        return self._network.graph(self.preprocess.target_size)
 
     def runner(self, runtime: Optional[str] = None, precision: str = "fp32") -> Runner:
         """The :class:`~dextr_lib.inference.runtimes.Runner` that :meth:`predict` calls the network
@@ -195,16 +274,36 @@ class DextrModel:
         key = (runtime, precision, str(dev))
         if key not in self._runners:
             resolved = resolve_precision(precision, dev, runtime)
-            if runtime == "torch" and self.net is None:
-                raise ExportError("this model is an ONNX graph; run it with runtime onnxruntime or "
-                                  "openvino, or load the .pt checkpoint it was exported from")
             if runtime != "torch" and resolved != "fp32" and self.meta.get("quantization"):
                 resolved = "fp32"  # an int8 graph: its other operators stay fp32
-            self._runners[key] = make_runner(
-                runtime, resolved, dev, net=self.net,
-                onnx_graph=self._graph_source() if runtime != "torch" else None,
-            )
+            self._runners[key] = self._network.make_runner(runtime, resolved, dev, self.preprocess.target_size)
         return self._runners[key]
+
+    def engine(
+        self,
+        *,
+        batch_size: Optional[int] = None,
+        device: Optional[Union[str, torch.device]] = None,
+        threshold: Optional[float] = None,
+        precision: str = "fp32",
+        runtime: Optional[str] = None,
+    ) -> Engine:
+        """The batching :class:`~dextr_lib.inference.engine.Engine` of this model (arguments as
+        for :meth:`predict`; the model is moved to ``device``). Its ``run`` keeps the network in
+        eval mode while it yields masks.
+
+        Raises:
+            InvalidValueError: a batch size below 1 or a threshold outside ``[0, 1]``.
+        """
+        if batch_size is not None:
+            check_batch_size(batch_size)
+        if threshold is not None:
+            check_threshold(threshold)
+        if device is not None:
+            self.to(device)
+        check_runtime(runtime or self.runtime)
+        return Engine(self.runner(runtime, precision), self.preprocess, self.device,
+                      batch_size=batch_size, threshold=threshold, network_mode=self._network.evaluating)
 
     # -- inference -----------------------------------------------------------------------------
     def predict(
@@ -327,81 +426,17 @@ class DextrModel:
         threshold: Optional[float],
         precision: str = "fp32",
         runtime: Optional[str] = None,
-    ) -> Iterable[np.ndarray]:
-        """Yield one mask per object of ``items`` in order, batching objects across images."""
-        if batch_size is not None:
-            check_batch_size(batch_size)
-        if threshold is not None:
-            check_threshold(threshold)
-        if device is not None:
-            self.to(device)
-        dev = self.device
-        runtime_name = check_runtime(runtime or self.runtime)
-        if batch_size is None:
-            batch_size = default_batch_size(runtime_name, dev)
-        run_network = self.runner(runtime, precision)
-        # ONNX Runtime and OpenVINO keep their own CPU threads, which spin a little after each
-        # call: torch doing the crops and paste-backs on those cores too slowed the network
-        # between them (resunet18 int8 at 512: predict 1.10-1.16x the bare network; one torch
-        # thread beside them: 1.02-1.05x, and faster overall).
-        pre_post = (functools.partial(torch_threads, 1)
-                    if runtime_name != "torch" and dev.type == "cpu" else contextlib.nullcontext)
-        pp = self.preprocess
-        was_training = self.net is not None and self.net.training
-        self.eval()
-        pending: List[Tuple[torch.Tensor, np.ndarray, np.ndarray, Tuple[int, int]]] = []
-        n_pending = 0
-
-        def flush():
-            x = pending[0][0] if len(pending) == 1 else torch.cat([p[0] for p in pending])
-            logits = run_network(x)
-            masks = []
-            with pre_post():
-                probs = torch.sigmoid(logits[:, 0].to(dev))
-                start = 0
-                for _, boxes, pts, size in pending:
-                    n = len(boxes)
-                    for m in pp.paste(probs[start:start + n], boxes, size, pts):
-                        m = m.cpu().numpy()
-                        masks.append((m >= threshold) if threshold is not None
-                                     else m.astype(np.float32, copy=False))
-                    start += n
-            pending.clear()
-            yield from masks  # outside pre_post: the caller runs between masks
-
-        try:
-            with torch.inference_mode():
-                for image, pts in items:
-                    rgb = to_rgb_array(image)
-                    with pre_post():
-                        img_t = image_to_tensor(rgb, dev)
-                    size = rgb.shape[:2]
-                    for s in range(0, len(pts), batch_size):
-                        chunk = pts[s:s + batch_size]
-                        while len(chunk):
-                            room = batch_size - n_pending
-                            part, chunk = chunk[:room], chunk[room:]
-                            with pre_post():
-                                x, boxes = pp.make_inputs(img_t, part)
-                            pending.append((x, boxes, part, size))
-                            n_pending += len(part)
-                            if n_pending >= batch_size:
-                                yield from flush()
-                                n_pending = 0
-                if pending:
-                    yield from flush()
-        finally:
-            if self.net is not None:
-                self.net.train(was_training)
+    ) -> Iterator[np.ndarray]:
+        """Yield one mask per object of ``items`` in order, through the engine (a generator:
+        nothing runs, not even the checks, until the first mask is asked for)."""
+        yield from self.engine(batch_size=batch_size, device=device, threshold=threshold,
+                               precision=precision, runtime=runtime).run(items)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def checkpoint_dict(self, **extra: Any) -> Dict[str, Any]:
         """The checkpoint dict :meth:`save` writes (``extra`` keys are added at top level)."""
-        if self.net is None:
-            raise ExportError("an ONNX model has no PyTorch weights to save; keep the checkpoint "
-                              "it was exported from")
         return ckpt_io.make_checkpoint(
-            self.arch, self.preprocess.to_dict(), self.net.state_dict(), self.meta, **extra
+            self.arch, self.preprocess.to_dict(), self._network.state_dict(), self.meta, **extra
         )
 
     def save(self, path: PathLike) -> None:

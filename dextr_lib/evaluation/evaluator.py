@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import heapq
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..core.geometry import as_points_array, extreme_points_from_mask, jitter_points
 from ..errors import DatasetError, InvalidPointsError, InvalidValueError
-from ..inference.device import default_batch_size
-from ..model import check_batch_size, check_threshold
+from ..inference.engine import check_threshold, resolve_threshold
 from .baselines import BASELINE_MASKS, BASELINES, box_mask, quadrilateral_mask
 from .matching import PointsMatcher
 from .metrics import boundary_f, iou
@@ -102,16 +102,11 @@ def evaluate(
     if jitter > 0 and points_file is not None:
         raise InvalidPointsError("jitter and a points file exclude each other: the points "
                                  "file's points are used as they are")
-    if batch_size is not None:
-        check_batch_size(batch_size)
-    main = check_threshold(model.preprocess.threshold if threshold is None else threshold)
+    main = resolve_threshold(threshold, model.preprocess)
     sweep = sorted({main, *(check_threshold(t, "every swept threshold") for t in thresholds)})
     if limit is not None and limit < 1:
         raise InvalidValueError(f"limit must be >= 1 object, got {limit}")
-    if device is not None:
-        model.to(device)
-    if batch_size is None:
-        batch_size = default_batch_size(runtime or model.runtime, model.device)
+    engine = model.engine(batch_size=batch_size, device=device, precision=precision, runtime=runtime)
     kind = getattr(dataset, "kind", None)
     matcher = PointsMatcher(points_file, dataset.objects, kind) if points_file is not None else None
     if points_file is not None and points_file.exif_transpose and on_warning is not None:
@@ -128,74 +123,79 @@ def evaluate(
     results: List[ObjectResult] = []
     skipped: List[SkippedObject] = []
     worst_heap: list = []  # (-iou, -index, WorstCase); its top is the best of the kept worst
-    model_seconds = 0.0
-    done = 0
+    reading = 0.0  # seconds spent reading the dataset inside the engine's pull of items
     t_start = time.perf_counter()
-    pending: List[Tuple[Any, ...]] = []  # (rgb, targets, record index, record, gt, points)
+    # Each object's context waits here from when its image is handed to the engine (which reads
+    # ahead to fill a batch across images) until its mask comes out; None marks an image's end.
+    waiting: deque = deque()
 
-    def flush() -> None:
-        nonlocal model_seconds, done
-        if not pending:
-            return
-        t0 = time.perf_counter()
-        probs = model.predict(
-            [p[0] for p in pending], np.stack([p[5] for p in pending]),
-            batch_size=batch_size, threshold=None, precision=precision, runtime=runtime,
-        )
-        model_seconds += time.perf_counter() - t0
-        for (rgb, targets, i, rec, gt, pts), prob in zip(pending, probs):
-            res, pred_main = _score(i, rec, gt, targets.ignore, pts, prob, sweep, main, boundary_tolerance)
-            results.append(res)
-            if keep_worst > 0:
-                case = (-res.iou[main], -i, WorstCase(res, pred_main, gt, targets.ignore, pts))
-                if len(worst_heap) < keep_worst:
-                    heapq.heappush(worst_heap, case)
-                elif case[:2] > worst_heap[0][:2]:
-                    heapq.heapreplace(worst_heap, case)
-        done += len(pending)
-        pending.clear()
+    def items() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        nonlocal reading, n_annotated
+        for image_path, indices in groups:
+            t0 = time.perf_counter()
+            rgb = dataset.read_image(image_path)
+            targets = dataset.read_targets(image_path)
+            todo = []
+            for i in indices:
+                rec = dataset.objects[i]
+                gt = targets.object_mask(rec)
+                if gt.shape != rgb.shape[:2]:
+                    raise DatasetError(
+                        f"{rec.target} is {gt.shape[1]}x{gt.shape[0]} but its image {image_path} is "
+                        f"{rgb.shape[1]}x{rgb.shape[0]}; targets must match their images pixel for pixel"
+                    )
+                given = annotated(rec) if annotated is not None and matcher is None else None
+                if matcher is not None:
+                    pts, reason = matcher.points_for(rec)
+                elif given is not None:  # clicks stored with the annotation (COCO extreme_points)
+                    pts, reason = given, ""
+                    n_annotated += 1
+                    if jitter > 0:
+                        pts = jitter_points(pts, jitter, rng, gt)
+                elif gt.any():
+                    pts, reason = extreme_points_from_mask(gt).astype(np.float64), ""
+                    if jitter > 0:
+                        pts = jitter_points(pts, jitter, rng, gt)
+                else:
+                    pts, reason = None, "the object has no pixels"
+                if pts is not None:
+                    try:
+                        pts = as_points_array(pts)[0]
+                    except InvalidPointsError:
+                        pts, reason = None, "its extreme points span zero height or width (a one-pixel-thin object)"
+                if pts is None:
+                    skipped.append(SkippedObject(i, rec.image, reason))
+                    continue
+                todo.append((targets, i, rec, gt, pts))
+            waiting.extend(todo)
+            waiting.append(None)
+            reading += time.perf_counter() - t0
+            if todo:
+                yield rgb, np.stack([t[4] for t in todo])
+
+    def report_progress() -> None:
         if on_progress is not None:
-            on_progress(done + len(skipped), total)
+            on_progress(len(results) + len(skipped), total)
 
-    # Enough objects per predict() call that batches stay full across image boundaries.
-    chunk = max(4 * batch_size, 16)
-    for image_path, indices in groups:
-        rgb = dataset.read_image(image_path)
-        targets = dataset.read_targets(image_path)
-        for i in indices:
-            rec = dataset.objects[i]
-            gt = targets.object_mask(rec)
-            if gt.shape != rgb.shape[:2]:
-                raise DatasetError(
-                    f"{rec.target} is {gt.shape[1]}x{gt.shape[0]} but its image {image_path} is "
-                    f"{rgb.shape[1]}x{rgb.shape[0]}; targets must match their images pixel for pixel"
-                )
-            given = annotated(rec) if annotated is not None and matcher is None else None
-            if matcher is not None:
-                pts, reason = matcher.points_for(rec)
-            elif given is not None:  # clicks stored with the annotation (COCO extreme_points)
-                pts, reason = given, ""
-                n_annotated += 1
-                if jitter > 0:
-                    pts = jitter_points(pts, jitter, rng, gt)
-            elif gt.any():
-                pts, reason = extreme_points_from_mask(gt).astype(np.float64), ""
-                if jitter > 0:
-                    pts = jitter_points(pts, jitter, rng, gt)
-            else:
-                pts, reason = None, "the object has no pixels"
-            if pts is not None:
-                try:
-                    pts = as_points_array(pts)[0]
-                except InvalidPointsError:
-                    pts, reason = None, "its extreme points span zero height or width (a one-pixel-thin object)"
-            if pts is None:
-                skipped.append(SkippedObject(i, rec.image, reason))
-                continue
-            pending.append((rgb, targets, i, rec, gt, pts))
-        if len(pending) >= chunk:
-            flush()
-    flush()
+    scoring = 0.0
+    t_model = time.perf_counter()
+    for prob in engine.run(items()):
+        t0 = time.perf_counter()
+        while waiting[0] is None:  # images whose objects are all done (or skipped)
+            waiting.popleft()
+            report_progress()
+        targets, i, rec, gt, pts = waiting.popleft()
+        res, pred_main = _score(i, rec, gt, targets.ignore, pts, prob, sweep, main, boundary_tolerance)
+        results.append(res)
+        if keep_worst > 0:
+            case = (-res.iou[main], -i, WorstCase(res, pred_main, gt, targets.ignore, pts))
+            if len(worst_heap) < keep_worst:
+                heapq.heappush(worst_heap, case)
+            elif case[:2] > worst_heap[0][:2]:
+                heapq.heapreplace(worst_heap, case)
+        scoring += time.perf_counter() - t0
+    # the engine's own time: crops, network and paste-back, not reading nor scoring
+    model_seconds = time.perf_counter() - t_model - reading - scoring
     if on_progress is not None:
         on_progress(total, total)
     seconds = time.perf_counter() - t_start
@@ -213,8 +213,8 @@ def evaluate(
             "point_source": "points_file" if matcher is not None else ("jitter" if jitter > 0 else "ground_truth"),
             "annotated_points": n_annotated,
             "jitter": jitter, "seed": seed, "threshold": main, "thresholds": sweep,
-            "batch_size": batch_size, "device": str(model.device),
-            "precision": model.runner(runtime, precision).precision,
+            "batch_size": engine.batch_size, "device": str(model.device),
+            "precision": engine.runner.precision,
             "runtime": runtime or model.runtime,
             "limit": limit,
             "boundary_tolerance": "0.008 x image diagonal" if boundary_tolerance is None else boundary_tolerance,

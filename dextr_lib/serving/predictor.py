@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from ..core.geometry import as_points_array
+from ..inference.engine import check_threshold, mask_and_score, resolve_threshold
 
 
 @dataclass
@@ -43,7 +44,7 @@ class Predictor:
         #: runtime's extra is missing.
         self.precision = model.runner(None, precision).precision
         self._requested = precision
-        self.threshold = float(model.preprocess.threshold if threshold is None else threshold)
+        self.threshold = resolve_threshold(threshold, model.preprocess)
         self._lock = threading.Lock()
         self._recent: "OrderedDict[Tuple, Prediction]" = OrderedDict()
         self._remember = remember
@@ -57,9 +58,10 @@ class Predictor:
 
         Raises:
             InvalidPointsError: malformed points (the library's check).
+            InvalidValueError: a threshold outside ``[0, 1]``.
         """
         pts = as_points_array(points_yx)[0]
-        thr = self.threshold if threshold is None else float(threshold)
+        thr = self.threshold if threshold is None else check_threshold(threshold)
         key = (image_key, tuple(pts.ravel().tolist()), thr)
         with self._lock:
             hit = self._recent.get(key)
@@ -69,8 +71,7 @@ class Predictor:
             t0 = time.perf_counter()
             prob = self.model.predict_image(rgb, [pts], batch_size=1, precision=self._requested)[0]
             model_ms = (time.perf_counter() - t0) * 1000
-            mask = prob >= thr  # exactly predict(..., threshold=thr)
-            score = float(prob[mask].mean()) if mask.any() else 0.0
+            mask, score = mask_and_score(prob, thr)  # the mask exactly predict(..., threshold=thr)'s
             result = Prediction(mask, score, thr, model_ms)
             self._recent[key] = result
             while len(self._recent) > self._remember:

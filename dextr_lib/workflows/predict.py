@@ -8,9 +8,10 @@ holds one batch of masks rather than every mask of an image.
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -27,7 +28,8 @@ from ..formats.coco import (
 )
 from ..formats.masks import MaskNamer, write_mask
 from ..formats.objects import ImageEntry, ObjectEntry, ObjectsFile, check_photos
-from ..model import DextrModel, check_threshold
+from ..inference.engine import mask_and_score, resolve_threshold
+from ..model import DextrModel
 from ..utils.fileio import check_output
 
 PathLike = Union[str, os.PathLike]
@@ -84,7 +86,7 @@ def predict_objects(
         OutputError: a mask that cannot be written, or one that exists (without ``force``) or
             is a photo of the points file; checked for every object before predicting.
     """
-    thr = check_threshold(model.preprocess.threshold if threshold is None else threshold)
+    thr = resolve_threshold(threshold, model.preprocess)
     entries = [e for e in objects.images if e.objects]
     owners: List[Tuple[ImageEntry, int, ObjectEntry]] = [
         (e, i, o) for e in entries for i, o in enumerate(e.objects)
@@ -96,15 +98,9 @@ def predict_objects(
         check_output(path, inputs=photos, force=force, option="--out-dir", what="mask")
     result = BatchResult(Path(out_dir))
 
-    def items() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        for entry in entries:
-            rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
-            if entry.height is not None and (entry.height, entry.width) != rgb.shape[:2]:
-                raise MismatchError(f"{entry.image} is {rgb.shape[1]}x{rgb.shape[0]} but the points "
-                                    f"file says {entry.width}x{entry.height}")
-            yield rgb, np.stack([o.points for o in entry.objects])
-
-    masks = model.predict_iter(items(), batch_size=batch_size, device=device,
+    items = ((_read_photo(entry, objects.exif_transpose), np.stack([o.points for o in entry.objects]))
+             for entry in entries)
+    masks = model.predict_iter(items, batch_size=batch_size, device=device,
                                threshold=None if prob else thr, precision=precision)
     for path, mask in zip(paths, masks):
         write_mask(mask, path, prob)
@@ -114,14 +110,36 @@ def predict_objects(
     return result
 
 
-def _predict_image_objects(model, rgb, points, threshold, kw):
-    """``(binary mask, score)`` per object: score = mean probability over the mask's pixels."""
-    probs = model.predict_image(rgb, list(points), threshold=None, **kw)
-    out = []
-    for prob in probs:
-        mask = prob >= threshold
-        out.append((mask, float(prob[mask].mean()) if mask.any() else 0.0))
-    return out
+def _read_photo(entry: ImageEntry, exif_transpose: bool) -> np.ndarray:
+    """The photo of a points-file entry, checked against the entry's ``height``/``width``."""
+    rgb = read_image(entry.image, exif_transpose=exif_transpose)
+    if entry.height is not None and (entry.height, entry.width) != rgb.shape[:2]:
+        raise MismatchError(f"{entry.image} is {rgb.shape[1]}x{rgb.shape[0]} but the points "
+                            f"file says {entry.width}x{entry.height}")
+    return rgb
+
+
+def _scored_masks(
+    model: DextrModel, photos: Iterable[Tuple[np.ndarray, Sequence[Tuple[Any, np.ndarray]]]],
+    threshold: float, **kw: Any,
+) -> Iterator[Tuple[Any, np.ndarray, float]]:
+    """``(tag, binary mask, score)`` per object of ``photos``, streamed through the engine.
+
+    Args:
+        photos: ``(rgb, [(tag, (4, 2) [y, x] points), ...])`` per photo, read lazily (a photo is
+            read when the engine needs it, objects batched across photos).
+        threshold: in ``[0, 1]``.
+        kw: ``batch_size``, ``precision``... as for :meth:`DextrModel.predict_iter`.
+    """
+    tags: deque = deque()  # the engine reads ahead of the masks it yields: tags wait here
+
+    def items() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        for rgb, objs in photos:
+            tags.extend(tag for tag, _ in objs)
+            yield rgb, np.stack([pts for _, pts in objs])
+
+    for prob in model.predict_iter(items(), threshold=None, **kw):
+        yield (tags.popleft(), *mask_and_score(prob, threshold))
 
 
 def predict_points_file(
@@ -155,28 +173,27 @@ def predict_points_file(
             any work, :func:`dextr_lib.formats.objects.check_photos`).
     """
     check_photos(objects)
-    thr = model.preprocess.threshold if threshold is None else float(threshold)
-    kw = dict(batch_size=batch_size, precision=precision)
+    thr = resolve_threshold(threshold, model.preprocess)
     cf = CocoFile(path=out_path)
     cid = cf.category_id(category)
     root = Path(out_path).parent
     total = sum(len(e.objects) for e in objects.images)
+
+    def photos() -> Iterator[Tuple[np.ndarray, List[Tuple[Any, np.ndarray]]]]:
+        for entry in objects.images:
+            if entry.objects:
+                rgb = _read_photo(entry, objects.exif_transpose)
+                iid = cf.add_image(image_file_name(entry.image, root), *rgb.shape[:2])
+                last = len(entry.objects) - 1
+                yield rgb, [((iid, o.points, i == last), o.points) for i, o in enumerate(entry.objects)]
+
     done = 0
-    for entry in objects.images:
-        if not entry.objects:
-            continue
-        rgb = read_image(entry.image, exif_transpose=objects.exif_transpose)
-        h, w = rgb.shape[:2]
-        if entry.height is not None and (entry.height, entry.width) != (h, w):
-            raise MismatchError(f"{entry.image} is {w}x{h} but the points file says "
-                                f"{entry.width}x{entry.height}")
-        iid = cf.add_image(image_file_name(entry.image, root), h, w)
-        points = [o.points for o in entry.objects]
-        for obj, (mask, score) in zip(entry.objects, _predict_image_objects(model, rgb, points, thr, kw)):
-            cf.add_annotation(annotation_from_mask(mask, ann_id=None, image_id=iid, category_id=cid,
-                                                   points_yx=obj.points, score=score, polygons=polygons))
-        done += len(points)
-        if on_progress is not None:
+    for (iid, points, last), mask, score in _scored_masks(model, photos(), thr, batch_size=batch_size,
+                                                          precision=precision):
+        cf.add_annotation(annotation_from_mask(mask, ann_id=None, image_id=iid, category_id=cid,
+                                               points_yx=points, score=score, polygons=polygons))
+        done += 1
+        if last and on_progress is not None:  # progress per photo, as its last mask comes
             on_progress(done, total)
     return cf
 
@@ -219,8 +236,7 @@ def predict_coco(
     if points_from not in ("annotations", "masks"):
         raise DatasetError(f"points_from must be 'annotations' or 'masks', got {points_from!r}")
     warn = on_warning or (lambda msg: None)
-    thr = model.preprocess.threshold if threshold is None else float(threshold)
-    kw = dict(batch_size=batch_size, precision=precision)
+    thr = resolve_threshold(threshold, model.preprocess)
     root = Path(images_dir) if images_dir is not None else (
         source.path.parent if source.path is not None else Path("."))
     data = source.to_dict()
@@ -260,16 +276,17 @@ def predict_coco(
         warn(f"{no_points} annotations have neither extreme_points nor a non-empty segmentation "
              "and are left out")
     total = sum(len(t) for _, t in jobs)
+    photos = ((read_coco_image(root / str(img["file_name"]), img["height"], img["width"]),
+               [((img, ann, pts, k == len(todo) - 1), pts) for k, (ann, pts) in enumerate(todo)])
+              for img, todo in jobs)
     done = 0
-    for img, todo in jobs:
-        rgb = read_coco_image(root / str(img["file_name"]), img["height"], img["width"])
-        results = _predict_image_objects(model, rgb, [p for _, p in todo], thr, kw)
-        for (ann, pts), (mask, score) in zip(todo, results):
-            new = annotation_from_mask(mask, ann_id=ann["id"], image_id=img["id"],
-                                       category_id=ann["category_id"], points_yx=pts, score=score,
-                                       polygons=polygons)
-            out.add_annotation({**ann, **new})
-        done += len(todo)
-        if on_progress is not None:
+    for (img, ann, pts, last), mask, score in _scored_masks(model, photos, thr, batch_size=batch_size,
+                                                            precision=precision):
+        new = annotation_from_mask(mask, ann_id=ann["id"], image_id=img["id"],
+                                   category_id=ann["category_id"], points_yx=pts, score=score,
+                                   polygons=polygons)
+        out.add_annotation({**ann, **new})
+        done += 1
+        if last and on_progress is not None:  # progress per image, as its last mask comes
             on_progress(done, total)
     return out

@@ -154,7 +154,8 @@ def test_points_from_annotations_or_masks(coco_dir):
 
 
 class _RecordingModel:
-    """Stands in for a DextrModel: records the points it gets, returns the box of the points."""
+    """Stands in for a DextrModel (and its engine): records the points it gets, returns the box
+    of the points."""
 
     class preprocess:
         threshold = 0.5
@@ -168,19 +169,21 @@ class _RecordingModel:
     def __init__(self):
         self.points = []
 
-    def runner(self, runtime=None, precision="fp32"):
+    batch_size = 1
+
+    def engine(self, precision="fp32", **kw):
         class _Runner:
             pass
 
-        r = _Runner()
-        r.precision = precision
-        return r
+        self.runner = _Runner()
+        self.runner.precision = precision
+        return self
 
-    def predict(self, images, points, **kw):
-        return [self._box(img, p) for img, p in zip(images, points)]
+    def run(self, items):
+        return (self._box(image, p) for image, points in items for p in points)
 
-    def predict_image(self, image, points, **kw):
-        return [self._box(image, p) for p in points]
+    def predict_iter(self, items, **kw):
+        return self.run(items)
 
     def _box(self, image, p):
         self.points.append(np.asarray(p, dtype=float))

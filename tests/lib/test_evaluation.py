@@ -7,12 +7,13 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from dextr_lib.core.geometry import as_points_array, extreme_points_from_mask
+from dextr_lib.core.geometry import extreme_points_from_mask
 from dextr_lib.data import VOC_CLASSES, build_dataset
 from dextr_lib.errors import InvalidPointsError
 from dextr_lib.evaluation.evaluator import CSV_COLUMNS, box_mask, evaluate, quadrilateral_mask
 from dextr_lib.evaluation.report import write_worst_overlays
 from dextr_lib.inference.preprocessing import get_profile
+from dextr_lib.inference.runtimes import Runner
 from dextr_lib.model import DextrModel, create_model
 
 H, W = 64, 80
@@ -50,20 +51,50 @@ def write_label_dataset(root):
 _TINY = create_model("resunet18", target_size=32, padding=4, blob_sigma=3.0)
 
 
+class _CountingRunner(Runner):
+    """A runner that records the number of objects of each forward."""
+
+    def __init__(self, inner: Runner, calls: list):
+        super().__init__(inner.precision)
+        self.name, self.inner, self.calls = inner.name, inner, calls
+
+    def __call__(self, x):
+        self.calls.append(len(x))
+        return self.inner(x)
+
+
+class _BoxEngine:
+    """The model's real engine (through a counting runner), each mask replaced by 0.7 on its
+    points' box and 0 elsewhere."""
+
+    def __init__(self, real, calls: list):
+        real.runner = _CountingRunner(real.runner, calls)
+        self.real, self.runner, self.batch_size = real, real.runner, real.batch_size
+
+    def run(self, items):
+        seen = []
+
+        def remember():
+            for image, pts in items:
+                seen.extend(pts)
+                yield image, pts
+
+        for k, m in enumerate(self.real.run(remember())):
+            yield box_mask(seen[k], m.shape).astype(np.float32) * 0.7
+
+
 class BoxOracle(DextrModel):
     """A real (tiny) DextrModel whose masks are replaced by 0.7 on the points' box and 0
-    elsewhere. ``predict`` runs DextrModel's own method first, so the arguments evaluate()
-    passes are checked by the real signature, and the output shapes are the real ones."""
+    elsewhere. Its engine is DextrModel's own, so the arguments evaluate() passes are checked
+    by the real signature, the network runs, and the output shapes are the real ones;
+    ``calls`` records the objects of each network forward."""
 
     def __init__(self):
         super().__init__(_TINY.net, get_profile("dextr"), _TINY.arch)
         self.calls = []
 
-    def predict(self, images, extreme_points, **kwargs):
-        self.calls.append(len(images))
-        real = super().predict(images, extreme_points, **kwargs)
-        points = as_points_array(extreme_points)
-        return [box_mask(p, m.shape).astype(np.float32) * 0.7 for m, p in zip(real, points)]
+    def engine(self, **kwargs):
+        return _BoxEngine(super().engine(**kwargs), self.calls)
 
 
 @pytest.fixture
@@ -143,7 +174,7 @@ def test_objects_are_batched_across_images(label_dataset):
     original = label_dataset.read_image
     label_dataset.read_image = lambda path: reads.append(path) or original(path)
     evaluate(oracle, label_dataset, batch_size=8)
-    assert oracle.calls == [3]  # one call for both images' objects
+    assert oracle.calls == [3]  # one forward for both images' objects
     assert len(reads) == len(set(reads)) == 2  # each image decoded once
 
 

@@ -339,7 +339,13 @@ def test_default_batch_size_fits_the_runtime_and_device(tiny_model):
 
     model = dextr_lib.create_model("resunet18", target_size=64)
     real, seen = model.runner("torch", "fp32"), []
-    model._runners[("torch", "fp32", "cpu")] = lambda x: seen.append(len(x)) or real(x)
+
+    class Counting(type(real)):  # the torch runner, counting the objects of each forward
+        def __call__(self, x):
+            seen.append(len(x))
+            return real(x)
+
+    model._runners[("torch", "fp32", "cpu")] = Counting(model.net)
     image = np.zeros((40, 40, 3), np.uint8)
     points = [[[20, 5], [20, 35], [5, 20], [35, 20]]] * 3
     model.predict([image] * 3, points)
