@@ -15,3 +15,8 @@ err_console = Console(stderr=True)
 def esc(value: object) -> str:
     """``value`` as text that Rich prints literally (markup escaped, undecodable bytes shown)."""
     return escape(shown_path(value))
+
+
+def warn(message: object) -> None:
+    """A warning that does not stop the command: one yellow line on stderr."""
+    err_console.print(f"[yellow]Warning:[/] {esc(message)}", highlight=False, soft_wrap=True)

@@ -39,9 +39,9 @@ def download_progress(description: str) -> Iterator[Callable[[int, Optional[int]
             progress.stop()
 
 
-def model_spec(option: Optional[str], configured: Optional[str], table: str) -> str:
-    """The ``--model`` value, else the config's ``[table] model``; a usage error when neither."""
-    spec = option if option is not None else configured
+def model_spec(spec: Optional[str], table: str) -> str:
+    """The model of the merged settings (``--model``, else the config's ``[table] model``); a
+    usage error when neither gives one."""
     if spec is None:
         raise typer.BadParameter(f"no model given; pass --model CKPT or set [{table}] model in the "
                                  "config", param_hint="--model")

@@ -1,9 +1,14 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, declared once, and :func:`settings`, the one merge of
+their values with the config (the groups: :class:`dextr_lib.config.InferenceSettings` and
+:class:`dextr_lib.config.DatasetSettings`)."""
+import dataclasses
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional, TypeVar
 
 import typer
 from typing_extensions import Annotated
+
+from dextr_lib.config import merge_settings, value_problem
 
 ConfigOpt = Annotated[
     Optional[Path],
@@ -51,7 +56,8 @@ RuntimeOpt = Annotated[
 ]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed, for reproducible runs.")]
 
-# Dataset options (eval, train, finetune); build the dataset with dextr_cli._datasets.open_dataset.
+# Dataset options of `eval` (train and finetune generate theirs from the same group,
+# dextr_lib.config.DatasetSettings); build the dataset with dextr_cli._datasets.open_dataset.
 DatasetKindOpt = Annotated[
     Optional[str],
     typer.Option("--dataset", help="Dataset kind: pascal_voc, custom_label, custom_mask or coco.", show_default=False),
@@ -107,11 +113,31 @@ def split_names(text) -> list:
     return [n.strip() for item in items for n in item.split(",") if n.strip()]
 
 
-def pick(cli_value, config_value):
-    """The CLI value when given, else the config's."""
-    return config_value if cli_value is None else cli_value
 WholeLabelsOpt = Annotated[
     Optional[bool],
     typer.Option("--whole-labels/--regions", help="One object per label instead of one per connected region "
                  "(default: regions).", show_default=False),
 ]
+
+
+_S = TypeVar("_S")
+
+
+def settings(table: _S, **given: Any) -> _S:
+    """The settings a command runs with: each option given on the command line, else the
+    config table's value, else the default (:func:`dextr_lib.config.merge_settings`).
+
+    Args:
+        table: the config's table, e.g. ``load_config(config).eval``.
+        given: each option's value under its setting's name (None: not given).
+
+    Raises:
+        typer.BadParameter: a given value out of its setting's range (a usage error naming
+            the option, exit 2); config values were checked when the config loaded.
+    """
+    fields = {f.name: f for f in dataclasses.fields(table)}
+    for key, value in given.items():
+        problem = value_problem(value, fields[key]) if key in fields else None
+        if problem is not None:
+            raise typer.BadParameter(problem, param_hint="--" + key.replace("_", "-"))
+    return merge_settings(table, given)

@@ -3,7 +3,11 @@
 Lookup order: an explicit path (``--config``), then ``$DEXTR_CONFIG``, then ``./dextr.toml``;
 no file means all defaults. Every relative path or glob pattern in the file (``[paths]``, a
 ``model``, ``image_pat``...) is relative to the config file's folder, not the current one.
-Command-line options override config values (the CLI does that merge).
+Command-line options override config values: :func:`merge_settings` is that merge, for every
+command. The tables share two groups of settings, each declared once: :class:`InferenceSettings`
+(``[predict]``, ``[eval]``, ``[serve]``) and :class:`DatasetSettings` (``[eval]``, ``[train]``,
+checked together by :func:`check_dataset`). Every table is a ``*Settings`` dataclass whose values
+are checked by the one range checker, :func:`check_value`, when it is made.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
 
 from .errors import ConfigError, UnknownNameError
 from .utils.fileio import os_error_cause
@@ -28,15 +32,83 @@ ENV_VAR = "DEXTR_CONFIG"
 DEFAULT_NAME = "dextr.toml"
 
 
-def _bounded(default: Any, **meta: Any) -> Any:
-    """A config field with allowed values: ``min``, ``max``, ``above`` (exclusive), ``choices``."""
+#: Dataset kinds (``[eval]``/``[train]`` ``dataset``, ``--dataset``).
+DATASET_KINDS = ("pascal_voc", "custom_label", "custom_mask", "coco")
+#: ``[train] lr_sched`` and ``opt_type`` choices.
+LR_SCHEDULES = ("none", "cosine", "poly")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def _setting(default: Any = None, help: str = "", *, flag: Optional[str] = None,
+             minimum: Optional[float] = None, maximum: Optional[float] = None,
+             above: Optional[float] = None, choices: Optional[Tuple[str, ...]] = None,
+             resume: bool = False, command: Optional[str] = None, factory: Any = None) -> Any:
+    """A settings field with what the CLI and the validation need to know (the one field helper).
+
+    Args:
+        help: the option's help where the CLI generates the option (``[train]``; the default is
+            appended by the CLI).
+        flag: the option's flags (default ``--key-name``; ``--x/--no-x`` for booleans).
+        minimum, maximum, above (exclusive minimum), choices: allowed values, lists item by
+            item (checked by :func:`check_value` for config files and the CLI alike).
+        resume: ``[train]``: the value may change when a job is resumed (else it is the job's).
+        command: ``[train]``: ``"train"`` or ``"finetune"`` when only that command has the option.
+        factory: a ``default_factory`` (lists) instead of ``default``.
+    """
+    meta = {"help": help, "flag": flag, "min": minimum, "max": maximum, "above": above,
+            "choices": choices, "resume": resume, "command": command}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
+def value_problem(value: Any, f: dataclasses.Field) -> Optional[str]:
+    """What is wrong with ``value`` for the field ``f`` (its ``_setting`` range and choices;
+    lists item by item), or None."""
+    meta = f.metadata
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if v is None or isinstance(v, bool):
+            continue
+        if meta.get("choices") and v not in meta["choices"]:
+            return f"expected one of {', '.join(meta['choices'])}, got {v!r}"
+        if not isinstance(v, (int, float)):
+            continue
+        if meta.get("min") is not None and v < meta["min"]:
+            return f"must be >= {meta['min']}, got {v!r}"
+        if meta.get("above") is not None and v <= meta["above"]:
+            return f"must be > {meta['above']}, got {v!r}"
+        if meta.get("max") is not None and v > meta["max"]:
+            return f"must be <= {meta['max']}, got {v!r}"
+    return None
+
+
+def check_value(table: str, key: str, value: Any, f: dataclasses.Field) -> None:
+    """The one range checker: ``value`` within the field's range and choices.
+
+    Raises:
+        ConfigError: ``[table] key: ...`` with the allowed values and the value received.
+    """
+    problem = value_problem(value, f)
+    if problem is not None:
+        raise ConfigError(f"[{table}] {key}: {problem}")
+
+
+class _Table:
+    """A config table's dataclass: every value is checked against its field when made (from
+    a config file, the CLI via :func:`merge_settings`, or code)."""
+
+    TABLE: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            check_value(self.TABLE, f.name, getattr(self, f.name), f)
+
+
 @dataclass
-class PathsConfig:
+class PathsSettings(_Table):
     """``[paths]``: where data, models and jobs live."""
 
+    TABLE: ClassVar[str] = "paths"
     pascal_voc: Optional[str] = None  # the VOC2012 folder (holds JPEGImages/, SegmentationObject/)
     sbd: Optional[str] = None  # the SBD benchmark_RELEASE/dataset folder
     models: Optional[str] = None  # model cache; default $DEXTR_HOME/models or the user cache dir
@@ -44,135 +116,86 @@ class PathsConfig:
 
 
 @dataclass
-class PredictConfig:
-    """``[predict]``: defaults of ``dextr predict``."""
+class InferenceSettings(_Table):
+    """The inference group, shared by ``[predict]``, ``[eval]`` and ``[serve]`` and their
+    ``--model``, ``--device``, ``--precision``, ``--runtime``, ``--threshold`` options."""
 
-    model: Optional[str] = None
+    model: Optional[str] = None  # a checkpoint file or a model-zoo name
     device: Optional[str] = None
-    batch_size: Optional[int] = _bounded(None, min=1)  # default: 1 for torch on a CPU, else 8
-    threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
     precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU), auto
     runtime: Optional[str] = None  # torch, onnxruntime, openvino; default: the model's
+    threshold: Optional[float] = _setting(None, minimum=0.0, maximum=1.0)  # default: the model's profile threshold
 
 
 @dataclass
-class PointsFromMaskConfig:
+class BatchedInferenceSettings(InferenceSettings):
+    """The inference group of the commands that batch objects (``--batch-size``)."""
+
+    batch_size: Optional[int] = _setting(None, minimum=1)  # default: 1 for torch on a CPU, else 8
+
+
+@dataclass
+class PredictSettings(BatchedInferenceSettings):
+    """``[predict]``: defaults of ``dextr predict`` (the inference group)."""
+
+    TABLE: ClassVar[str] = "predict"
+
+
+@dataclass
+class PointsFromMaskSettings(_Table):
     """``[points_from_mask]``: defaults of ``dextr points-from-mask``."""
 
-    kind: str = _bounded("label", choices=("label", "mask"))
+    TABLE: ClassVar[str] = "points_from_mask"
+    kind: str = _setting("label", choices=("label", "mask"))
     ignore_index: Optional[int] = 255
-    min_area: int = _bounded(1, min=1)
+    min_area: int = _setting(1, minimum=1)
     largest_component: bool = False
 
 
 @dataclass
-class ServeConfig:
+class ServeSettings(InferenceSettings):
     """``[serve]``: defaults of ``dextr serve``. ``images`` and ``annotations`` are relative to
     the config file's folder."""
 
-    model: Optional[str] = None
-    device: Optional[str] = None
-    precision: str = "fp32"
-    runtime: Optional[str] = None  # torch, onnxruntime, openvino; default: the model's
-    threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
+    TABLE: ClassVar[str] = "serve"
     host: str = "127.0.0.1"  # another host needs --token (or shows a warning)
-    port: int = _bounded(8000, min=1, max=65535)
+    port: int = _setting(8000, minimum=1, maximum=65535)
     images: Optional[str] = None  # folder of photos to annotate
     annotations: str = "annotations.json"  # COCO instances file, continued when it exists
     classes: List[str] = field(default_factory=list)  # class names offered on the page
-    max_upload_mb: float = _bounded(50.0, above=0.0)  # largest request body (413 above)
+    max_upload_mb: float = _setting(50.0, above=0.0)  # largest request body (413 above)
 
 
 @dataclass
-class CpuConfig:
+class CpuSettings(_Table):
     """``[cpu]``: how every command uses the CPU."""
 
+    TABLE: ClassVar[str] = "cpu"
     threads: int = 0  # torch threads; 0: auto, the cores not already busy (dextr_lib.inference.device.auto_threads)
 
 
 @dataclass
-class ModelsConfig:
+class ModelsSettings(_Table):
     """``[models]``: the model zoo (``dextr download``, ``--model NAME``)."""
 
+    TABLE: ClassVar[str] = "models"
     mirror: Optional[str] = None  # base URL tried first, file name kept; also $DEXTR_MIRROR
 
 
 @dataclass
-class EvalConfig:
-    """``[eval]``: defaults of ``dextr eval``."""
+class DatasetSettings(_Table):
+    """The dataset group, shared by ``[eval]`` and ``[train]`` (and their ``--dataset``,
+    ``--image-pat``... options); :func:`check_dataset` checks how the values fit together.
+    The help texts are those of the options ``dextr train``/``finetune`` generate."""
 
-    model: Optional[str] = None
-    dataset: Optional[str] = None  # pascal_voc, custom_label, custom_mask or coco
-    image_pat: List[str] = field(default_factory=list)
-    target_pat: List[str] = field(default_factory=list)
-    annotations: Optional[str] = None  # coco: the instances JSON file
-    images: Optional[str] = None  # coco: folder of its images (default: the JSON file's folder)
-    categories: List[str] = field(default_factory=list)  # coco: only these category names
-    points_from: str = "annotations"  # coco: clicks from extreme_points where present, or "masks"
-    split: str = "val"
-    label_ignore_index: int = _bounded(255, min=-1)  # -1: none (mirrors --label-ignore-index, as in [train])
-    min_object_area: int = _bounded(0, min=0)
-    whole_labels: bool = False  # one object per label instead of one per connected region
-    device: Optional[str] = None
-    batch_size: Optional[int] = _bounded(None, min=1)  # default: 1 for torch on a CPU, else 8
-    precision: str = "fp32"  # fp32, bf16 (about 2x faster on CPU), fp16 (GPU), auto
-    runtime: Optional[str] = None  # torch, onnxruntime, openvino; default: the model's
-    threshold: Optional[float] = _bounded(None, min=0.0, max=1.0)  # default: the model's profile threshold
-    thresholds: List[float] = field(default_factory=list, metadata={"min": 0.0, "max": 1.0})  # extra thresholds
-    boundary_tolerance: Optional[float] = _bounded(None, min=0.0)  # pixels; default 0.008 x image diagonal
-    worst: int = _bounded(5, min=1)  # overlays written with --overlays
-
-
-#: ``[train] lr_sched`` and ``opt_type`` choices.
-LR_SCHEDULES = ("none", "cosine", "poly")
-OPTIMIZERS = ("sgd", "adam")
-
-
-def _setting(default: Any, help: str, *, flag: Optional[str] = None, minimum: Optional[float] = None,
-             maximum: Optional[float] = None, choices: Optional[Tuple[str, ...]] = None,
-             resume: bool = False, command: Optional[str] = None, factory: Any = None) -> Any:
-    """A :class:`TrainSettings` field with what the CLI and the validation need to know.
-
-    Args:
-        help: the option's help (the default is appended by the CLI).
-        flag: the option's flags (default ``--key-name``; ``--x/--no-x`` for booleans).
-        minimum, maximum, choices: allowed values (checked for config files and the CLI alike).
-        resume: the value may change when a job is resumed (else it is the job's).
-        command: ``"train"`` or ``"finetune"`` when only that command has the option.
-    """
-    meta = {"help": help, "flag": flag, "min": minimum, "max": maximum, "choices": choices,
-            "resume": resume, "command": command}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-@dataclass
-class TrainSettings:
-    """``[train]``: every setting of a training job (``dextr`` 0.1.2's defaults) — the one schema.
-
-    The config's ``[train]`` table, a job's ``config.toml`` (this table fully resolved) and the
-    options of ``dextr train``/``dextr finetune`` are all read from and checked against these
-    fields; :class:`dextr_lib.training.TrainingJob` runs a job from them.
-
-    Raises:
-        ConfigError: a value out of range or not among the choices (named ``[train] key``).
-    """
-
-    dataset: str = _setting("pascal_voc", "Dataset kind: pascal_voc, custom_label, custom_mask or coco.")
+    dataset: Optional[str] = _setting(None, "Dataset kind: pascal_voc, custom_label, custom_mask or coco.")
     image_pat: List[str] = _setting(None, "Glob of the training images (custom kinds); repeat to unite, "
                                     "@FILE reads a list.", factory=list)
     target_pat: List[str] = _setting(None, "Glob of the label images (custom_label) or mask files "
                                      "(custom_mask); paired with images by file stem.", factory=list)
-    val_image_pat: List[str] = _setting(None, "Glob of validation images (custom kinds; pascal_voc uses "
-                                        "its val split).", factory=list)
-    val_target_pat: List[str] = _setting(None, "Glob of validation label images / masks.", factory=list)
     annotations: Optional[str] = _setting(None, "coco: the COCO instances JSON file of the training objects.")
     images: Optional[str] = _setting(None, "coco: the folder its images' file_name entries are relative to "
                                      "(default: the JSON file's folder).")
-    val_annotations: Optional[str] = _setting(None, "coco: the COCO instances file of the validation objects.")
-    val_images: Optional[str] = _setting(None, "coco: the folder of the validation images (default: the "
-                                         "validation file's folder).")
     categories: List[str] = _setting(None, "coco: only objects of these category names (comma-separated, "
                                      "e.g. person,dog).", factory=list)
     label_ignore_index: int = _setting(255, "Label value that is neither object nor background (void); -1: none.",
@@ -180,6 +203,40 @@ class TrainSettings:
     min_object_area: int = _setting(0, "Skip objects with fewer pixels.", minimum=0)
     whole_labels: bool = _setting(False, "One object per label instead of one per connected region.",
                                   flag="--whole-labels/--regions")
+
+
+@dataclass
+class EvalSettings(DatasetSettings, BatchedInferenceSettings):
+    """``[eval]``: defaults of ``dextr eval`` (the dataset and inference groups, and these)."""
+
+    TABLE: ClassVar[str] = "eval"
+    points_from: str = _setting("annotations", choices=("annotations", "masks"))  # coco: clicks from extreme_points where present, or "masks"
+    split: str = "val"
+    thresholds: List[float] = _setting(None, minimum=0.0, maximum=1.0, factory=list)  # extra thresholds
+    boundary_tolerance: Optional[float] = _setting(None, minimum=0.0)  # pixels; default 0.008 x image diagonal
+    worst: int = _setting(5, minimum=1)  # overlays written with --overlays
+
+
+@dataclass
+class TrainSettings(DatasetSettings):
+    """``[train]``: every setting of a training job (``dextr`` 0.1.2's defaults) — the one schema.
+
+    The config's ``[train]`` table, a job's ``config.toml`` (this table fully resolved) and the
+    options of ``dextr train``/``dextr finetune`` are all read from and checked against these
+    fields (the dataset group first); :class:`dextr_lib.training.TrainingJob` runs a job from them.
+
+    Raises:
+        ConfigError: a value out of range or not among the choices (named ``[train] key``).
+    """
+
+    TABLE: ClassVar[str] = "train"
+    dataset: str = _setting("pascal_voc", DatasetSettings.__dataclass_fields__["dataset"].metadata["help"])
+    val_image_pat: List[str] = _setting(None, "Glob of validation images (custom kinds; pascal_voc uses "
+                                        "its val split).", factory=list)
+    val_target_pat: List[str] = _setting(None, "Glob of validation label images / masks.", factory=list)
+    val_annotations: Optional[str] = _setting(None, "coco: the COCO instances file of the validation objects.")
+    val_images: Optional[str] = _setting(None, "coco: the folder of the validation images (default: the "
+                                         "validation file's folder).")
     arch: str = _setting("resunet101", "Network architecture, e.g. resunet18 or resunet101 (an unknown name lists them all).",
                      command="train")
     target_size: int = _setting(512, "Crop side in pixels.", minimum=16, command="train")
@@ -217,8 +274,7 @@ class TrainSettings:
                                    minimum=0)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            check_setting(f.name, getattr(self, f.name))
+        super().__post_init__()
         if self.iters_per_epoch == 0:
             raise ConfigError("[train] iters_per_epoch: must be >= 1, or -1 (one pass over the objects), got 0")
 
@@ -226,25 +282,82 @@ class TrainSettings:
         return dataclasses.asdict(self)
 
 
-def check_setting(key: str, value: Any) -> None:
-    """Check one ``[train]`` value against its field's range and choices.
-
-    Raises:
-        ConfigError: ``[train] key: ...`` with the allowed values and the value received.
-    """
-    meta = SETTING_FIELDS[key].metadata
-    if value is None or isinstance(value, (bool, list)):
-        return
-    if meta["choices"] and value not in meta["choices"]:
-        raise ConfigError(f"[train] {key}: expected one of {', '.join(meta['choices'])}, got {value!r}")
-    if meta["min"] is not None and value < meta["min"]:
-        raise ConfigError(f"[train] {key}: must be >= {meta['min']}, got {value!r}")
-    if meta["max"] is not None and value > meta["max"]:
-        raise ConfigError(f"[train] {key}: must be <= {meta['max']}, got {value!r}")
-
-
 #: The name of every ``[train]`` setting -> its dataclass field (metadata: see ``_setting``).
 SETTING_FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+
+_T = TypeVar("_T", bound=_Table)
+
+
+def merge_settings(table: _T, given: Mapping[str, Any]) -> _T:
+    """The one merge of command-line values and a config table: for each field, the value
+    given when not None (an option on the command line), else the table's (the config file's,
+    else the default). Every value is checked again (:func:`check_value`).
+
+    Args:
+        table: a table of the loaded :class:`Config` (e.g. ``cfg.eval``), or a group's dataclass.
+        given: field name -> value, None for an option not given; an empty list counts as not
+            given (a repeatable option left out).
+
+    Returns:
+        A new dataclass of the table's class; ``table`` is left as it is.
+
+    Raises:
+        ConfigError: ``[table] key: ...`` for a value out of range or not among the choices.
+        TypeError: a name that is not a field (a programming error).
+    """
+    names = {f.name for f in dataclasses.fields(table)}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise TypeError(f"{type(table).__name__} has no settings {', '.join(unknown)}")
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()
+              if v is not None and not (isinstance(v, (list, tuple)) and not v)}
+    return dataclasses.replace(table, **values)
+
+
+def check_dataset(s: DatasetSettings) -> None:
+    """The dataset settings fit together: a known kind; coco with its instances file and no
+    patterns; pascal_voc without patterns; the custom kinds with both patterns; the ``[train]``
+    validation keys (``val_*``) likewise. The one check of ``[eval]``, ``[train]`` and their options.
+
+    Raises:
+        ConfigError: ``[table] key: ...`` naming the option too, the same whether the value came
+            from the command line or the config file.
+    """
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"[{s.TABLE}] {key}: {message}")
+
+    val_images, val_targets = getattr(s, "val_image_pat", []), getattr(s, "val_target_pat", [])
+    val_annotations, val_dir = getattr(s, "val_annotations", None), getattr(s, "val_images", None)
+    if s.dataset is None:
+        fail("dataset", f"choose a dataset kind (--dataset): {', '.join(DATASET_KINDS)}")
+    if s.dataset not in DATASET_KINDS:
+        fail("dataset", f"expected one of {', '.join(DATASET_KINDS)}, got {s.dataset!r}")
+    patterns = bool(s.image_pat or s.target_pat or val_images or val_targets)
+    if s.dataset == "coco":
+        if not s.annotations:
+            fail("annotations", "dataset coco needs its instances file (--annotations instances.json)")
+        if patterns:
+            fail("image_pat", "dataset coco reads its images from annotations and images (--annotations, "
+                 "--images); the image/target patterns are for the custom dataset kinds")
+        if val_dir and not val_annotations:
+            fail("val_images", "val_images (--val-images) goes with val_annotations (--val-annotations)")
+        return
+    coco_keys = [k for k in ("annotations", "images", "categories", "val_annotations", "val_images")
+                 if getattr(s, k, None)]
+    if coco_keys:
+        fail(coco_keys[0], "annotations, images and categories (--annotations, --images, --categories; "
+             "[train]: also val_annotations, val_images) are for dataset coco")
+    if s.dataset == "pascal_voc":
+        if patterns:
+            fail("image_pat", "pascal_voc finds its files under [paths] pascal_voc; the image/target "
+                 "patterns (--image-pat, --target-pat) are for the custom dataset kinds")
+        return
+    if not (s.image_pat and s.target_pat):
+        fail("image_pat", f"dataset {s.dataset} needs both image_pat and target_pat (--image-pat, --target-pat)")
+    if bool(val_images) != bool(val_targets):
+        fail("val_image_pat", "give both val_image_pat and val_target_pat (--val-image-pat, "
+             "--val-target-pat), or neither")
+
 
 #: Named sets of ``[train]`` values (``dextr train --preset NAME``); options given on the command
 #: line override them, and they override the config's ``[train]`` table. README "Presets" has
@@ -281,21 +394,17 @@ def preset_settings(name: str) -> Dict[str, Any]:
         raise UnknownNameError(
             f"unknown preset {name!r}; choose one of: {', '.join(sorted(TRAIN_PRESETS))}") from None
 
-#: The old name of the ``[train]`` table's class.
-TrainConfig = TrainSettings
-
-
 @dataclass
 class Config:
     """The whole config. ``source`` is the file it came from (None: defaults only)."""
 
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    predict: PredictConfig = field(default_factory=PredictConfig)
-    points_from_mask: PointsFromMaskConfig = field(default_factory=PointsFromMaskConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    cpu: CpuConfig = field(default_factory=CpuConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    paths: PathsSettings = field(default_factory=PathsSettings)
+    predict: PredictSettings = field(default_factory=PredictSettings)
+    points_from_mask: PointsFromMaskSettings = field(default_factory=PointsFromMaskSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
+    cpu: CpuSettings = field(default_factory=CpuSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     source: Optional[str] = None
 
@@ -397,38 +506,16 @@ def _relative_to(base: Path, value: str, key: str) -> str:
 
 def _build_table(cls: type, table: Dict[str, Any], where: str) -> Any:
     hints = typing.get_type_hints(cls)
-    hints_fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = sorted(f.name for f in dataclasses.fields(cls))
     kwargs = {}
     for key, value in table.items():
-        if key not in hints:
-            raise ConfigError(
-                f"{where} unknown key {key!r}; known keys: {', '.join(sorted(hints))}"
-            )
+        if key not in known:
+            raise ConfigError(f"{where} unknown key {key!r}; known keys: {', '.join(known)}")
         kwargs[key] = _check_type(value, hints[key], f"{where} {key}")
-        _check_range(kwargs[key], hints_fields.get(key), f"{where} {key}")
     try:
         return cls(**kwargs)
     except ConfigError as e:  # a range check of the table's dataclass: "[table] key: ..."
         raise ConfigError(f"{where.rsplit(' [', 1)[0]} {e}") from None
-
-
-def _check_range(value: Any, f: Optional[dataclasses.Field], where: str) -> None:
-    """A value within its field's ``min``/``max``/``above`` (exclusive minimum) and ``choices``
-    metadata (the same keys as :func:`_setting`'s), lists item by item."""
-    meta = f.metadata if f is not None else {}
-    for v in value if isinstance(value, list) else [value]:
-        if v is None or isinstance(v, bool):
-            continue
-        if meta.get("choices") and v not in meta["choices"]:
-            raise ConfigError(f"{where}: expected one of {', '.join(meta['choices'])}, got {v!r}")
-        if not isinstance(v, (int, float)):
-            continue
-        if meta.get("min") is not None and v < meta["min"]:
-            raise ConfigError(f"{where}: must be >= {meta['min']}, got {v!r}")
-        if meta.get("above") is not None and v <= meta["above"]:
-            raise ConfigError(f"{where}: must be > {meta['above']}, got {v!r}")
-        if meta.get("max") is not None and v > meta["max"]:
-            raise ConfigError(f"{where}: must be <= {meta['max']}, got {v!r}")
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:

@@ -4,7 +4,6 @@
 Imported only when a job runs, so ``--help`` does not load torch."""
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import subprocess
 import sys
@@ -16,12 +15,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dextr_lib.config import SETTING_FIELDS, load_config, preset_settings
+from dextr_lib.config import SETTING_FIELDS, load_config, merge_settings, preset_settings
 from dextr_lib.training import Callbacks, EpochResult, TrainingInterrupted, TrainingJob
 from dextr_lib.training.job import describe_epoch
 from dextr_lib.utils import distributed
 
-from .._console import console, err_console
+from .._console import console, err_console, warn
 from .._models import download_progress
 from .._progress import PlainLines
 
@@ -51,7 +50,7 @@ def run_job(command: str, options: Dict[str, Any]) -> None:
         else:
             if command == "train" and cfg.train.from_model is not None:
                 raise typer.BadParameter("the config's [train] from_model is for `dextr finetune`", param_hint="--config")
-            settings = dataclasses.replace(cfg.train, **given)
+            settings = merge_settings(cfg.train, given)
             if command == "finetune" and settings.from_model is None:
                 raise typer.BadParameter("give the starting model: --from CHECKPOINT_OR_MODEL_NAME "
                                          "(or [train] from_model in the config)", param_hint="--from")
@@ -116,7 +115,7 @@ class _View(Callbacks):
         console.print(escape(text), highlight=False, soft_wrap=True)
 
     def warning(self, text: str) -> None:
-        err_console.print(f"[yellow]Warning:[/] {escape(text)}", highlight=False, soft_wrap=True)
+        warn(text)
 
     def _bar(self, columns) -> Progress:
         return Progress(*columns, console=err_console, transient=True, disable=not self.live)

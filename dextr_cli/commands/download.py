@@ -14,9 +14,9 @@ from dextr_lib.config import load_config
 from dextr_lib.weights import zoo
 from dextr_lib.weights.download import check_url, download_file, entry_lock
 
-from .._console import console, err_console, esc
+from .._console import console, esc, warn
 from .._models import download_progress
-from .._options import ConfigOpt, pick
+from .._options import ConfigOpt, settings
 
 
 def _size(n: Optional[int]) -> str:
@@ -71,7 +71,7 @@ def download(
         dextr download --url https://example.org/my-dextr.pt --sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
     """
     cfg = load_config(config)
-    cache = pick(str(cache_dir) if cache_dir else None, cfg.paths.models)
+    cache = settings(cfg.paths, models=str(cache_dir) if cache_dir else None).models
     if sum([bool(names), list_models, url is not None]) != 1:
         raise typer.BadParameter("give model NAMEs, --list, or --url (exactly one of them)")
     if (sha256 or name) and url is None:
@@ -107,5 +107,5 @@ def download(
             path = zoo.fetch_pretrained(n, cache_dir=cache, force=force, mirror=cfg.models.mirror,
                                         on_progress=update, on_warning=warnings.append)
         for w in warnings:
-            err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
+            warn(w)
         console.print(f"{n}: saved {esc(path)}", highlight=False)

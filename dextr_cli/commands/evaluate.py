@@ -14,7 +14,7 @@ from dextr_lib.config import load_config
 from dextr_lib.errors import OutputError
 from dextr_lib.utils.fileio import check_output, check_writable_dir, shown_path
 
-from .._console import console, err_console, esc
+from .._console import console, err_console, esc, warn
 from .._datasets import open_dataset
 from .._models import load_model, model_spec
 from .._options import (
@@ -36,7 +36,7 @@ from .._options import (
     SplitOpt,
     TargetPatOpt,
     WholeLabelsOpt,
-    pick,
+    settings,
     split_names,
 )
 from .._progress import progress_bar
@@ -193,42 +193,36 @@ def evaluate_command(
       dextr eval -m model.pt --dataset coco --annotations instances_val2017.json --images val2017 --categories person,dog --min-object-area 1024
     """
     cfg = load_config(config)
-    ec = cfg.eval
-    model = model_spec(model, ec.model, "eval")
+    es = settings(
+        cfg.eval, model=model, device=device, batch_size=batch_size, precision=precision, runtime=runtime,
+        threshold=threshold, dataset=dataset, image_pat=image_pat, target_pat=target_pat,
+        annotations=annotations, images=images, categories=split_names(categories), points_from=points_from,
+        split=split, label_ignore_index=label_ignore_index, min_object_area=min_object_area,
+        whole_labels=whole_labels, thresholds=_parse_thresholds(thresholds),
+        boundary_tolerance=boundary_tolerance, worst=worst,
+    )
+    model = model_spec(es.model, "eval")
     if points_file is not None and jitter > 0:
         raise typer.BadParameter("--jitter perturbs the ground-truth points; a points file is used as it is",
                                  param_hint="--jitter")
     if worst is not None and overlays is None:
         raise typer.BadParameter("--worst K says how many overlays --overlays DIR writes; add --overlays",
                                  param_hint="--worst")
-    sweep = _parse_thresholds(thresholds) or list(ec.thresholds)
     # The library (and torch) load only now, after the usage checks: those answer at once.
     from dextr_lib.evaluation.evaluator import evaluate
     from dextr_lib.evaluation.report import write_worst_overlays
     from dextr_lib.formats.objects import read_objects
 
     points = read_objects(points_file) if points_file is not None else None  # fail before slow steps
-    ds = open_dataset(
-        pick(dataset, ec.dataset), image_pat or ec.image_pat, target_pat or ec.target_pat,
-        split=pick(split, ec.split), ignore_index=pick(label_ignore_index, ec.label_ignore_index),
-        min_object_area=pick(min_object_area, ec.min_object_area),
-        whole_labels=pick(whole_labels, ec.whole_labels), paths=cfg.paths,
-        annotations=pick(annotations, ec.annotations), images_dir=pick(images, ec.images),
-        categories=split_names(categories) or list(ec.categories),
-        points_from=pick(points_from, ec.points_from),
-    )
+    ds = open_dataset(es, cfg.paths, split=es.split, points_from=es.points_from)
     _check_outputs(json_out, csv_out, overlays, ds, [points_file, model], force)
-    prec, rt = pick(precision, ec.precision), pick(runtime, ec.runtime)
-    net = load_model(model, cfg, map_location=pick(device, ec.device), runtime=rt, precision=prec)
-    n_worst = pick(worst, ec.worst) if overlays is not None else 0
+    net = load_model(model, cfg, map_location=es.device, runtime=es.runtime, precision=es.precision)
     with progress_bar("Evaluating") as update:
         report = evaluate(
-            net, ds, thresholds=sweep, threshold=pick(threshold, ec.threshold), jitter=jitter, seed=seed,
-            points_file=points, batch_size=pick(batch_size, ec.batch_size),
-            precision=prec, runtime=rt,
-            boundary_tolerance=pick(boundary_tolerance, ec.boundary_tolerance),
-            limit=limit, keep_worst=n_worst, on_progress=update,
-            on_warning=lambda m: err_console.print(f"[yellow]Warning:[/] {esc(m)}", highlight=False),
+            net, ds, thresholds=es.thresholds, threshold=es.threshold, jitter=jitter, seed=seed,
+            points_file=points, batch_size=es.batch_size, precision=es.precision, runtime=es.runtime,
+            boundary_tolerance=es.boundary_tolerance, limit=limit,
+            keep_worst=es.worst if overlays is not None else 0, on_progress=update, on_warning=warn,
         )
     _render(report, model)
     if json_out is not None:

@@ -14,8 +14,8 @@ from dextr_lib.config import load_config
 from dextr_lib.errors import DextrError
 from dextr_lib.utils.fileio import check_output
 
-from .._console import console, err_console, esc
-from .._options import ConfigOpt, SeedOpt, pick
+from .._console import console, err_console, esc, warn
+from .._options import ConfigOpt, SeedOpt, settings
 
 #: Rows of the printed table; objects.json always has every object.
 TABLE_ROWS = 50
@@ -77,10 +77,8 @@ def points_from_mask(
 
       dextr points-from-mask masks/*_mask*.png --kind mask --image-dir images --format coco -o instances.json
     """
-    cfg = load_config(config).points_from_mask
-    kind = pick(kind, cfg.kind)
-    if kind not in ("label", "mask"):
-        raise typer.BadParameter(f"expected 'label' or 'mask', got {kind!r}", param_hint="--kind")
+    ps = settings(load_config(config).points_from_mask, kind=kind, ignore_index=ignore_index,
+                  min_area=min_area, largest_component=largest_component)
     if image is not None and len(masks) != 1:
         raise typer.BadParameter(
             f"--image names the photo of one label/mask file, but {len(masks)} were given; "
@@ -101,9 +99,8 @@ def points_from_mask(
 
     warnings: List[str] = []
     options = dict(
-        kind=kind, ignore_index=pick(ignore_index, cfg.ignore_index),
-        min_area=pick(min_area, cfg.min_area),
-        largest_component_only=pick(largest_component, cfg.largest_component),
+        kind=ps.kind, ignore_index=ps.ignore_index, min_area=ps.min_area,
+        largest_component_only=ps.largest_component,
         jitter=jitter, seed=seed, image=image, image_dir=image_dir, on_warning=warnings.append,
     )
     if fmt == "coco":
@@ -111,7 +108,7 @@ def points_from_mask(
 
         instances = instances_from_masks(masks, out, category=category, polygons=polygons, **options)
         for w in warnings:
-            err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
+            warn(w)
         try:
             instances.save(out)
         except OSError as e:
@@ -121,10 +118,10 @@ def points_from_mask(
         return
     entries = points_from_masks(masks, **options)
     for w in warnings:
-        err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
+        warn(w)
     n_obj = sum(len(e.objects) for e in entries)
     if n_obj == 0:
-        err_console.print("[yellow]Warning:[/] no objects found", highlight=False)
+        warn("no objects found")
     if out is None:
         sys.stdout.write(dumps_objects(objects_to_dict(entries)))
         err_console.print(f"{n_obj} objects in {len(entries)} images", highlight=False)

@@ -15,7 +15,7 @@ from dextr_lib.core.geometry import MAX_COORDINATE, as_points_array  # NumPy onl
 from dextr_lib.errors import InvalidPointsError
 from dextr_lib.utils.fileio import check_output
 
-from .._console import console, err_console, esc
+from .._console import console, esc, warn
 from .._models import load_model, model_spec
 from .._options import (
     BatchSizeOpt,
@@ -26,7 +26,7 @@ from .._options import (
     PointsFromOpt,
     PrecisionOpt,
     RuntimeOpt,
-    pick,
+    settings,
 )
 from .._progress import progress_bar
 
@@ -133,9 +133,10 @@ def predict(
 
       dextr predict -m model.pt --coco instances.json --images photos/ --out predicted.json
     """
-    full_cfg = load_config(config)
-    cfg = full_cfg.predict
-    model = model_spec(model, cfg.model, "predict")
+    cfg = load_config(config)
+    ps = settings(cfg.predict, model=model, device=device, batch_size=batch_size, threshold=threshold,
+                  precision=precision, runtime=runtime)
+    model = model_spec(ps.model, "predict")
     fmt = output_format or "png"
     if fmt not in ("png", "coco"):
         raise typer.BadParameter(f"expected png or coco, got {fmt!r}", param_hint="--format")
@@ -178,13 +179,11 @@ def predict(
     if points_file is not None:
         objects = read_objects(points_file)  # fail on a bad file before loading the model
         check_photos(objects, str(points_file))
-    dev = pick(device, cfg.device)
-    prec, rt = pick(precision, cfg.precision), pick(runtime, cfg.runtime)
-    net = load_model(model, full_cfg, map_location=dev, runtime=rt, precision=prec)  # dextr_lib.load_model + cache/mirror config
-    thr = pick(threshold, cfg.threshold)
-    thr = net.preprocess.threshold if thr is None else thr
-    kw = dict(batch_size=pick(batch_size, cfg.batch_size), threshold=None if prob else thr,
-              precision=prec, runtime=rt)
+    net = load_model(model, cfg, map_location=ps.device, runtime=ps.runtime,
+                     precision=ps.precision)  # dextr_lib.load_model + cache/mirror config
+    thr = net.preprocess.threshold if ps.threshold is None else ps.threshold
+    kw = dict(batch_size=ps.batch_size, threshold=None if prob else thr, precision=ps.precision,
+              runtime=ps.runtime)
     if coco_out:
         _predict_coco(net, source, out, polygons=polygons, category=category, images=images,
                       points_from=points_from or "annotations", threshold=thr,
@@ -247,7 +246,7 @@ def _predict_coco(net, source, out: Path, *, polygons, category, images, points_
             result = predict_points_file(net, source, out, category=category, polygons=polygons,
                                          threshold=threshold, on_progress=update, **kw)
     for w in warnings:
-        err_console.print(f"[yellow]Warning:[/] {esc(w)}", highlight=False, soft_wrap=True)
+        warn(w)
     result.save(out)
     console.print(f"Wrote {len(result)} annotations of {len(result.images)} images to [bold]{esc(out)}[/]",
                   highlight=False)

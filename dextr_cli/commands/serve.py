@@ -15,7 +15,7 @@ from dextr_lib.errors import DextrError
 
 from .._console import console, err_console
 from .._models import load_model, model_spec
-from .._options import ConfigOpt, DeviceOpt, ModelOpt, PrecisionOpt, RuntimeOpt, pick
+from .._options import ConfigOpt, DeviceOpt, ModelOpt, PrecisionOpt, RuntimeOpt, settings, split_names
 
 
 def serve(
@@ -70,22 +70,19 @@ def serve(
     except ImportError as e:
         raise DextrError(f"dextr serve needs FastAPI and uvicorn ({e.name} is missing): "
                          "pip install 'dextr[serve]'") from None
-    full_cfg = load_config(config)
-    cfg = full_cfg.serve
-    spec = model_spec(model, cfg.model, "serve")
-    host = pick(host, cfg.host)
-    port = pick(port, cfg.port)
-    folder = pick(images, cfg.images)
+    cfg = load_config(config)
+    ss = settings(cfg.serve, model=model, device=device, precision=precision, runtime=runtime,
+                  threshold=threshold, host=host, port=port, images=images, annotations=annotations,
+                  classes=split_names(classes), max_upload_mb=max_upload_mb)
+    spec = model_spec(ss.model, "serve")
+    host, port, folder = ss.host, ss.port, ss.images
     if folder is not None and not Path(folder).is_dir():
         raise DextrError(f"image folder not found: {folder}")
-    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else list(cfg.classes)
     _check_port_free(host, port)
-    net = load_model(spec, full_cfg, map_location=pick(device, cfg.device),
-                     runtime=pick(runtime, cfg.runtime), precision=pick(precision, cfg.precision))
+    net = load_model(spec, cfg, map_location=ss.device, runtime=ss.runtime, precision=ss.precision)
     app = create_app(
-        net, folder, pick(annotations, cfg.annotations), classes=names,
-        precision=pick(precision, cfg.precision), threshold=pick(threshold, cfg.threshold),
-        token=token, max_upload_mb=pick(max_upload_mb, cfg.max_upload_mb),
+        net, folder, ss.annotations, classes=ss.classes, precision=ss.precision, threshold=ss.threshold,
+        token=token, max_upload_mb=ss.max_upload_mb,
     )
     state = app.state.dextr
     store = state.annotations

@@ -29,9 +29,9 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
-from ..config import SETTING_FIELDS, ModelsConfig, PathsConfig, TrainSettings
+from ..config import SETTING_FIELDS, ModelsSettings, PathsSettings, TrainSettings, check_dataset
 from ..core.images import open_image
-from ..data import KINDS, ObjectDataset, build_dataset
+from ..data import ObjectDataset, build_dataset
 from ..errors import ConfigError, DatasetError, JobError
 from ..model import DextrModel, create_model, load_model
 from ..utils import distributed
@@ -98,31 +98,21 @@ def resolve_settings(settings: TrainSettings) -> TrainSettings:
 
 
 def open_datasets(
-    s: TrainSettings, paths: Optional[PathsConfig] = None, callbacks: Optional[Callbacks] = None,
+    s: TrainSettings, paths: Optional[PathsSettings] = None, callbacks: Optional[Callbacks] = None,
 ) -> Tuple[ObjectDataset, Optional[ObjectDataset]]:
     """The training and validation datasets the settings describe (pascal_voc: its train and val
     splits; custom kinds: the ``val_*`` patterns, or no validation).
 
     Raises:
-        ConfigError: missing or contradictory dataset settings. DatasetError: bad files.
+        ConfigError: missing or contradictory dataset settings (:func:`~dextr_lib.config.check_dataset`).
+        DatasetError: bad files.
     """
+    check_dataset(s)
     cb = callbacks or Callbacks()
-    paths = paths or PathsConfig()
-    if s.dataset not in KINDS:
-        raise ConfigError(f"[train] dataset: expected one of {', '.join(KINDS)}, got {s.dataset!r}")
+    paths = paths or PathsSettings()
     if s.dataset == "coco":
         return _open_coco(s, cb)
-    if any(getattr(s, k) for k in _COCO_PATH_KEYS + ("categories",)):
-        raise ConfigError("annotations, images, val_annotations, val_images and categories "
-                          "(--annotations, ...) are for dataset coco")
     custom = s.dataset != "pascal_voc"
-    if not custom and (s.image_pat or s.target_pat or s.val_image_pat or s.val_target_pat):
-        raise ConfigError("pascal_voc finds its files under [paths] pascal_voc; the image/target "
-                          "patterns are for the custom dataset kinds")
-    if custom and not (s.image_pat and s.target_pat):
-        raise ConfigError(f"dataset {s.dataset} needs both image_pat and target_pat (--image-pat, --target-pat)")
-    if custom and bool(s.val_image_pat) != bool(s.val_target_pat):
-        raise ConfigError("give both val_image_pat and val_target_pat (--val-image-pat, --val-target-pat), or neither")
     common = dict(pascal_voc_root=paths.pascal_voc, sbd_root=paths.sbd,
                   ignore_index=None if s.label_ignore_index < 0 else s.label_ignore_index,
                   min_object_area=s.min_object_area, whole_labels=s.whole_labels,
@@ -136,14 +126,7 @@ def open_datasets(
 
 
 def _open_coco(s: TrainSettings, cb: Callbacks) -> Tuple[ObjectDataset, Optional[ObjectDataset]]:
-    """Training (and validation) objects of COCO instances files."""
-    if not s.annotations:
-        raise ConfigError("dataset coco needs its instances file: annotations (--annotations instances.json)")
-    if s.image_pat or s.target_pat or s.val_image_pat or s.val_target_pat:
-        raise ConfigError("dataset coco reads its images from annotations and images (--annotations, "
-                          "--images); the image/target patterns are for the custom dataset kinds")
-    if s.val_images and not s.val_annotations:
-        raise ConfigError("val_images (--val-images) goes with val_annotations (--val-annotations)")
+    """Training (and validation) objects of COCO instances files (checked by ``check_dataset``)."""
     categories = [n.strip() for item in s.categories for n in item.split(",") if n.strip()] or None
     common = dict(min_object_area=s.min_object_area, categories=categories,
                   on_progress=cb.indexing, on_warning=cb.warning)
@@ -183,7 +166,7 @@ class TrainingJob:
 
     def __init__(self, folder: JobDir, settings: TrainSettings, model: DextrModel,
                  train_dataset: ObjectDataset, val_dataset: Optional[ObjectDataset],
-                 state: Optional[TrainingState], paths: PathsConfig, world: distributed.World):
+                 state: Optional[TrainingState], paths: PathsSettings, world: distributed.World):
         self.folder = folder
         self.settings = settings
         self.model = model
@@ -221,8 +204,8 @@ class TrainingJob:
         name: str,
         jobs_dir: PathLike,
         *,
-        paths: Optional[PathsConfig] = None,
-        models: Optional[ModelsConfig] = None,
+        paths: Optional[PathsSettings] = None,
+        models: Optional[ModelsSettings] = None,
         overwrite: bool = False,
         callbacks: Optional[Callbacks] = None,
     ) -> "TrainingJob":
@@ -242,7 +225,7 @@ class TrainingJob:
         cb = callbacks or Callbacks()
         world = distributed.init_from_env(settings.device)
         folder = JobDir.named(jobs_dir, name)
-        paths = paths or PathsConfig()
+        paths = paths or PathsSettings()
 
         def precheck() -> None:
             if folder.exists() and not overwrite:
@@ -260,7 +243,7 @@ class TrainingJob:
         seed_everything(s.seed)  # before the model: its random initialisation is part of the run
         if s.from_model is not None:
             model = load_model(s.from_model, map_location="cpu", cache_dir=paths.models,
-                               mirror=(models or ModelsConfig()).mirror, on_progress=main_cb.download)
+                               mirror=(models or ModelsSettings()).mirror, on_progress=main_cb.download)
             pp = model.preprocess
             # Record what is really trained, not the [train] defaults.
             s = dataclasses.replace(s, arch=model.arch, target_size=pp.target_size, padding=pp.padding,

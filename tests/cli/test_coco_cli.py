@@ -161,11 +161,8 @@ def test_predict_coco_input_to_new_file(mask_stack, model_file, tmp_path):
     (["predict", "-m", "{model}", "--format", "coco", "--out", "r.json"], "--format coco goes with --points-file"),
     (["predict", "-m", "{model}", "--points-file", "{objects}", "--out-dir", "d", "--polygons"],
      "are for COCO output"),
-    (["eval", "-m", "{model}", "--dataset", "coco"], "needs --annotations"),
-    (["eval", "-m", "{model}", "--dataset", "custom_mask", "--annotations", "{objects}",
-      "--image-pat", "a", "--target-pat", "b"], "are for --dataset coco"),
     (["eval", "-m", "{model}", "--dataset", "coco", "--annotations", "{objects}", "--points-from", "clicks"],
-     "expected annotations or masks"),
+     "expected one of annotations, masks"),
 ])
 def test_usage_errors_exit_2(mask_stack, model_file, tmp_path, args, needle):
     root, _ = mask_stack
@@ -176,6 +173,19 @@ def test_usage_errors_exit_2(mask_stack, model_file, tmp_path, args, needle):
     result = runner.invoke(app, [subs.get(a, a) for a in args])
     assert result.exit_code == 2, result.output
     assert needle in " ".join(result.output.split()).replace("│", "").replace("  ", " ") or needle in result.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["eval", "-m", "{model}", "--dataset", "coco"], "[eval] annotations: dataset coco needs its instances file"),
+    (["eval", "-m", "{model}", "--dataset", "custom_mask", "--annotations", "{objects}",
+      "--image-pat", "a", "--target-pat", "b"], "[eval] annotations: annotations, images and categories "
+     "(--annotations, --images, --categories; [train]: also val_annotations, val_images) are for dataset coco"),
+])
+def test_dataset_setting_errors_are_one_line(model_file, tmp_path, args, needle):
+    subs = {"{model}": str(model_file), "{objects}": str(tmp_path / "objects.json")}
+    result = runner.invoke(app, [subs.get(a, a) for a in args])
+    assert result.exit_code == 1, result.output
+    assert needle in " ".join(result.output.split())
 
 
 def test_eval_user_errors_name_the_problem(mask_stack, model_file, tmp_path):

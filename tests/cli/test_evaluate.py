@@ -105,15 +105,35 @@ def test_eval_reads_its_defaults_from_the_config(label_data, crop_model_file, tm
 
 @pytest.mark.parametrize("args, hint", [
     ([], "--model"),
-    (["-m", "x.pt", "--dataset", "custom_label", "--image-pat", "a/*.png"], "--image-pat"),
-    (["-m", "x.pt", "--dataset", "nope"], "--dataset"),
     (["-m", "x.pt", "--thresholds", "0.3,abc"], "--thresholds"),
+    (["-m", "x.pt", "--points-from", "clicks"], "--points-from"),
     (["-m", "x.pt", "--worst", "3"], "--worst"),
 ])
 def test_usage_errors(args, hint):
     result = runner.invoke(app, ["eval", *args])
     assert result.exit_code == 2
     assert hint in result.output
+
+
+@pytest.mark.parametrize("option, toml, message", [
+    (["--dataset", "custom_label", "--image-pat", "a/*.png"], 'dataset = "custom_label"\nimage_pat = ["a/*.png"]',
+     "[eval] image_pat: dataset custom_label needs both image_pat and target_pat (--image-pat, --target-pat)"),
+    (["--dataset", "nope"], 'dataset = "nope"',
+     "[eval] dataset: expected one of pascal_voc, custom_label, custom_mask, coco, got 'nope'"),
+    ([], "", "[eval] dataset: choose a dataset kind (--dataset)"),
+])
+def test_dataset_settings_fail_alike_from_the_cli_and_the_config(tmp_path, option, toml, message):
+    """One check (dextr_lib.config.check_dataset), one error line, wherever the value came from."""
+    cfg = tmp_path / "dextr.toml"
+    cfg.write_text(f"[eval]\n{toml}\n")
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    lines = []
+    for args in (["-c", str(empty), *option], ["-c", str(cfg)]):
+        result = runner.invoke(app, ["eval", "-m", "x.pt", *args])
+        assert result.exit_code == 1, result.output
+        lines.append(" ".join(result.stderr.split()))
+    assert lines[0] == lines[1] and message in lines[0]
 
 
 def test_jitter_and_points_file_exclude_each_other(tmp_path):

@@ -149,3 +149,80 @@ def test_every_path_in_a_config_file_is_relative_to_that_file(tmp_path, monkeypa
     assert Path(cfg.train.from_model) == conf / ".." / "best.pt"
     # Keys the file does not set keep their defaults.
     assert cfg.serve.annotations == Config().serve.annotations and cfg.train.val_image_pat == []
+
+
+# -- the one field helper, range checker and merge (dextr_lib.config) ---------------------------
+from dextr_lib.config import (  # noqa: E402
+    EvalSettings,
+    PointsFromMaskSettings,
+    ServeSettings,
+    TrainSettings,
+    check_dataset,
+    merge_settings,
+)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: ServeSettings(max_upload_mb=0.0), "[serve] max_upload_mb: must be > 0.0, got 0.0"),
+    (lambda: EvalSettings(thresholds=[0.5, 1.5]), "[eval] thresholds: must be <= 1.0, got 1.5"),
+    (lambda: PointsFromMaskSettings(kind="blob"), "[points_from_mask] kind: expected one of label, mask, got 'blob'"),
+    (lambda: TrainSettings(opt_type="rmsprop"), "[train] opt_type: expected one of sgd, adam, got 'rmsprop'"),
+    (lambda: TrainSettings(label_ignore_index=-2), "[train] label_ignore_index: must be >= -1, got -2"),
+])
+def test_one_range_checker_covers_above_list_items_and_choices(make, message):
+    with pytest.raises(ConfigError) as e:
+        make()
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[serve]\nmax_upload_mb = 0\n", "[serve] max_upload_mb: must be > 0.0, got 0.0"),
+    ("[eval]\nthresholds = [0.2, 2]\n", "[eval] thresholds: must be <= 1.0, got 2.0"),
+])
+def test_a_bad_config_value_is_named_table_and_key(tmp_path, text, message):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}: {message}"
+
+
+def test_merge_takes_the_given_value_else_the_configs_else_the_default():
+    table = config_from_dict({"eval": {"device": "cpu", "worst": 9, "image_pat": ["/a/*.png"]}}).eval
+    merged = merge_settings(table, {"device": "cuda", "worst": None, "batch_size": None, "image_pat": [],
+                                    "threshold": 0.3})
+    assert (merged.device, merged.worst, merged.image_pat, merged.threshold) == ("cuda", 9, ["/a/*.png"], 0.3)
+    assert merged.batch_size is None and merged.split == "val"  # the defaults
+    assert table.device == "cpu" and table.threshold is None  # the config's table is left as it was
+
+
+def test_merge_checks_the_given_values_and_refuses_unknown_names():
+    with pytest.raises(ConfigError, match=r"^\[eval\] worst: must be >= 1, got 0$"):
+        merge_settings(EvalSettings(), {"worst": 0})
+    with pytest.raises(TypeError, match="no settings warst"):
+        merge_settings(EvalSettings(), {"warst": 3})
+
+
+@pytest.mark.parametrize("settings, message", [
+    (EvalSettings(), "[eval] dataset: choose a dataset kind"),
+    (EvalSettings(dataset="voc"), "[eval] dataset: expected one of pascal_voc, custom_label, custom_mask, coco"),
+    (EvalSettings(dataset="coco"), "[eval] annotations: dataset coco needs its instances file"),
+    (TrainSettings(dataset="coco", annotations="a.json", image_pat=["x"]), "[train] image_pat: dataset coco reads"),
+    (TrainSettings(dataset="coco", annotations="a.json", val_images="v"), "[train] val_images: val_images"),
+    (TrainSettings(categories=["dog"]), "[train] categories: annotations, images and categories"),
+    (TrainSettings(val_image_pat=["x"]), "[train] image_pat: pascal_voc finds its files"),
+    (EvalSettings(dataset="custom_mask", target_pat=["m"]), "[eval] image_pat: dataset custom_mask needs both"),
+    (TrainSettings(dataset="custom_mask", image_pat=["i"], target_pat=["m"], val_target_pat=["v"]),
+     "[train] val_image_pat: give both"),
+])
+def test_dataset_settings_are_checked_in_one_place(settings, message):
+    with pytest.raises(ConfigError) as e:
+        check_dataset(settings)
+    assert str(e.value).startswith(message)
+
+
+def test_dataset_settings_that_fit_pass():
+    check_dataset(TrainSettings())  # pascal_voc
+    check_dataset(EvalSettings(dataset="coco", annotations="a.json", categories=["dog"]))
+    check_dataset(TrainSettings(dataset="custom_label", image_pat=["i"], target_pat=["t"],
+                                val_image_pat=["vi"], val_target_pat=["vt"]))
