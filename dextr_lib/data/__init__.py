@@ -25,6 +25,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from ..config import DATASET_KINDS as KINDS
 from ..errors import DatasetError
 from ..formats.targets import read_label_image, read_mask, read_sbd_instances
 from . import voc
@@ -42,8 +43,6 @@ from .base import (
 from .coco import CocoDataset, build_coco_dataset
 from .pairing import PatternLike, as_pattern_list, describe_unmatched, expand_patterns, pair_files
 from .voc import VOC_CLASSES
-
-KINDS = ("pascal_voc", "custom_label", "custom_mask", "coco")
 
 __all__ = [
     "KINDS", "VOC_CLASSES", "CocoDataset", "ImageTargets", "ObjectDataset", "ObjectRecord", "build_dataset",

@@ -25,7 +25,7 @@ ALLOWED: Dict[str, Set[str]] = {
     "config": _BASE,
     "core": _BASE,
     "formats": _BASE | {"core"},
-    "data": _BASE | {"core", "formats"},
+    "data": _BASE | {"config", "core", "formats"},  # config: the dataset kinds
     "inference": _BASE | {"core"},
     "weights": _BASE | {"core", "inference"},
     "model": _BASE | {"core", "inference", "weights"},
