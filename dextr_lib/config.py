@@ -360,11 +360,11 @@ def check_dataset(s: DatasetSettings) -> None:
 
 
 #: Named sets of ``[train]`` values (``dextr train --preset NAME``); options given on the command
-#: line override them, and they override the config's ``[train]`` table. README "Presets" has
+#: line override them, and they override the config's ``[train]`` table. docs/training.md "Presets" has
 #: what each one was measured to give.
 TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
     # A useful model on a laptop CPU in about 15 minutes: a small network at 128 px from scratch
-    # (no download), Adam, 12 x 100 iterations of batch 8 (README "Presets": measured time and
+    # (no download), Adam, 12 x 100 iterations of batch 8 (docs/training.md "Presets": measured time and
     # Penn-Fudan mIoU).
     "cpu-small": dict(arch="resunet18", target_size=128, pretrained=False, opt_type="adam",
                       learning_rate=1e-3, lr_sched="poly", batch_size=8, num_epochs=12,

@@ -55,7 +55,7 @@ def serve(
 
     Starts a local web server and prints the URL to open. Every accepted object is written at once to the annotations file (COCO instances JSON with RLE masks); restarting on the same file continues.
 
-    The same server answers the HTTP API (documented at /docs) and CVAT as a DEXTR interactor (see the README).
+    The same server answers the HTTP API (documented at /docs) and CVAT as a DEXTR interactor (see docs/serve.md).
 
     Examples:
 

@@ -5,7 +5,7 @@ torch's default uses every physical core. That is right on an idle machine, and 
 each core already runs one other busy process (resunet101 predict on 2 cores with 2 busy loops:
 2.6 s/object with 2 threads, 3.3 with 1). When other processes more than fill the cores, torch's
 threads wait for each other at every layer and fewer threads are much faster (load average 14 on
-2 cores: 5.2 s/object with 1 thread, 11.4 with 2). See README "Threads" and benchmarks/.
+2 cores: 5.2 s/object with 1 thread, 11.4 with 2). See docs/performance.md "Threads" and benchmarks/.
 """
 from __future__ import annotations
 
