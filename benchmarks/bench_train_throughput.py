@@ -36,12 +36,12 @@ import dextr_lib  # noqa: E402
 from dextr_lib.config import TrainSettings  # noqa: E402
 from dextr_lib.data import build_dataset  # noqa: E402
 from dextr_lib.inference.device import cpu_flags  # noqa: E402
-from dextr_lib.training import make_optimizer, seed_everything, training_loop  # noqa: E402
+from dextr_lib.training import Callbacks, make_optimizer, seed_everything, training_loop  # noqa: E402
 from dextr_lib.training.loop import train_step, training_loader  # noqa: E402
 
 
 def data_rate(ds, model, s: TrainSettings, batches: int) -> float:
-    loader = iter(training_loader(ds, model, s))
+    loader = iter(training_loader(ds, model.preprocess, s))
     next(loader)  # worker start-up, first decodes
     t = time.perf_counter()
     for _ in range(batches):
@@ -52,9 +52,9 @@ def data_rate(ds, model, s: TrainSettings, batches: int) -> float:
 
 
 def step_rate(ds, model, s: TrainSettings, steps: int) -> float:
-    batch = next(iter(training_loader(ds, model, s)))
+    batch = next(iter(training_loader(ds, model.preprocess, s)))
     model.net.to(memory_format=torch.channels_last).train()  # as training_loop does
-    optimizer = make_optimizer(model, s)
+    optimizer = make_optimizer(model.net, s)
     dev = torch.device("cpu")
     for _ in range(2):  # warm-up
         train_step(model.net, optimizer, batch, dev)
@@ -66,8 +66,13 @@ def step_rate(ds, model, s: TrainSettings, steps: int) -> float:
 
 def loop_rate(ds, model, s: TrainSettings, steps: int) -> float:
     epochs = []
-    training_loop(model, ds, None, s, device="cpu", num_epochs=2, iters_per_epoch=steps,
-                  val_every_n_epochs=0, on_epoch_end=lambda r, st: epochs.append(r))
+
+    class Record(Callbacks):
+        def epoch_end(self, result, state):
+            epochs.append(result)
+
+    training_loop(model.net, model.preprocess, ds, None, s, device="cpu", num_epochs=2,
+                  iters_per_epoch=steps, val_every_n_epochs=0, callbacks=Record())
     return epochs[-1].samples_per_s
 
 

@@ -222,6 +222,12 @@ class DextrModel:
         return self._network.onnx
 
     @property
+    def is_onnx(self) -> bool:
+        """Whether the model is an ONNX graph (loaded from ``.onnx``): no PyTorch weights to
+        run in torch, train, save or export."""
+        return isinstance(self._network, OnnxNetwork)
+
+    @property
     def target_size_yx(self) -> Tuple[int, int]:
         return (self.preprocess.target_size, self.preprocess.target_size)
 

@@ -155,7 +155,7 @@ class _View(Callbacks):
     def validation(self, done: int, total: int) -> None:
         self._update("Validating", done, total, loss="-", lr="-", speed="-")
 
-    def epoch_end(self, result: EpochResult) -> None:
+    def epoch_end(self, result: EpochResult, state) -> None:
         line = describe_epoch(result, self.num_epochs)
         self.message(line)
 

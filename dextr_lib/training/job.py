@@ -38,6 +38,7 @@ from ..utils import distributed
 from .curves import plot_curves
 from .folder import JobDir
 from .loop import (
+    Callbacks,
     DeferredSignals,
     EpochResult,
     TrainingInterrupted,
@@ -50,32 +51,6 @@ from .loop import (
 PathLike = Union[str, os.PathLike]
 _PATTERN_KEYS = ("image_pat", "target_pat", "val_image_pat", "val_target_pat")
 _COCO_PATH_KEYS = ("annotations", "images", "val_annotations", "val_images")
-
-
-class Callbacks:
-    """What a job reports; override the methods you want (all do nothing here). Only the main
-    process of a torchrun job calls them."""
-
-    def message(self, text: str) -> None:
-        """A status line (also written to the job's ``log.txt``)."""
-
-    def warning(self, text: str) -> None:
-        """A problem that does not stop the job (also in ``log.txt``)."""
-
-    def indexing(self, done: int, total: int) -> None:
-        """Dataset indexing progress (images)."""
-
-    def download(self, done: int, total: Optional[int]) -> None:
-        """Download progress (bytes) of a model-zoo model to fine-tune."""
-
-    def iteration(self, epoch: int, step: int, steps: int, loss: float, lr: float) -> None:
-        """After each optimiser step: ``epoch`` (1-based), ``step`` of ``steps`` in it."""
-
-    def validation(self, done: int, total: int) -> None:
-        """Validation progress (objects of this process)."""
-
-    def epoch_end(self, result: EpochResult) -> None:
-        """After an epoch's validation, metrics line and checkpoints."""
 
 
 def resolve_settings(settings: TrainSettings) -> TrainSettings:
@@ -377,40 +352,44 @@ class TrainingJob:
                 + (f" ({self.world.size} processes x {s.batch_size})" if self.world.distributed else ""))
             if s.sync_bn and not (self.world.distributed and _cuda(s.device)):
                 cb.warning("--sync-bn is ignored: SyncBatchNorm needs CUDA and several processes")
-        epoch_now = [self.state.epoch if self.state else 0]
         meta = {"job": self.name, "command": "finetune" if self.finetune else "train", "settings": s.to_dict()}
         timing = {"steps": 0, "t": time.perf_counter()}
         total_iters = iters * s.num_epochs
 
-        def on_iteration(i: int, n: int, loss: float, lr: float) -> None:
-            if not main:
-                return
-            cb.iteration(epoch_now[0] + 1, i, n, loss, lr)
-            timing["steps"] += 1
-            if timing["steps"] == 1 and iters > 1:  # the first step warms up (allocations, caches)
-                timing["t"] = time.perf_counter()
-            elif timing["steps"] == min(4, iters):  # within the first epoch
-                step = (time.perf_counter() - timing["t"]) / max(timing["steps"] - 1, 1)
-                left = total_iters - (epoch_now[0] * iters + i)
-                say(f"Estimated: {_duration(step * iters)} per epoch, {_duration(step * left)} for the rest "
-                    f"of the job ({step:.2f} s per iteration; validation not included)")
+        job = self
 
-        def on_epoch_end(r: EpochResult, st: TrainingState) -> None:
-            epoch_now[0] = st.epoch
-            if main:  # checkpoint first: a resume rewrites metrics.jsonl from its history
-                self.folder.save_checkpoint(self.model, {**meta, "state": st.to_dict()}, best=r.is_best)
-                self.folder.append_metrics(r.to_dict())
+        class JobCallbacks(Callbacks):
+            """The job's own work at each step and epoch, then the caller's callbacks."""
+
+            def iteration(self, epoch: int, step: int, steps: int, loss: float, lr: float) -> None:
+                cb.iteration(epoch, step, steps, loss, lr)
+                timing["steps"] += 1
+                if timing["steps"] == 1 and iters > 1:  # the first step warms up (allocations, caches)
+                    timing["t"] = time.perf_counter()
+                elif timing["steps"] == min(4, iters):  # within the first epoch
+                    per_step = (time.perf_counter() - timing["t"]) / max(timing["steps"] - 1, 1)
+                    left = total_iters - ((epoch - 1) * iters + step)
+                    say(f"Estimated: {_duration(per_step * iters)} per epoch, {_duration(per_step * left)} "
+                        f"for the rest of the job ({per_step:.2f} s per iteration; validation not included)")
+
+            def validation(self, done: int, total: int) -> None:
+                cb.validation(done, total)
+
+            def epoch_end(self, r: EpochResult, st: TrainingState) -> None:
+                # checkpoint first: a resume rewrites metrics.jsonl from its history
+                job.folder.save_checkpoint(job.model, {**meta, "state": st.to_dict()}, best=r.is_best)
+                job.folder.append_metrics(r.to_dict())
                 if r.val_miou is not None:
-                    plot_curves(st.history, self.folder.curves_path, title=f"job {self.name}")
-                cb.epoch_end(r)
-                self.folder.log(describe_epoch(r, s.num_epochs))
+                    plot_curves(st.history, job.folder.curves_path, title=f"job {job.name}")
+                cb.epoch_end(r, st)
+                job.folder.log(describe_epoch(r, s.num_epochs))
 
         t0 = time.perf_counter()
         try:
             self.state = training_loop(
-                self.model, self.train_dataset, self.val_dataset, s, device=s.device, state=self.state,
-                finetune=self.finetune, on_iteration=on_iteration, on_epoch_end=on_epoch_end,
-                on_validation_progress=cb.validation if main else None, signals=signals)
+                self.model.net, self.model.preprocess, self.train_dataset, self.val_dataset, s,
+                device=s.device, state=self.state, finetune=self.finetune,
+                callbacks=JobCallbacks() if main else Callbacks(), signals=signals)
         except TrainingInterrupted as e:
             self.state = e.state
             if main:

@@ -1,9 +1,10 @@
 """The training loop: steps, epochs, validation and resumable state — no files, no printing.
 
-:func:`training_loop` reports through callbacks; saving checkpoints and metrics is the caller's
-business (:class:`~dextr_lib.training.TrainingJob` does it). ``on_epoch_end`` receives the
-:class:`TrainingState`, whose :meth:`~TrainingState.to_dict` is plain data loadable with
-``torch.load(weights_only=True)``.
+:func:`training_loop` trains a plain ``nn.Module`` (with the :class:`Preprocess` its samples are
+made with) and reports through a :class:`Callbacks` object, the one hook style of training;
+saving checkpoints and metrics is the caller's business (:class:`~dextr_lib.training.TrainingJob`
+does it in its ``epoch_end``). ``epoch_end`` receives the :class:`TrainingState`, whose
+:meth:`~TrainingState.to_dict` is plain data loadable with ``torch.load(weights_only=True)``.
 
 Under ``torchrun`` (see :mod:`dextr_lib.utils.distributed`) the loop trains the model with
 DistributedDataParallel: every process draws its own slice of each global batch, gradients are
@@ -28,8 +29,7 @@ from ..core.geometry import extreme_points_from_mask
 from ..data import ObjectDataset
 from ..evaluation.metrics import iou
 from ..inference.device import resolve_device
-from ..inference.preprocessing import image_to_tensor
-from ..model import DextrModel
+from ..inference.preprocessing import Preprocess, image_to_tensor
 from ..utils import distributed
 from .losses import balanced_bce_with_logits
 from .optim import make_optimizer, set_lr
@@ -78,9 +78,39 @@ class TrainingState:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+class Callbacks:
+    """What a training run reports (as detectron2's ``HookBase``): override the methods you want
+    (all do nothing here). :func:`training_loop` calls :meth:`iteration`, :meth:`validation` and
+    :meth:`epoch_end`; a :class:`~dextr_lib.training.TrainingJob` also the others. Only the main
+    process of a torchrun job calls them."""
+
+    def message(self, text: str) -> None:
+        """A status line (also written to the job's ``log.txt``)."""
+
+    def warning(self, text: str) -> None:
+        """A problem that does not stop the job (also in ``log.txt``)."""
+
+    def indexing(self, done: int, total: int) -> None:
+        """Dataset indexing progress (images)."""
+
+    def download(self, done: int, total: Optional[int]) -> None:
+        """Download progress (bytes) of a model-zoo model to fine-tune."""
+
+    def iteration(self, epoch: int, step: int, steps: int, loss: float, lr: float) -> None:
+        """After each optimiser step: ``epoch`` (1-based), ``step`` of ``steps`` in it, the mean
+        loss of the step and the new-layer group's learning rate."""
+
+    def validation(self, done: int, total: int) -> None:
+        """Validation progress (objects of this process)."""
+
+    def epoch_end(self, result: EpochResult, state: TrainingState) -> None:
+        """After an epoch and its validation, with the resumable ``state`` (the network holds
+        the matching weights); a job's metrics line and checkpoints are written by then."""
+
+
 class TrainingInterrupted(Exception):
     """Raised at a step boundary after SIGINT (Ctrl-C) or SIGTERM, with the state of the last
-    completed step (the model holds the matching weights), so the caller can save it."""
+    completed step (the network holds the matching weights), so the caller can save it."""
 
     def __init__(self, state: TrainingState, signal_name: str = "SIGINT"):
         super().__init__(f"training interrupted ({signal_name})")
@@ -153,7 +183,8 @@ class ValidationResult:
 
 
 def validate(
-    model: DextrModel,
+    net: torch.nn.Module,
+    preprocess: Preprocess,
     dataset: ObjectDataset,
     *,
     batch_size: int = 8,
@@ -165,12 +196,16 @@ def validate(
     (thresholded at the profile's threshold) with the ground truth, ignored pixels excluded —
     as ``dextr eval``. Under torchrun each process takes every ``world``-th image and the sums
     are all-reduced, so the mean is over all objects.
+
+    Args:
+        net: the network, ``(N, 4, T, T)`` inputs to ``(N, 1, T, T)`` logits, on its device.
+        preprocess: its crop, heatmap and paste-back settings.
     """
     world = distributed.current()
-    pp = model.preprocess
-    dev = model.device
-    was_training = model.net.training
-    model.net.eval()
+    pp = preprocess
+    dev = _module_device(net)
+    was_training = net.training
+    net.eval()
     iou_sum, loss_sum, n_obj, done = 0.0, 0.0, 0, 0
     groups = dataset.image_groups()[world.rank::world.size]
     total = sum(len(idx) for _, idx in groups)
@@ -185,7 +220,7 @@ def validate(
                     masks = [targets.object_mask(r) for r in recs]
                     points = np.stack([extreme_points_from_mask(m) for m in masks]).astype(np.float64)
                     x, boxes = pp.make_inputs(img_t, points)
-                    logits = model.net(x.contiguous(memory_format=torch.channels_last)).float()
+                    logits = net(x.contiguous(memory_format=torch.channels_last)).float()
                     gt = torch.from_numpy(np.stack(masks).astype(np.float32)).to(dev)[:, None]
                     crop_boxes = pp.sampling_boxes(boxes)
                     tgt = pp.crop(gt, crop_boxes, mode="bilinear").clamp_(0, 1)
@@ -204,7 +239,7 @@ def validate(
                     if on_progress is not None:
                         on_progress(done, total)
     finally:
-        model.net.train(was_training)
+        net.train(was_training)
     iou_sum, loss_sum, n = distributed.all_reduce_sum([iou_sum, loss_sum, n_obj])
     n = int(n)
     return ValidationResult(loss_sum / max(n, 1), iou_sum / n if n else float("nan"), n)
@@ -218,7 +253,7 @@ def iterations_per_epoch(s: TrainSettings, n_objects: int, world_size: int = 1) 
 
 
 def training_loader(
-    dataset: ObjectDataset, model: DextrModel, s: TrainSettings, *, start: int = 0,
+    dataset: ObjectDataset, preprocess: Preprocess, s: TrainSettings, *, start: int = 0,
     world: Optional[distributed.World] = None,
 ) -> torch.utils.data.DataLoader:
     """The endless loader of augmented training batches that :func:`training_loop` draws from:
@@ -226,7 +261,7 @@ def training_loader(
     process's slice under torchrun), made by ``s.num_workers`` processes (0: this one)."""
     world = world or distributed.current()
     samples = TrainingSamples(
-        dataset, model.preprocess, extreme_range=s.extreme_range, noise_std=s.noise_std,
+        dataset, preprocess, extreme_range=s.extreme_range, noise_std=s.noise_std,
         hflip=s.aug_hflip, rot_range=s.aug_rot_range, scale_range=s.aug_scale_range,
     )
     return torch.utils.data.DataLoader(
@@ -252,7 +287,8 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Di
 
 
 def training_loop(
-    model: DextrModel,
+    net: torch.nn.Module,
+    preprocess: Preprocess,
     train_dataset: ObjectDataset,
     val_dataset: Optional[ObjectDataset] = None,
     settings: Optional[TrainSettings] = None,
@@ -260,30 +296,29 @@ def training_loop(
     device: Optional[str] = None,
     state: Optional[TrainingState] = None,
     finetune: bool = False,
-    on_iteration: Optional[Callable[[int, int, float, float], None]] = None,
-    on_epoch_end: Optional[Callable[[EpochResult, TrainingState], None]] = None,
-    on_validation_progress: Optional[Callable[[int, int], None]] = None,
+    callbacks: Optional[Callbacks] = None,
     signals: Optional[DeferredSignals] = None,
     **overrides: Any,
 ) -> TrainingState:
-    """Train ``model`` in place.
+    """Train the network ``net`` in place (moved to ``device``).
 
     Seed first (:func:`seed_everything`, before creating the model) for a reproducible run; a
     new run (no ``state``) re-seeds with ``settings.seed`` before its first step.
 
     Args:
-        model: the :class:`DextrModel` to train; its ``preprocess`` defines the crops.
+        net: the network to train (a model's ``net``; under torchrun its SyncBatchNorm layers
+            are converted in place, so the model still saves it).
+        preprocess: the crop, heatmap and paste-back settings of its samples.
         train_dataset, val_dataset: :class:`ObjectDataset` objects (validation optional).
         settings: a :class:`~dextr_lib.config.TrainSettings`; keyword ``overrides`` replace single
-            fields (``training_loop(model, ds, None, num_epochs=2, batch_size=8)``).
+            fields (``training_loop(net, pp, ds, None, num_epochs=2, batch_size=8)``).
         device: ``cpu``, ``cuda``... (default: CUDA when available; under torchrun with CUDA,
             the process's ``LOCAL_RANK`` GPU).
-        state: a :class:`TrainingState` to resume from (the model must hold the matching weights).
+        state: a :class:`TrainingState` to resume from (``net`` must hold the matching weights).
         finetune: every layer is trained already: validate the starting model first (epoch 0, so
             "best" may be the start) and let the new layers learn at the encoder's rate.
-        on_iteration: ``(iteration within the epoch, iterations per epoch, loss, lr)`` after each step.
-        on_epoch_end: ``(EpochResult, TrainingState)`` after each epoch (and its validation).
-        on_validation_progress: ``(done, total)`` while validating.
+        callbacks: a :class:`Callbacks` receiving ``iteration``, ``validation`` and
+            ``epoch_end``.
         signals: an active :class:`DeferredSignals` of the caller (default: the loop defers
             SIGINT/SIGTERM itself while it runs).
 
@@ -292,7 +327,7 @@ def training_loop(
 
     Raises:
         TrainingInterrupted: after SIGINT/SIGTERM (deferred to the end of the running step),
-            carrying the state of that step; the model holds the matching weights.
+            carrying the state of that step; the network holds the matching weights.
         DistributedError: another process of a torchrun job died.
     """
     s = dataclasses.replace(settings or TrainSettings(), **overrides)
@@ -300,16 +335,17 @@ def training_loop(
     iters = iterations_per_epoch(s, len(train_dataset), world.size)
     total_iters = iters * s.num_epochs
     dev = _device(device, world)
-    model.to(dev)
-    model.net.to(memory_format=torch.channels_last)  # ~30% faster CPU convolutions
-    net = _parallel(model, s, world, dev)
-    optimizer = make_optimizer(model, s, finetune=finetune)
+    cb = callbacks or Callbacks()
+    net.to(dev)
+    net.to(memory_format=torch.channels_last)  # ~30% faster CPU convolutions
+    trained = _parallel(net, s, world, dev)
+    optimizer = make_optimizer(net, s, finetune=finetune)
     st = state or TrainingState()
     if st.samples_seen is None:
         st.samples_seen = st.iteration * s.batch_size
     if st.optimizer is not None:
         optimizer.load_state_dict(st.optimizer)
-    loader = training_loader(train_dataset, model, s, start=st.samples_seen, world=world)
+    loader = training_loader(train_dataset, preprocess, s, start=st.samples_seen, world=world)
     batches: Iterator = iter(loader)
     # Seed (or restore) only now: creating the loader's iterator draws from torch's RNG, and the
     # head's dropout must see the same random stream in a resumed run as in an uninterrupted one.
@@ -324,11 +360,11 @@ def training_loop(
         return st
 
     def run_validation() -> ValidationResult:
-        v = validate(model, val_dataset, batch_size=max(s.batch_size, 8), on_progress=on_validation_progress)
-        model.net.train()
+        v = validate(net, preprocess, val_dataset, batch_size=max(s.batch_size, 8), on_progress=cb.validation)
+        net.train()
         return v
 
-    model.net.train()
+    net.train()
     try:
         with contextlib.nullcontext(signals) if signals is not None else DeferredSignals() as signals:
             if finetune and val_dataset is not None and st.iteration == 0 and not st.history:
@@ -337,8 +373,7 @@ def training_loop(
                 st.best_miou = v.miou
                 result = EpochResult(0, None, None, 0.0, None, v.loss, v.miou, time.perf_counter() - t0, True)
                 st.history.append(result.to_dict())
-                if on_epoch_end is not None:
-                    on_epoch_end(result, snapshot())
+                cb.epoch_end(result, snapshot())
             epoch_start = time.perf_counter()
             epoch_first_iter = st.iteration
             stops = 0.0
@@ -351,7 +386,7 @@ def training_loop(
                 set_lr(optimizer, s, st.iteration, total_iters)
                 batch = next(batches)
                 try:
-                    loss = train_step(net, optimizer, batch, dev)
+                    loss = train_step(trained, optimizer, batch, dev)
                 except RuntimeError as e:
                     if world.distributed:  # a gradient all-reduce failed: a peer is gone
                         raise distributed.lost_process_error(e) from None
@@ -364,10 +399,9 @@ def training_loop(
                 loss_value = loss_sum / world.size
                 st.epoch_loss_sum += loss_value
                 in_epoch = st.iteration - st.epoch * iters
-                if on_iteration is not None:
-                    on_iteration(in_epoch, iters, loss_value, optimizer.param_groups[-1]["lr"])
+                cb.iteration(st.epoch + 1, in_epoch, iters, loss_value, optimizer.param_groups[-1]["lr"])
                 if in_epoch == iters:
-                    distributed.broadcast_buffers(model.net)  # validate and save one model
+                    distributed.broadcast_buffers(net)  # validate and save one model
                     st.epoch += 1
                     seconds = time.perf_counter() - epoch_start
                     n_steps = st.iteration - epoch_first_iter
@@ -387,8 +421,7 @@ def training_loop(
                         result.val_seconds = time.perf_counter() - t0
                     st.epoch_loss_sum = 0.0
                     st.history.append(result.to_dict())
-                    if on_epoch_end is not None:
-                        on_epoch_end(result, snapshot())
+                    cb.epoch_end(result, snapshot())
                     epoch_start = time.perf_counter()
                     epoch_first_iter = st.iteration
     finally:
@@ -402,12 +435,19 @@ def _device(device: Optional[str], world: distributed.World) -> torch.device:
     return resolve_device(device) if device is None or isinstance(device, str) else device
 
 
-def _parallel(model: DextrModel, s: TrainSettings, world: distributed.World, dev: torch.device):
-    """The module to train: the network, or its DistributedDataParallel wrapper under torchrun
-    (checkpoints keep saving ``model.net``: unwrapped, no ``module.`` prefix)."""
+def _module_device(net: torch.nn.Module) -> torch.device:
+    p = next(net.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _parallel(net: torch.nn.Module, s: TrainSettings, world: distributed.World, dev: torch.device):
+    """The module to train: ``net``, or its DistributedDataParallel wrapper under torchrun
+    (checkpoints keep saving ``net``: unwrapped, no ``module.`` prefix)."""
     if not world.distributed:
-        return model.net
+        return net
     if s.sync_bn and dev.type == "cuda":
-        model.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model.net)
+        # in place below the root (a network is never a bare BatchNorm): ``net`` is still the
+        # module the caller's model holds and saves
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     return torch.nn.parallel.DistributedDataParallel(
-        model.net, device_ids=[dev.index] if dev.type == "cuda" else None)
+        net, device_ids=[dev.index] if dev.type == "cuda" else None)

@@ -7,7 +7,6 @@ import torch
 
 from ..config import LR_SCHEDULES, TrainSettings
 from ..errors import ConfigError
-from ..model import DextrModel
 
 
 def lr_factor(schedule: str, iteration: int, total_iters: int, power: float = 0.9) -> float:
@@ -27,14 +26,16 @@ def lr_factor(schedule: str, iteration: int, total_iters: int, power: float = 0.
     raise ConfigError(f"unknown lr schedule {schedule!r}; expected one of {', '.join(LR_SCHEDULES)}")
 
 
-def make_optimizer(model: DextrModel, s: TrainSettings, *, finetune: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(net: torch.nn.Module, s: TrainSettings, *, finetune: bool = False) -> torch.optim.Optimizer:
     """SGD (momentum 0.9, Nesterov, weight decay) or Adam, with an encoder and a new-layer group.
+
+    ``net`` is a DEXTR network: its ``encoder_parameters()`` form the encoder group.
 
     The encoder learns at ``learning_rate * pretrained_lr_factor``; the new layers at
     ``learning_rate``, or, when ``finetune`` (every layer is trained already), at the encoder's rate.
     """
-    enc_ids = {id(p) for p in model.net.encoder_parameters()}
-    params = [p for p in model.net.parameters() if p.requires_grad]
+    enc_ids = {id(p) for p in net.encoder_parameters()}
+    params = [p for p in net.parameters() if p.requires_grad]
     new_factor = s.pretrained_lr_factor if finetune else 1.0
     groups = [
         {"params": [p for p in params if id(p) in enc_ids], "lr": s.learning_rate * s.pretrained_lr_factor, "name": "encoder"},

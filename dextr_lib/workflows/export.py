@@ -249,7 +249,7 @@ def export_onnx(
     """
     stage = on_stage or (lambda s: None)
     out = Path(out)
-    if model.net is None:
+    if model.is_onnx:
         raise ExportError("this model is already an ONNX graph; export the .pt checkpoint it came from")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists; pass --force to replace it")

@@ -156,14 +156,14 @@ def test_lr_schedules():
 
 
 def test_parameter_groups_scale_the_encoder(tiny_model):
-    model = tiny_model  # make_optimizer only reads it
-    opt = make_optimizer(model, TrainSettings(learning_rate=0.1, pretrained_lr_factor=0.1))
+    model = tiny_model  # make_optimizer only reads its network
+    opt = make_optimizer(model.net, TrainSettings(learning_rate=0.1, pretrained_lr_factor=0.1))
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == {"encoder": pytest.approx(0.01), "new": pytest.approx(0.1)}
     assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
     n_enc = sum(p.numel() for p in opt.param_groups[0]["params"])
     assert n_enc == sum(p.numel() for p in model.net.encoder_parameters())
-    ft = make_optimizer(model, TrainSettings(opt_type="adam", learning_rate=1e-3, pretrained_lr_factor=0.1),
+    ft = make_optimizer(model.net, TrainSettings(opt_type="adam", learning_rate=1e-3, pretrained_lr_factor=0.1),
                         finetune=True)
     assert isinstance(ft, torch.optim.Adam) and [g["lr"] for g in ft.param_groups] == pytest.approx([1e-4, 1e-4])
 
@@ -198,29 +198,28 @@ def assert_same_weights(a, b):
 
 def test_resume_after_interruption_gives_the_same_weights(label_ds, tmp_path):
     ref = _tiny()
-    training_loop(ref, label_ds, None, SETTINGS, device="cpu")
+    training_loop(ref.net, ref.preprocess, label_ds, None, SETTINGS, device="cpu")
 
     model = _tiny()
     job = JobDir(tmp_path / "jobs" / "r")
-    epoch = {"n": 0}
 
-    def interrupt(i, n, loss, lr):
-        if epoch["n"] == 1 and i == 1:  # mid-way through the second epoch: a signal arrives
-            os.kill(os.getpid(), signal.SIGINT)
+    class Interrupt(Callbacks):
+        def iteration(self, epoch, step, steps, loss, lr):
+            if epoch == 2 and step == 1:  # mid-way through the second epoch: a signal arrives
+                os.kill(os.getpid(), signal.SIGINT)
 
-    def epoch_end(result, state):
-        epoch["n"] = state.epoch
-        job.save_checkpoint(model, {"state": state.to_dict()})
+        def epoch_end(self, result, state):
+            job.save_checkpoint(model, {"state": state.to_dict()})
 
     with pytest.raises(TrainingInterrupted) as e:
-        training_loop(model, label_ds, None, SETTINGS, device="cpu", on_iteration=interrupt, on_epoch_end=epoch_end)
+        training_loop(model.net, model.preprocess, label_ds, None, SETTINGS, device="cpu", callbacks=Interrupt())
     assert e.value.state.iteration == 3 and e.value.signal_name == "SIGINT"
     job.save_checkpoint(model, {"state": e.value.state.to_dict()})
     del model
 
     torch.load(job.last_path, weights_only=True)  # plain data
     resumed, training = job.load_last("cpu")
-    final = training_loop(resumed, label_ds, None, SETTINGS, device="cpu",
+    final = training_loop(resumed.net, resumed.preprocess, label_ds, None, SETTINGS, device="cpu",
                           state=TrainingState.from_dict(training["state"]))
     assert final.iteration == 4 and final.epoch == 2
     assert_same_weights(ref, resumed)  # bit for bit
@@ -229,8 +228,13 @@ def test_resume_after_interruption_gives_the_same_weights(label_ds, tmp_path):
 def test_validation_reports_loss_and_miou(label_ds):
     model = _tiny()
     results = []
-    training_loop(model, label_ds, label_ds, SETTINGS, device="cpu", num_epochs=1, iters_per_epoch=1,
-                  on_epoch_end=lambda r, s: results.append(r))
+
+    class Record(Callbacks):
+        def epoch_end(self, result, state):
+            results.append(result)
+
+    training_loop(model.net, model.preprocess, label_ds, label_ds, SETTINGS, device="cpu", num_epochs=1,
+                  iters_per_epoch=1, callbacks=Record())
     (r,) = results
     assert r.val_loss > 0 and 0.0 <= r.val_miou <= 1.0 and r.is_best
 
@@ -253,7 +257,7 @@ class Recorder(Callbacks):
     def message(self, text):
         self.messages.append(text)
 
-    def epoch_end(self, result):
+    def epoch_end(self, result, state):
         self.epochs.append(result)
 
 
