@@ -3,7 +3,7 @@
 A runner maps a batch of ``(N, 4, T, T)`` float32 inputs (RGB + extreme-point heatmap, as
 :meth:`~dextr_lib.inference.preprocessing.Preprocess.make_inputs` builds them) to ``(N, 1, T, T)`` float32
 logits. Everything before (crops, heatmaps) and after (sigmoid, paste-back) is shared by all
-runtimes in :meth:`~dextr_lib.model.DextrModel.predict`; only this call differs:
+runtimes in :class:`~dextr_lib.inference.engine.Engine`; only this call differs:
 
 - ``torch``: the PyTorch module, ``channels_last``, bf16/fp16 through autocast;
 - ``onnxruntime``: an ONNX graph in ONNX Runtime's CPU provider (``pip install dextr[onnx]``);
