@@ -11,6 +11,8 @@ import PIL.Image
 import pytest
 import torch
 
+from tests.helpers.models import new_tiny_model
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DEXTR_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -56,10 +58,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model():
     """A small, randomly initialised resunet18 at target size 64 (seeded, eval mode)."""
-    import dextr_lib
-
-    torch.manual_seed(0)
-    return dextr_lib.create_model("resunet18", target_size=64, padding=4, blob_sigma=4.0)
+    return new_tiny_model()
 
 
 @pytest.fixture(scope="module")
