@@ -65,7 +65,7 @@ def load_model(spec: str, cfg: Config, map_location: Any = None, runtime: Option
         err_console.print(f"[dim]Note: {esc(model.load_note)} (in memory; `dextr convert` saves it)[/]",
                           highlight=False)
     if precision is not None:
-        if model.runtime != "torch" and model.net is not None and model.onnx is None:
+        if model.runtime != "torch" and not model.is_onnx and model.onnx is None:
             with err_console.status(f"Exporting the network to ONNX for {model.runtime} "
                                     "(`dextr export` saves this step)"):
                 model.runner(precision=precision)

@@ -174,6 +174,7 @@ def predict(
     from dextr_lib.formats.masks import save_image, write_mask
     from dextr_lib.formats.objects import check_photos, read_objects
     from dextr_lib.formats.overlay import draw_overlay
+    from dextr_lib.inference.engine import resolve_threshold
     from dextr_lib.workflows.predict import predict_objects
 
     if points_file is not None:
@@ -181,7 +182,7 @@ def predict(
         check_photos(objects, str(points_file))
     net = load_model(model, cfg, map_location=ps.device, runtime=ps.runtime,
                      precision=ps.precision)  # dextr_lib.load_model + cache/mirror config
-    thr = net.preprocess.threshold if ps.threshold is None else ps.threshold
+    thr = resolve_threshold(ps.threshold, net.preprocess)
     kw = dict(batch_size=ps.batch_size, threshold=None if prob else thr, precision=ps.precision,
               runtime=ps.runtime)
     if coco_out:

@@ -26,6 +26,7 @@ from ..core.images import ImageLike, read_image, to_rgb_array
 from ..errors import DatasetError, ExportError, OutputError
 from ..evaluation.metrics import iou
 from ..formats.objects import read_objects
+from ..inference.engine import resolve_threshold
 from ..inference.preprocessing import Preprocess, image_to_tensor
 from ..inference.runtimes import network_to_onnx, require
 from ..model import DextrModel
@@ -203,7 +204,7 @@ def _check(model: DextrModel, exported: DextrModel, objects, runtime: str, repor
     ref_run = model.runner("torch", "fp32")
     new_run = exported.runner(runtime, "fp32")
     diffs, ious = [], []
-    thr = model.preprocess.threshold
+    thr = resolve_threshold(None, model.preprocess)
     with torch.inference_mode():
         for x in _network_inputs(model.preprocess, objects):
             a = ref_run(torch.from_numpy(x).to(model.device)).cpu()
