@@ -7,18 +7,8 @@ Click the four extreme points of an object, get its mask::
     masks = model.predict([image], [points])   # points: (4, 2) [y, x]
 """
 from .errors import (
-    CheckpointError,
-    ChecksumError,
-    ConfigError,
-    DatasetError,
-    DeviceError,
-    DextrError,
-    DownloadError,
-    InvalidImageError,
-    InvalidPointsError,
-    InvalidValueError,
-    MismatchError,
-    UnknownNameError,
+    CheckpointError, ChecksumError, ConfigError, DatasetError, DeviceError, DextrError, DownloadError,
+    InvalidImageError, InvalidPointsError, InvalidValueError, MismatchError, UnknownNameError,
 )
 from .version import __version__
 

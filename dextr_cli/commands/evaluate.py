@@ -18,26 +18,9 @@ from .._console import console, err_console, esc, warn
 from .._datasets import open_dataset
 from .._models import load_model, model_spec
 from .._options import (
-    AnnotationsOpt,
-    BatchSizeOpt,
-    CategoriesOpt,
-    ConfigOpt,
-    DatasetKindOpt,
-    DeviceOpt,
-    ImagePatOpt,
-    ImagesDirOpt,
-    LabelIgnoreIndexOpt,
-    MinObjectAreaOpt,
-    ModelOpt,
-    PointsFromOpt,
-    PrecisionOpt,
-    RuntimeOpt,
-    SeedOpt,
-    SplitOpt,
-    TargetPatOpt,
-    WholeLabelsOpt,
-    settings,
-    split_names,
+    AnnotationsOpt, BatchSizeOpt, CategoriesOpt, ConfigOpt, DatasetKindOpt, DeviceOpt, ImagePatOpt, ImagesDirOpt,
+    LabelIgnoreIndexOpt, MinObjectAreaOpt, ModelOpt, PointsFromOpt, PrecisionOpt, RuntimeOpt, SeedOpt, SplitOpt,
+    TargetPatOpt, WholeLabelsOpt, settings, split_names,
 )
 from .._progress import progress_bar
 

@@ -18,15 +18,7 @@ from dextr_lib.utils.fileio import check_output
 from .._console import console, esc, warn
 from .._models import load_model, model_spec
 from .._options import (
-    BatchSizeOpt,
-    ConfigOpt,
-    DeviceOpt,
-    ImagesDirOpt,
-    ModelOpt,
-    PointsFromOpt,
-    PrecisionOpt,
-    RuntimeOpt,
-    settings,
+    BatchSizeOpt, ConfigOpt, DeviceOpt, ImagesDirOpt, ModelOpt, PointsFromOpt, PrecisionOpt, RuntimeOpt, settings,
 )
 from .._progress import progress_bar
 

@@ -30,15 +30,8 @@ from ..errors import DatasetError
 from ..formats.targets import read_label_image, read_mask, read_sbd_instances
 from . import voc
 from .base import (
-    ImageTargets,
-    ObjectDataset,
-    ObjectRecord,
-    default_cache_dir,
-    index_key,
-    load_cached_index,
-    objects_in_label,
-    report,
-    save_cached_index,
+    ImageTargets, ObjectDataset, ObjectRecord, default_cache_dir, index_key, load_cached_index, objects_in_label,
+    report, save_cached_index,
 )
 from .coco import CocoDataset, build_coco_dataset
 from .pairing import PatternLike, as_pattern_list, describe_unmatched, expand_patterns, pair_files

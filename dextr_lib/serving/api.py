@@ -18,17 +18,8 @@ from ..version import __version__
 from .images import Photo
 from .predictor import Prediction
 from .schemas import (
-    ImageDetail,
-    ImageItem,
-    ImageList,
-    ModelInfo,
-    ObjectCreate,
-    ObjectOut,
-    ObjectUpdate,
-    PredictRequest,
-    PredictResponse,
-    Timing,
-    UploadResponse,
+    ImageDetail, ImageItem, ImageList, ModelInfo, ObjectCreate, ObjectOut, ObjectUpdate, PredictRequest,
+    PredictResponse, Timing, UploadResponse,
 )
 from .state import ServerState, get_state
 

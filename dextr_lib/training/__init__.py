@@ -14,13 +14,7 @@ from ..config import TrainSettings
 from .folder import JobDir
 from .job import TrainingJob, check_image_sizes, open_datasets, resolve_settings
 from .loop import (
-    Callbacks,
-    EpochResult,
-    TrainingInterrupted,
-    TrainingState,
-    ValidationResult,
-    seed_everything,
-    training_loop,
+    Callbacks, EpochResult, TrainingInterrupted, TrainingState, ValidationResult, seed_everything, training_loop,
     validate,
 )
 from .losses import balanced_bce_with_logits

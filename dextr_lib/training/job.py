@@ -38,13 +38,7 @@ from ..utils import distributed
 from .curves import plot_curves
 from .folder import JobDir
 from .loop import (
-    Callbacks,
-    DeferredSignals,
-    EpochResult,
-    TrainingInterrupted,
-    TrainingState,
-    iterations_per_epoch,
-    seed_everything,
+    Callbacks, DeferredSignals, EpochResult, TrainingInterrupted, TrainingState, iterations_per_epoch, seed_everything,
     training_loop,
 )
 

@@ -19,12 +19,7 @@ from ..core.geometry import extreme_points_from_mask
 from ..core.images import read_image
 from ..errors import DatasetError, MismatchError
 from ..formats.coco import (
-    CocoFile,
-    annotation_from_mask,
-    decode_segmentation,
-    extreme_points_from_coco,
-    image_file_name,
-    read_coco_image,
+    CocoFile, annotation_from_mask, decode_segmentation, extreme_points_from_coco, image_file_name, read_coco_image,
 )
 from ..formats.masks import MaskNamer, write_mask
 from ..formats.objects import ImageEntry, ObjectEntry, ObjectsFile, check_photos

@@ -5,11 +5,7 @@ import numpy as np
 import pytest
 
 from dextr_lib.core.geometry import (
-    as_points_array,
-    extreme_points_from_mask,
-    image_to_crop,
-    jitter_points,
-    relaxed_boxes,
+    as_points_array, extreme_points_from_mask, image_to_crop, jitter_points, relaxed_boxes,
 )
 from dextr_lib.errors import InvalidPointsError
 

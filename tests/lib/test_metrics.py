@@ -5,15 +5,8 @@ import numpy as np
 import pytest
 
 from dextr_lib.evaluation.metrics import (
-    boundary_f,
-    boundary_precision_recall,
-    boundary_tolerance,
-    group_means,
-    iou,
-    mask_boundary,
-    per_image_mean,
-    share_above,
-    summarize,
+    boundary_f, boundary_precision_recall, boundary_tolerance, group_means, iou, mask_boundary, per_image_mean,
+    share_above, summarize,
 )
 
 

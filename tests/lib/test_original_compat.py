@@ -20,11 +20,7 @@ import pytest
 import torch
 
 from dextr_lib.inference.preprocessing import (
-    Preprocess,
-    _opencv_crop_resize,
-    _opencv_paste,
-    get_profile,
-    image_to_tensor,
+    Preprocess, _opencv_crop_resize, _opencv_paste, get_profile, image_to_tensor,
 )
 from dextr_lib.weights.architectures import build_network
 

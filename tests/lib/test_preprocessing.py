@@ -12,14 +12,7 @@ from skimage.morphology import dilation, disk, erosion
 from dextr_lib.core.geometry import as_points_array
 from dextr_lib.errors import UnknownNameError
 from dextr_lib.inference.preprocessing import (
-    HEATMAP_MEAN,
-    HEATMAP_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Preprocess,
-    _crop_grid,
-    _crop_theta,
-    get_profile,
+    HEATMAP_MEAN, HEATMAP_STD, IMAGENET_MEAN, IMAGENET_STD, Preprocess, _crop_grid, _crop_theta, get_profile,
     image_to_tensor,
 )
 

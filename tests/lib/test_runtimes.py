@@ -9,13 +9,7 @@ import torch
 import dextr_lib
 from dextr_lib.core.geometry import extreme_points_from_mask
 from dextr_lib.errors import (
-    CheckpointError,
-    DeviceError,
-    ExportError,
-    MissingExtraError,
-    OutputError,
-    PrecisionWarning,
-    UnknownNameError,
+    CheckpointError, DeviceError, ExportError, MissingExtraError, OutputError, PrecisionWarning, UnknownNameError,
 )
 from dextr_lib.inference import device as device_mod
 from dextr_lib.inference.preprocessing import Preprocess, image_to_tensor

@@ -19,15 +19,8 @@ from dextr_lib.data import build_dataset
 from dextr_lib.errors import DatasetError, JobError
 from dextr_lib.inference.preprocessing import get_profile, image_to_tensor
 from dextr_lib.training import (
-    Callbacks,
-    JobDir,
-    TrainingInterrupted,
-    TrainingJob,
-    TrainingState,
-    balanced_bce_with_logits,
-    lr_factor,
-    make_optimizer,
-    training_loop,
+    Callbacks, JobDir, TrainingInterrupted, TrainingJob, TrainingState, balanced_bce_with_logits, lr_factor,
+    make_optimizer, training_loop,
 )
 from dextr_lib.training.folder import dumps_toml
 from dextr_lib.training.samples import SampleStream, TrainingSamples
