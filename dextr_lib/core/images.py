@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import warnings
 from typing import Union
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
-import torch
 
 from ..errors import InvalidImageError, LimitError
 from ..utils.fileio import os_error_cause, shown_path
@@ -97,7 +97,8 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
                 f"expected an 8-bit photo, got a PIL image of mode {image.mode!r} (a label image?)"
             )
         return np.array(image.convert("RGB"))  # a writable copy, torch.from_numpy needs one
-    if isinstance(image, torch.Tensor):
+    torch = sys.modules.get("torch")  # no tensor exists before torch is imported: not imported here
+    if torch is not None and isinstance(image, torch.Tensor):
         raise InvalidImageError(
             "expected a PIL image or a NumPy (H, W[, C]) array, got a torch.Tensor; "
             "use tensor.permute(1, 2, 0).cpu().numpy()"

@@ -8,6 +8,8 @@ inside functions (imports inside functions are how cycles used to be hidden)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, Set
 
@@ -155,3 +157,21 @@ def test_library_never_imports_the_cli():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             for name in names:
                 assert name.split(".")[0] not in ("typer", "rich", "dextr_cli"), f"{path}: {name}"
+
+
+#: The layers of plain data: they load without torch (a points file, a COCO file or a report is
+#: read and written without the 1-2 s and hundreds of MB that importing torch costs).
+TORCH_FREE = ("dextr_lib.config", "dextr_lib.core", "dextr_lib.formats", "dextr_lib.data",
+              "dextr_lib.evaluation.report", "dextr_lib.evaluation.metrics", "dextr_lib.evaluation.matching",
+              "dextr_lib.evaluation.baselines", "dextr_lib.workflows.points")
+
+
+def test_data_layers_load_without_torch():
+    modules = sorted(m for m in _graph(all_imports=False) if m.startswith(TORCH_FREE))
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}:\n"
+            "    importlib.import_module(m)\n"
+            "    assert 'torch' not in sys.modules, m + ' imported torch'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=LIB.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(modules) > 15  # the selection above still names the layers
