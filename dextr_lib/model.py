@@ -14,7 +14,7 @@ import torch.nn as nn
 from .core.geometry import as_points_array
 from .core.images import ImageLike
 from .errors import CheckpointError, DeviceError, ExportError, InvalidImageError, MismatchError
-from .inference.device import resolve_device, resolve_precision
+from .inference.device import module_device, resolve_device, resolve_precision
 from .inference.engine import Engine, check_batch_size, check_threshold
 from .inference.preprocessing import Preprocess, get_profile
 from .inference.runtimes import Runner, check_runtime, make_runner, network_to_onnx
@@ -51,8 +51,7 @@ class TorchNetwork:
 
     @property
     def device(self) -> torch.device:
-        p = next(self.net.parameters(), None)
-        return p.device if p is not None else torch.device("cpu")
+        return module_device(self.net)
 
     def to(self, device: Union[str, torch.device]) -> None:
         self.net.to(resolve_device(device) if isinstance(device, str) else device)

@@ -55,6 +55,12 @@ def resolve_device(spec: Optional[Union[str, torch.device]] = None) -> torch.dev
     return dev
 
 
+def module_device(net: torch.nn.Module) -> torch.device:
+    """The device of a network's parameters (the CPU for a network without any)."""
+    p = next(net.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 def _proc_cpuinfo_flags() -> Optional[FrozenSet[str]]:
     """The ``flags`` of the first processor in /proc/cpuinfo (Linux), else ``None``."""
     try:

@@ -28,7 +28,7 @@ from ..config import TrainSettings
 from ..core.geometry import extreme_points_from_mask
 from ..data import ObjectDataset
 from ..evaluation.metrics import iou
-from ..inference.device import resolve_device
+from ..inference.device import module_device, resolve_device
 from ..inference.preprocessing import Preprocess, image_to_tensor
 from ..utils import distributed
 from .losses import balanced_bce_with_logits
@@ -203,7 +203,7 @@ def validate(
     """
     world = distributed.current()
     pp = preprocess
-    dev = _module_device(net)
+    dev = module_device(net)
     was_training = net.training
     net.eval()
     iou_sum, loss_sum, n_obj, done = 0.0, 0.0, 0, 0
@@ -433,11 +433,6 @@ def _device(device: Optional[str], world: distributed.World) -> torch.device:
     if world.distributed and torch.cuda.is_available() and (device is None or device in ("cuda", "auto")):
         return torch.device("cuda", world.local_rank)
     return resolve_device(device) if device is None or isinstance(device, str) else device
-
-
-def _module_device(net: torch.nn.Module) -> torch.device:
-    p = next(net.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def _parallel(net: torch.nn.Module, s: TrainSettings, world: distributed.World, dev: torch.device):
