@@ -117,8 +117,8 @@ def _read_photo(entry: ImageEntry, exif_transpose: bool) -> np.ndarray:
 def _scored_masks(
     model: DextrModel, photos: Iterable[Tuple[np.ndarray, Sequence[Tuple[Any, np.ndarray]]]],
     threshold: float, **kw: Any,
-) -> Iterator[Tuple[Any, np.ndarray, float]]:
-    """``(tag, binary mask, score)`` per object of ``photos``, streamed through the engine.
+) -> Iterator[Tuple[Any, np.ndarray, np.ndarray, float]]:
+    """``(tag, points, binary mask, score)`` per object of ``photos``, streamed through the engine.
 
     Args:
         photos: ``(rgb, [(tag, (4, 2) [y, x] points), ...])`` per photo, read lazily (a photo is
@@ -126,15 +126,15 @@ def _scored_masks(
         threshold: in ``[0, 1]``.
         kw: ``batch_size``, ``precision``... as for :meth:`DextrModel.predict_iter`.
     """
-    tags: deque = deque()  # the engine reads ahead of the masks it yields: tags wait here
+    waiting: deque = deque()  # the engine reads ahead of the masks it yields: (tag, points) wait here
 
     def items() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         for rgb, objs in photos:
-            tags.extend(tag for tag, _ in objs)
+            waiting.extend(objs)
             yield rgb, np.stack([pts for _, pts in objs])
 
     for prob in model.predict_iter(items(), threshold=None, **kw):
-        yield (tags.popleft(), *mask_and_score(prob, threshold))
+        yield (*waiting.popleft(), *mask_and_score(prob, threshold))
 
 
 def predict_points_file(
@@ -180,10 +180,10 @@ def predict_points_file(
                 rgb = _read_photo(entry, objects.exif_transpose)
                 iid = cf.add_image(image_file_name(entry.image, root), *rgb.shape[:2])
                 last = len(entry.objects) - 1
-                yield rgb, [((iid, o.points, i == last), o.points) for i, o in enumerate(entry.objects)]
+                yield rgb, [((iid, i == last), o.points) for i, o in enumerate(entry.objects)]
 
     done = 0
-    for (iid, points, last), mask, score in _scored_masks(model, photos(), thr, batch_size=batch_size,
+    for (iid, last), points, mask, score in _scored_masks(model, photos(), thr, batch_size=batch_size,
                                                           precision=precision):
         cf.add_annotation(annotation_from_mask(mask, ann_id=None, image_id=iid, category_id=cid,
                                                points_yx=points, score=score, polygons=polygons))
@@ -272,10 +272,10 @@ def predict_coco(
              "and are left out")
     total = sum(len(t) for _, t in jobs)
     photos = ((read_coco_image(root / str(img["file_name"]), img["height"], img["width"]),
-               [((img, ann, pts, k == len(todo) - 1), pts) for k, (ann, pts) in enumerate(todo)])
+               [((img, ann, k == len(todo) - 1), pts) for k, (ann, pts) in enumerate(todo)])
               for img, todo in jobs)
     done = 0
-    for (img, ann, pts, last), mask, score in _scored_masks(model, photos, thr, batch_size=batch_size,
+    for (img, ann, last), pts, mask, score in _scored_masks(model, photos, thr, batch_size=batch_size,
                                                             precision=precision):
         new = annotation_from_mask(mask, ann_id=ann["id"], image_id=img["id"],
                                    category_id=ann["category_id"], points_yx=pts, score=score,
