@@ -182,13 +182,16 @@ class ModelsSettings(_Table):
     mirror: Optional[str] = None  # base URL tried first, file name kept; also $DEXTR_MIRROR
 
 
+_DATASET_HELP = "Dataset kind: pascal_voc, custom_label, custom_mask or coco."
+
+
 @dataclass
 class DatasetSettings(_Table):
     """The dataset group, shared by ``[eval]`` and ``[train]`` (and their ``--dataset``,
     ``--image-pat``... options); :func:`check_dataset` checks how the values fit together.
     The help texts are those of the options ``dextr train``/``finetune`` generate."""
 
-    dataset: Optional[str] = _setting(None, "Dataset kind: pascal_voc, custom_label, custom_mask or coco.")
+    dataset: Optional[str] = _setting(None, _DATASET_HELP)
     image_pat: List[str] = _setting(None, "Glob of the training images (custom kinds); repeat to unite, "
                                     "@FILE reads a list.", factory=list)
     target_pat: List[str] = _setting(None, "Glob of the label images (custom_label) or mask files "
@@ -230,7 +233,7 @@ class TrainSettings(DatasetSettings):
     """
 
     TABLE: ClassVar[str] = "train"
-    dataset: str = _setting("pascal_voc", DatasetSettings.__dataclass_fields__["dataset"].metadata["help"])
+    dataset: str = _setting("pascal_voc", _DATASET_HELP)  # [train] has a default kind, [eval] none
     val_image_pat: List[str] = _setting(None, "Glob of validation images (custom kinds; pascal_voc uses "
                                         "its val split).", factory=list)
     val_target_pat: List[str] = _setting(None, "Glob of validation label images / masks.", factory=list)
