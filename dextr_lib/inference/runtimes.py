@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import DeviceError, ExportError, MissingExtraError, UnknownNameError
+from .device import module_device
 
 #: Runtime names accepted by ``runtime=`` and ``--runtime``.
 RUNTIMES = ("torch", "onnxruntime", "openvino")
@@ -163,8 +164,7 @@ def network_to_onnx(net: nn.Module, target_size: int, opset: Optional[int] = Non
     require("onnxscript", "ONNX export")
     onnx = require("onnx", "ONNX export")
     was_training = net.training
-    param = next(net.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = module_device(net)
     # the exporter wants contiguous weights; a torch runner made before keeps its channels_last
     was_channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
                             and not p.is_contiguous() for p in net.parameters())
