@@ -19,7 +19,7 @@ from dextr_lib.utils.cpuload import auto_thread_count
 from dextr_lib.utils.fileio import os_error_cause, shown_path
 from dextr_lib.utils.limits import reset_limits, set_limits
 
-from ._console import err_console, esc
+from ._console import err_console, esc, warn
 
 
 def _one_line(e: BaseException) -> str:
@@ -232,7 +232,7 @@ _python_showwarning = warnings.showwarning
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """dextr's own warnings as one yellow line on stderr; others as Python prints them."""
     if issubclass(category, DextrWarning):
-        err_console.print(f"[yellow]Warning:[/] {esc(str(message))}", highlight=False, soft_wrap=True)
+        warn(str(message))
     else:
         _python_showwarning(message, category, filename, lineno, file, line)
 
