@@ -3,12 +3,15 @@
 The data streams into ``NAME.part`` beside the destination; an interrupted ``.part`` is resumed
 with an HTTP ``Range`` request. A resumed answer is only appended when the server says (with
 ``206`` and a ``Content-Range`` starting at the ``.part``'s size) that it continues the file;
-anything else gets a fresh full download. The SHA-256 is checked, then the file is renamed into
-place atomically, so the destination is either absent or complete and verified.
+anything else gets a fresh full download, and a ``206`` that stops before the end of the file
+(a part sent to a request without ``Range``, say) is refused. The SHA-256 is checked, then the
+file is renamed into place atomically, so the destination is either absent or complete and
+verified.
 
 Bounded: a server that goes silent (``timeout``), trickles (less than ``STALL_BYTES`` in
-``stall_timeout`` seconds), runs past ``deadline`` or sends more than it announced (or more than
-the model-size limit, :mod:`dextr_lib.utils.limits`) is cut off. A full disk removes the ``.part``.
+``stall_timeout`` seconds), runs past ``deadline`` or sends more than its ``Content-Length``
+announced (the body is read to the connection's end to notice it) or more than the model-size
+limit (:mod:`dextr_lib.utils.limits`) is cut off. A full disk removes the ``.part``.
 One download per destination at a time: a file lock (``NAME.lock``) makes a second process wait.
 """
 from __future__ import annotations
@@ -113,9 +116,38 @@ def entry_lock(dst: PathLike, timeout: float = DEADLINE_S) -> Iterator[None]:
         lock.release()
 
 
-def _content_range_start(response) -> Optional[int]:
+def _content_range(response) -> Optional[Tuple[int, int, Optional[int]]]:
+    """``(first, last, complete size or None)`` of a ``Content-Range`` header, else ``None``."""
     m = _CONTENT_RANGE.match(response.headers.get("Content-Range") or "")
-    return int(m.group(1)) if m else None
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2)), None if m.group(3) == "*" else int(m.group(3))
+
+
+def _content_range_start(response) -> Optional[int]:
+    rng = _content_range(response)
+    return rng[0] if rng else None
+
+
+def _check_reaches_the_end(response, have: int, url: str, dst: Path) -> None:
+    """Refuse a ``206`` that does not run to the end of the file: saving it would keep a part.
+
+    A server may answer ``206`` to a request without ``Range`` (misconfigured caches do); that is
+    only the whole file when its ``Content-Range`` says so.
+    """
+    if getattr(response, "status", 200) != 206:
+        return
+    rng = _content_range(response)
+    if rng is not None and rng[0] == have and (rng[2] is None or rng[1] + 1 == rng[2]):
+        return
+    response.close()
+    sent = (f"bytes {rng[0]}-{rng[1]} of {rng[2] if rng[2] is not None else 'an unknown size'}"
+            if rng else "a part without a valid Content-Range")
+    asked = f"the rest of the file from byte {have}" if have else "the whole file"
+    raise DownloadError(
+        f"download of {url} refused: the server answered 206 Partial Content with {sent} when "
+        f"asked for {asked}; nothing was saved. {_manual_hint(url, dst)}"
+    )
 
 
 def download_file(
@@ -209,6 +241,12 @@ def _download_locked(url, dst, sha256, hash_prefix, size, on_progress, resume, t
             have = 0  # the server sent the whole file (200, or 206 from byte 0): start over
 
     if response is not None:
+        _check_reaches_the_end(response, have, url, dst)
+        if isinstance(response, http.client.HTTPResponse) and not response.chunked:
+            # Read to the end of the connection (urllib asks the server to close it), not only
+            # the announced Content-Length, so that a body longer than announced is caught
+            # below instead of being saved cut short.
+            response.length = None
         with response:
             length = response.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else size
@@ -220,7 +258,12 @@ def _download_locked(url, dst, sha256, hash_prefix, size, on_progress, resume, t
                     if on_progress:
                         on_progress(done, total)
                     while True:
-                        block = response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK)
+                        try:
+                            block = response.read1(CHUNK) if hasattr(response, "read1") else response.read(CHUNK)
+                        except TimeoutError:
+                            if total is not None and done == total:
+                                break  # a server that keeps the connection open after the body
+                            raise
                         if not block:
                             break
                         f.write(block)
@@ -242,9 +285,12 @@ def _download_locked(url, dst, sha256, hash_prefix, size, on_progress, resume, t
                     os.fsync(f.fileno())
             except _TooLong as e:
                 part.unlink(missing_ok=True)
+                what = (f"more than the {e.args[1]} bytes its Content-Length announced (a wrong "
+                        "length or file)" if total is not None and e.args[1] == total
+                        else f"more than {e.args[1]} bytes (an endless or wrong file)")
                 raise DownloadError(
-                    f"download of {url} stopped: the server sent more than {e.args[1]} bytes "
-                    f"(an endless or wrong file); the partial file was removed. {_manual_hint(url, dst)}"
+                    f"download of {url} stopped: the server sent {what}; the partial file was "
+                    f"removed. {_manual_hint(url, dst)}"
                 ) from None
             except _Slow as e:
                 raise DownloadError(

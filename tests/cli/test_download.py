@@ -123,3 +123,21 @@ def test_predict_with_registry_name_uses_cached_stand_in(tmp_path, monkeypatch, 
 
 def _refuse_download(*args, **kwargs):
     raise AssertionError("tried to download a cached model")
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("half206", "206 Partial Content with bytes 0-24999 of 50000"),
+    ("shortlength", "more than the 25000 bytes its Content-Length announced"),
+])
+def test_download_url_refuses_a_part_of_the_file(server, tmp_path, kind, needle):
+    result = runner.invoke(app, ["download", "--url", server.url(kind, "part.pt"), "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and needle in error[0] and "Traceback" not in result.output, result.output
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("part.pt") and p.suffix != ".lock"]
+
+
+def test_download_url_accepts_a_206_with_the_whole_file(server, tmp_path):
+    result = runner.invoke(app, ["download", "--url", server.url("whole206", "all.pt"), "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "all.pt").read_bytes() == PAYLOAD

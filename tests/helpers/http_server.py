@@ -10,6 +10,12 @@ Paths (``NAME`` is any file name; the payload is the same for all):
 * ``/trickle/NAME``: announces the full length, then sends one byte every 50 ms;
 * ``/endless/NAME``: no length, zeros forever;
 * ``/slow/NAME``: the file in 8 pieces, 0.25 s apart (for concurrent downloads);
+* ``/half206/NAME``: answers every request, ``Range`` or not, with ``206`` and the first half
+  (``Content-Range: bytes 0-(n/2-1)/n``);
+* ``/whole206/NAME``: answers every request with ``206`` and the whole file
+  (``Content-Range: bytes 0-(n-1)/n``);
+* ``/shortlength/NAME``: announces half the length (``Content-Length``), then sends the whole
+  file and closes;
 * anything else: ``404``.
 """
 from __future__ import annotations
@@ -90,6 +96,19 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(0.25)
             except OSError:  # the client gave up
                 return
+        elif kind in ("half206", "whole206"):
+            end = len(data) // 2 if kind == "half206" else len(data)
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-{end - 1}/{len(data)}")
+            self.send_header("Content-Length", str(end))
+            self.end_headers()
+            self.wfile.write(data[:end])
+        elif kind == "shortlength":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data) // 2))
+            self.end_headers()
+            self.wfile.write(data)
+            self.close_connection = True
         elif kind == "drop":
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
