@@ -17,7 +17,7 @@ from rich.table import Table
 
 from dextr_lib.config import SETTING_FIELDS, load_config, merge_settings, preset_settings
 from dextr_lib.training import Callbacks, EpochResult, TrainingInterrupted, TrainingJob
-from dextr_lib.training.job import describe_epoch
+from dextr_lib.training.job import check_nproc, describe_epoch
 from dextr_lib.utils import distributed
 
 from .._console import console, err_console, warn
@@ -33,14 +33,15 @@ def run_job(command: str, options: Dict[str, Any]) -> None:
         preset = {k: v for k, v in preset_settings(options["preset"]).items()
                   if SETTING_FIELDS[k].metadata["command"] in (None, command)}  # finetune keeps its model's
         given = {**preset, **given}
-    if options["nproc"] and options["nproc"] > 1 and distributed.env_world().size == 1:
-        _launch_torchrun(options["nproc"])
     if resume and options["overwrite"]:
         raise typer.BadParameter("--resume and --overwrite exclude each other", param_hint="--resume")
     if given.get("backbone_weights") is not None and given.get("pretrained") is False:
         raise typer.BadParameter("--backbone-weights and --no-pretrained exclude each other",
                                  param_hint="--backbone-weights")
     cfg = load_config(config)
+    if options["nproc"] and options["nproc"] > 1 and distributed.env_world().size == 1:
+        check_nproc(options["nproc"], given.get("device", cfg.train.device))
+        _launch_torchrun(options["nproc"])
     jobs_root = options["jobs_dir"] or cfg.paths.jobs
     view = _View()
     try:

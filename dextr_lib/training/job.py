@@ -33,6 +33,7 @@ from ..config import SETTING_FIELDS, ModelsSettings, PathsSettings, TrainSetting
 from ..core.images import open_image
 from ..data import ObjectDataset, build_dataset
 from ..errors import ConfigError, DatasetError, JobError
+from ..inference.device import resolve_device
 from ..model import DextrModel, create_model, load_model
 from ..utils import distributed
 from .curves import plot_curves
@@ -45,6 +46,17 @@ from .loop import (
 PathLike = Union[str, os.PathLike]
 _PATTERN_KEYS = ("image_pat", "target_pat", "val_image_pat", "val_target_pat")
 _COCO_PATH_KEYS = ("annotations", "images", "val_annotations", "val_images")
+
+
+def check_nproc(nproc: int, device: Optional[str]) -> None:
+    """Refuse ``nproc`` training processes on ``device`` (a ``--device`` string, ``None``: auto)
+    that the machine cannot run, before torchrun starts any.
+
+    Raises:
+        DeviceError: ``device`` is unknown or not available here (CUDA without a GPU).
+        DistributedError: more processes than CPU cores (cpu) or visible GPUs (cuda).
+    """
+    distributed.check_process_count(nproc, resolve_device(device))
 
 
 def resolve_settings(settings: TrainSettings) -> TrainSettings:

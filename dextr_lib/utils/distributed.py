@@ -45,6 +45,44 @@ def env_world() -> World:
         raise DistributedError(f"bad RANK/WORLD_SIZE/LOCAL_RANK in the environment: {e}") from None
 
 
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's or taskset's
+    share; ``os.cpu_count()`` where the platform has no mask)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_process_count(nproc: int, device: torch.device) -> None:
+    """Refuse to start more processes than ``device`` can hold, before any starts.
+
+    One process per CPU core on the CPU (more only swap and exhaust memory: each holds a model,
+    its optimiser and a data loader), one per visible GPU on CUDA (NCCL needs a GPU each), and
+    a single process on MPS.
+
+    Args:
+        nproc: processes asked for (``--nproc``).
+        device: the resolved device the processes train on.
+
+    Raises:
+        DistributedError: more processes than the device allows, with the count and the reason.
+    """
+    if device.type == "cuda":
+        most, unit = torch.cuda.device_count(), "visible CUDA GPU(s)"
+        why = "NCCL training needs one GPU per process (CUDA_VISIBLE_DEVICES says which)"
+    elif device.type == "cpu":
+        most, unit = usable_cpus(), "CPU core(s) available to this process"
+        why = "each process holds its own model, optimiser and data loader"
+    else:
+        most, unit, why = 1, f"{device.type} device", "it runs a single process"
+    if nproc > most:
+        raise DistributedError(
+            f"--nproc {nproc} asks for more training processes than this machine allows on "
+            f"{device.type}: {most} {unit}; {why}. Use --nproc {most} or fewer"
+        )
+
+
 def init_from_env(device: Optional[str] = None) -> World:
     """Join the process group ``torchrun`` set up (no-op in a world of one, or if joined already).
 

@@ -307,3 +307,41 @@ def test_preset_then_command_line_overrides_it(tmp_path, data):
     assert (cfg.target_size, cfg.num_epochs, cfg.iters_per_epoch) == (64, 1, 1)  # the command line wins
     r = runner.invoke(app, ["train", "q", "--jobs-dir", str(tmp_path), *_label_args(data), "--preset", "laptop"])
     assert r.exit_code == 1 and "unknown preset 'laptop'" in r.stderr and "cpu-small" in r.stderr
+
+
+@pytest.fixture()
+def no_torchrun(monkeypatch):
+    """Fail the test if a command starts torchrun (or any subprocess)."""
+    started = []
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a) or 0)
+    return started
+
+
+def test_nproc_beyond_the_cpu_cores_is_refused_before_anything_starts(tmp_path, data, no_torchrun, monkeypatch):
+    from dextr_lib.utils import distributed
+
+    monkeypatch.setattr(distributed, "usable_cpus", lambda: 2)
+    r = runner.invoke(app, ["train", "n", "--nproc", "64", "--device", "cpu", "--jobs-dir", str(tmp_path),
+                            *_label_args(data), *TINY])
+    assert r.exit_code == 1 and not no_torchrun and not any(tmp_path.iterdir())
+    line = " ".join(r.output.split())
+    assert "--nproc 64" in line and "2 CPU core(s)" in line and "Use --nproc 2 or fewer" in line
+    assert r.output.count("Error:") == 1 and "Traceback" not in r.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_nproc_on_cuda_without_cuda_is_one_line(tmp_path, data, no_torchrun):
+    r = runner.invoke(app, ["train", "c", "--nproc", "2", "--device", "cuda", "--jobs-dir", str(tmp_path),
+                            *_label_args(data), *TINY])
+    assert r.exit_code == 1 and not no_torchrun
+    assert len(r.output.strip().splitlines()) == 1 and "CUDA is not available" in r.output, r.output
+
+
+def test_nproc_beyond_the_visible_gpus_is_refused(monkeypatch):
+    from dextr_lib.errors import DistributedError
+    from dextr_lib.utils import distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DistributedError, match="1 visible CUDA GPU"):
+        distributed.check_process_count(2, torch.device("cuda"))
+    distributed.check_process_count(1, torch.device("cuda"))
