@@ -218,6 +218,7 @@ class EvalSettings(DatasetSettings, BatchedInferenceSettings):
     thresholds: List[float] = _setting(None, minimum=0.0, maximum=1.0, factory=list)  # extra thresholds
     boundary_tolerance: Optional[float] = _setting(None, minimum=0.0)  # pixels; default 0.008 x image diagonal
     worst: int = _setting(5, minimum=1)  # overlays written with --overlays
+    clicks: Optional[int] = _setting(None, minimum=4)  # NoC protocol: 4 extreme points, then corrections up to K
 
 
 @dataclass

@@ -88,11 +88,55 @@ def _render(report: EvalReport, model_name: str) -> None:
             ct.add_row(esc(name), str(c["objects"]), _fmt(c["mean_iou"]), _fmt(c["box_mean_iou"]),
                        _fmt(c["quadrilateral_mean_iou"]), _fmt(c["mean_boundary_f"]))
         console.print(ct)
+    if report.interactive is not None:
+        _render_noc(report)
     if report.skipped:
         reasons = Counter(s.reason for s in report.skipped)
         err_console.print(f"[yellow]Skipped {len(report.skipped)} objects:[/] "
                           + "; ".join(f"{n} x {esc(r)}" for r, n in reasons.items())
                           + " (--min-object-area N leaves out specks)", highlight=False)
+
+
+def _compare_curves(paths: List[Path]) -> dict:
+    """Model name -> mIoU per click of earlier ``--json`` reports made with ``--clicks``."""
+    import json
+
+    curves = {}
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            miou = data["interactive"]["miou"]
+            name = Path(str(data.get("model", {}).get("source") or path.stem)).stem
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise typer.BadParameter(f"{path} is not a `dextr eval --clicks K --json` report",
+                                     param_hint="--compare") from None
+        curves[name if name not in curves else f"{name} ({path.stem})"] = miou
+    return curves
+
+
+def _render_noc(report: EvalReport) -> None:
+    inter, k = report.interactive, report.interactive["clicks"]
+    rows = {"all": report.noc(), **report.noc_per_class()}
+    table = Table(title=f"clicks to reach an IoU (NoC, at most {k}; clicks 1-4: the extreme points; "
+                  f"corrections binarised at {inter['threshold']:g})")
+    for col in ("objects", "NoC@80", "NoC@85", "NoC@90", f">{k}@85", f">{k}@90", "mIoU@4", f"mIoU@{k}"):
+        table.add_column(col, justify="right")
+    table.add_column("", justify="left")
+    for name, s in rows.items():
+        table.add_row(str(s["objects"]), *(f"{s['noc'][t]:.2f}" for t in ("0.80", "0.85", "0.90")),
+                      str(s["over_max"]["0.85"]), str(s["over_max"]["0.90"]), _fmt(s["miou"]["4"]),
+                      _fmt(s["miou"][str(k)]), esc(name))
+    console.print(table)
+    miou = rows["all"]["miou"]
+    console.print("mIoU after k clicks: " + "  ".join(f"{c}: {_fmt(v)}" for c, v in miou.items()), highlight=False)
+    per = inter["seconds_per_correction"]
+    console.print(
+        f"{inter['corrections']} corrections in {inter['seconds']:.1f} s"
+        + (f" ({1000 * per:.0f} ms each, network {inter['network_seconds']:.1f} s)" if per else ""),
+        highlight=False)
+    if not inter["takes_negatives"] and inter["corrections_not_taken"]:
+        console.print(f"The model takes no negative clicks: {inter['corrections_not_taken']} clicks it could not take were "
+                      "spent (counted, the input unchanged).", highlight=False)
 
 
 def _check_outputs(json_out, csv_out, overlays, dataset, inputs, force: bool) -> None:
@@ -159,6 +203,15 @@ def evaluate_command(
         "--force", help="Overwrite existing --json/--csv files and --overlays images.")] = False,
     limit: Annotated[Optional[int], typer.Option(
         "--limit", min=1, help="Evaluate only the first N objects.", show_default=False)] = None,
+    clicks: Annotated[Optional[int], typer.Option(
+        "--clicks", min=4, help="Interactive protocol (NoC@85/90, mIoU per click): the 4 extreme points, "
+        "then simulated corrections up to K clicks (RITM's annotator), e.g. 20.", show_default=False)] = None,
+    plot: Annotated[Optional[Path], typer.Option(
+        "--plot", dir_okay=False, help="With --clicks: write a PNG of mIoU against clicks.",
+        show_default=False)] = None,
+    compare: Annotated[Optional[List[Path]], typer.Option(
+        "--compare", exists=True, dir_okay=False, help="Also draw this earlier --json report's curve on "
+        "--plot (repeatable: several models on one plot).", show_default=False)] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Evaluate a model on every object of a dataset, next to two baselines that need no network.
@@ -182,12 +235,18 @@ def evaluate_command(
         annotations=annotations, images=images, categories=split_names(categories), points_from=points_from,
         split=split, label_ignore_index=label_ignore_index, min_object_area=min_object_area,
         whole_labels=whole_labels, thresholds=_parse_thresholds(thresholds),
-        boundary_tolerance=boundary_tolerance, worst=worst,
+        boundary_tolerance=boundary_tolerance, worst=worst, clicks=clicks,
     )
     model = model_spec(es.model, "eval")
     if points_file is not None and jitter > 0:
         raise typer.BadParameter("--jitter perturbs the ground-truth points; a points file is used as it is",
                                  param_hint="--jitter")
+    if (plot is not None or compare) and es.clicks is None:
+        raise typer.BadParameter("--plot and --compare draw the mIoU-per-click curve of --clicks K; add "
+                                 "--clicks", param_hint="--plot")
+    if compare and plot is None:
+        raise typer.BadParameter("--compare adds curves to --plot PNG; add --plot", param_hint="--compare")
+    curves = _compare_curves(compare or [])  # fail before slow steps
     if worst is not None and overlays is None:
         raise typer.BadParameter("--worst K says how many overlays --overlays DIR writes; add --overlays",
                                  param_hint="--worst")
@@ -205,7 +264,8 @@ def evaluate_command(
             net, ds, thresholds=es.thresholds, threshold=es.threshold, jitter=jitter, seed=seed,
             points_file=points, batch_size=es.batch_size, precision=es.precision, runtime=es.runtime,
             boundary_tolerance=es.boundary_tolerance, limit=limit,
-            keep_worst=es.worst if overlays is not None else 0, on_progress=update, on_warning=warn,
+            keep_worst=es.worst if overlays is not None else 0, clicks=es.clicks, on_progress=update,
+            on_warning=warn,
         )
     _render(report, model)
     if json_out is not None:
@@ -214,6 +274,12 @@ def evaluate_command(
     if csv_out is not None:
         report.to_csv(csv_out)
         console.print(f"Wrote {esc(csv_out)}", highlight=False)
+    if plot is not None:
+        from dextr_lib.evaluation.report import plot_click_curves
+
+        curves = {Path(model).stem: report.noc()["miou"], **curves}
+        plot_click_curves(curves, plot, title=f"{getattr(ds, 'kind', None) or 'dataset'}: {report.n_objects} objects")
+        console.print(f"Wrote {esc(plot)}", highlight=False)
     if overlays is not None:
         written = write_worst_overlays(report, overlays, ds.read_image)
         console.print(f"Wrote {len(written)} overlays of the worst objects to {esc(overlays)}", highlight=False)

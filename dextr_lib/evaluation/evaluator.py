@@ -30,6 +30,7 @@ from ..inference.engine import check_threshold, resolve_threshold
 from .baselines import BASELINE_MASKS, BASELINES, box_mask, quadrilateral_mask
 from .matching import PointsMatcher
 from .metrics import boundary_f, iou
+from .noc import FIRST_CLICK, PredictFn, check_clicks, click_curve
 from .report import CSV_COLUMNS, EvalReport, ObjectResult, SkippedObject, WorstCase, json_safe
 
 ProgressFn = Optional[Callable[[int, int], None]]
@@ -57,6 +58,8 @@ def evaluate(
     boundary_tolerance: Optional[float] = None,
     limit: Optional[int] = None,
     keep_worst: int = 0,
+    clicks: Optional[int] = None,
+    predict_fn: Optional[PredictFn] = None,
     on_progress: ProgressFn = None,
     on_warning: Optional[Callable[[str], None]] = None,
 ) -> EvalReport:
@@ -86,6 +89,12 @@ def evaluate(
         limit: evaluate only the first ``limit`` objects.
         keep_worst: keep the masks of this many worst objects (for
             :func:`dextr_lib.evaluation.report.write_worst_overlays`).
+        clicks: run the interactive protocol of :mod:`dextr_lib.evaluation.noc` up to this many
+            clicks (the four extreme points, then ``clicks - 4`` simulated corrections at the
+            main threshold); each result gets ``click_ious`` and the report NoC numbers.
+        predict_fn: how a correction is predicted (see :data:`~dextr_lib.evaluation.noc.PredictFn`;
+            default: ``model.predict_image`` with the corrections, on the same device, precision
+            and runtime).
         on_progress: ``(done, total)`` objects.
         on_warning: receives warnings (a points file whose points refer to EXIF-rotated photos).
 
@@ -106,6 +115,11 @@ def evaluate(
     sweep = sorted({main, *(check_threshold(t, "every swept threshold") for t in thresholds)})
     if limit is not None and limit < 1:
         raise InvalidValueError(f"limit must be >= 1 object, got {limit}")
+    if clicks is not None:
+        clicks = check_clicks(clicks)
+        takes_negatives = bool(getattr(model, "takes_negatives", False))
+        if predict_fn is None:
+            predict_fn = _model_predict_fn(model, main, batch_size, precision, runtime)
     engine = model.engine(batch_size=batch_size, device=device, precision=precision, runtime=runtime)
     kind = getattr(dataset, "kind", None)
     matcher = PointsMatcher(points_file, dataset.objects, kind) if points_file is not None else None
@@ -166,7 +180,7 @@ def evaluate(
                 if pts is None:
                     skipped.append(SkippedObject(i, rec.image, reason))
                     continue
-                todo.append((targets, i, rec, gt, pts))
+                todo.append((targets, i, rec, gt, pts, rgb if clicks is not None else None))
             waiting.extend(todo)
             waiting.append(None)
             reading += time.perf_counter() - t0
@@ -178,14 +192,27 @@ def evaluate(
             on_progress(len(results) + len(skipped), total)
 
     scoring = 0.0
+    clicking, click_seconds, n_corrections, n_unused = 0.0, 0.0, 0, 0
     t_model = time.perf_counter()
     for prob in engine.run(items()):
         t0 = time.perf_counter()
         while waiting[0] is None:  # images whose objects are all done (or skipped)
             waiting.popleft()
             report_progress()
-        targets, i, rec, gt, pts = waiting.popleft()
+        targets, i, rec, gt, pts, rgb = waiting.popleft()
         res, pred_main = _score(i, rec, gt, targets.ignore, pts, prob, sweep, main, boundary_tolerance)
+        if clicks is not None:
+            t1 = time.perf_counter()
+            res.click_ious, made, unused, spent = click_curve(
+                predict_fn, rgb, gt, targets.ignore, pts, prob, clicks=clicks, threshold=main,
+                takes_negatives=takes_negatives)
+            res.corrections = [[c.x, c.y, c.positive] for c in made]
+            n_corrections += len(made)
+            n_unused += unused
+            click_seconds += spent
+            dt = time.perf_counter() - t1
+            clicking += dt
+            t0 += dt  # scoring leaves the corrections out
         results.append(res)
         if keep_worst > 0:
             case = (-res.iou[main], -i, WorstCase(res, pred_main, gt, targets.ignore, pts))
@@ -194,12 +221,23 @@ def evaluate(
             elif case[:2] > worst_heap[0][:2]:
                 heapq.heapreplace(worst_heap, case)
         scoring += time.perf_counter() - t0
-    # the engine's own time: crops, network and paste-back, not reading nor scoring
-    model_seconds = time.perf_counter() - t_model - reading - scoring
+    # the engine's own time: crops, network and paste-back of the extreme points' masks, not
+    # reading, scoring nor the corrections
+    model_seconds = time.perf_counter() - t_model - reading - scoring - clicking
     if on_progress is not None:
         on_progress(total, total)
     seconds = time.perf_counter() - t_start
 
+    interactive = None
+    if clicks is not None:
+        interactive = {
+            "clicks": clicks, "first_click": FIRST_CLICK, "threshold": main,
+            "takes_negatives": takes_negatives, "corrections": n_corrections,
+            "corrections_not_taken": n_unused,
+            # the whole click loop (annotator, network, IoU) and its network part
+            "seconds": clicking, "network_seconds": click_seconds,
+            "seconds_per_correction": clicking / n_corrections if n_corrections else None,
+        }
     worst = [c[2] for c in sorted(worst_heap, key=lambda c: (-c[0], -c[1]))]
     pp = model.preprocess
     return EvalReport(
@@ -229,7 +267,18 @@ def evaluate(
             "ignore_index": getattr(dataset, "ignore_index", None),
         },
         worst=worst,
+        interactive=interactive,
     )
+
+
+def _model_predict_fn(model, threshold, batch_size, precision, runtime) -> PredictFn:
+    """Corrections predicted by ``model.predict_image``, one object at a time (each click
+    depends on the mask of the one before)."""
+    def predict(image, points, positive, negative):
+        return model.predict_image(
+            image, points[None], positive=[positive], negative=[negative] if len(negative) else None,
+            batch_size=batch_size, precision=precision, runtime=runtime)[0]
+    return predict
 
 
 def _limit_groups(groups, limit: int):

@@ -19,9 +19,10 @@ import PIL.Image
 
 from ..formats.masks import safe_name, save_image
 from ..formats.overlay import draw_overlay
-from ..utils.fileio import atomic_write_text
+from ..utils.fileio import atomic_open, atomic_write_text
 from .baselines import BASELINES
 from .metrics import group_means, summarize
+from .noc import FIRST_CLICK, NOC_THRESHOLDS, noc, noc_per_class, noc_summary
 
 REPORT_FORMAT = "dextr-eval"
 REPORT_FORMAT_VERSION = 1
@@ -42,6 +43,8 @@ class ObjectResult:
         image, label, region, class_name, area: from the dataset's record.
         iou, boundary_f: the model's scores per threshold.
         baselines: ``{"box": {"iou", "boundary_f"}, "quadrilateral": {...}}``.
+        click_ious: with ``clicks``, the IoU after clicks 4..K at the main threshold.
+        corrections: with ``clicks``, the annotator's clicks 5.. as ``[x, y, positive]``.
     """
 
     index: int
@@ -53,6 +56,8 @@ class ObjectResult:
     iou: Dict[float, float]
     boundary_f: Dict[float, float]
     baselines: Dict[str, Dict[str, float]]
+    click_ious: Optional[List[float]] = None
+    corrections: Optional[List[list]] = None
 
 
 @dataclass
@@ -88,6 +93,9 @@ class EvalReport:
         model_seconds: the part spent in the network (pre-processing and pasting included).
         settings, model, dataset: plain descriptions saved in the JSON report.
         worst: the worst objects at the main threshold, worst first (if asked for).
+        interactive: with ``clicks``, the protocol's settings and timing (``clicks``,
+            ``threshold``, ``takes_negatives``, ``corrections``, ``corrections_not_taken``,
+            ``seconds``, ``network_seconds``, ``seconds_per_correction``).
     """
 
     results: List[ObjectResult]
@@ -100,6 +108,7 @@ class EvalReport:
     model: Dict[str, Any] = field(default_factory=dict)
     dataset: Dict[str, Any] = field(default_factory=dict)
     worst: List[WorstCase] = field(default_factory=list)
+    interactive: Optional[Dict[str, Any]] = None
 
     # -- summaries --
     @property
@@ -168,10 +177,26 @@ class EvalReport:
                     out[c]["mean_boundary_f"] = m
         return out
 
+    def noc(self) -> Optional[Dict[str, Any]]:
+        """NoC@80/85/90, objects never reaching 85/90 and mIoU after each click
+        (:func:`dextr_lib.evaluation.noc.noc_summary`), or None without ``clicks``."""
+        if self.interactive is None:
+            return None
+        return noc_summary([r.click_ious for r in self.results], self.interactive["clicks"])
+
+    def noc_per_class(self) -> Dict[str, Dict[str, Any]]:
+        """:meth:`noc` per class; empty without ``clicks`` or classes."""
+        if self.interactive is None or not any(r.class_name is not None for r in self.results):
+            return {}
+        classes = [r.class_name if r.class_name is not None else "(none)" for r in self.results]
+        return noc_per_class([r.click_ious for r in self.results], classes, self.interactive["clicks"])
+
     # -- export --
     def to_dict(self) -> Dict[str, Any]:
         """The JSON report: ``summary`` (key ``mean_iou`` etc., main threshold), ``baselines``,
-        ``sweep``, ``per_class``, ``throughput``, ``settings``, ``model``, ``dataset``, ``skipped``."""
+        ``sweep``, ``per_class``, ``throughput``, ``settings``, ``model``, ``dataset``, ``skipped``;
+        with ``clicks`` also ``interactive`` (its settings and timing, ``noc``, ``over_max``,
+        ``miou`` per click count, and all of them ``per_class``)."""
         summary = self.summary()
         summary.update(
             threshold=self.threshold,
@@ -195,6 +220,8 @@ class EvalReport:
             "dataset": self.dataset,
             "skipped": [vars(s) for s in self.skipped],
         }
+        if self.interactive is not None:
+            data["interactive"] = {**self.interactive, **self.noc(), "per_class": self.noc_per_class()}
         return json_safe(data)
 
     def to_json(self, path: Optional[Union[str, os.PathLike]] = None) -> str:
@@ -204,8 +231,18 @@ class EvalReport:
             atomic_write_text(path, text)
         return text
 
+    @property
+    def csv_columns(self) -> Tuple[str, ...]:
+        """:data:`CSV_COLUMNS`; with ``clicks`` K also ``noc_80, noc_85, noc_90`` and ``iou_at_4``
+        .. ``iou_at_K`` (filled on the main threshold's rows)."""
+        if self.interactive is None:
+            return CSV_COLUMNS
+        k = self.interactive["clicks"]
+        return CSV_COLUMNS + tuple(f"noc_{round(100 * t)}" for t in NOC_THRESHOLDS) + tuple(
+            f"iou_at_{c}" for c in range(FIRST_CLICK, k + 1))
+
     def csv_rows(self) -> List[Dict[str, Any]]:
-        """One row per object and threshold (main threshold first), columns :data:`CSV_COLUMNS`."""
+        """One row per object and threshold (main threshold first), columns :attr:`csv_columns`."""
         rows = []
         ordered = [self.threshold] + [t for t in self.thresholds if t != self.threshold]
         for t in ordered:
@@ -219,12 +256,20 @@ class EvalReport:
                     "box_boundary_f": r.baselines["box"]["boundary_f"],
                     "quadrilateral_boundary_f": r.baselines["quadrilateral"]["boundary_f"],
                 })
+                if self.interactive is not None:
+                    rows[-1].update(self._click_columns(r) if t == self.threshold else {})
         return rows
+
+    def _click_columns(self, r: ObjectResult) -> Dict[str, Any]:
+        k = self.interactive["clicks"]
+        out: Dict[str, Any] = {f"noc_{round(100 * t)}": noc(r.click_ious, t, k) for t in NOC_THRESHOLDS}
+        out.update({f"iou_at_{c}": v for c, v in enumerate(r.click_ious, FIRST_CLICK)})
+        return out
 
     def to_csv(self, path: Optional[Union[str, os.PathLike]] = None) -> str:
         """Per-object CSV text (see :meth:`csv_rows`); written atomically to ``path`` if given."""
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=self.csv_columns, lineterminator="\n")
         writer.writeheader()
         for row in self.csv_rows():
             writer.writerow({k: (repr(float(v)) if isinstance(v, (float, np.floating)) else v)
@@ -272,3 +317,46 @@ def write_worst_overlays(
         save_image(PIL.Image.fromarray(img), folder / name)
         paths.append(folder / name)
     return paths
+
+
+def plot_click_curves(
+    curves: Dict[str, Dict[str, float]], path: Union[str, os.PathLike], *, title: str = ""
+) -> Path:
+    """Plot mIoU against the number of clicks, one line per model, as the field's papers do.
+
+    Args:
+        curves: model name -> ``{"4": mIoU after 4 clicks, ..., "K": ...}`` (a report's
+            ``noc()["miou"]``, or the ``interactive.miou`` of a saved JSON report).
+        path: the PNG to write (atomically).
+        title: the plot's title (e.g. the dataset).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    last = FIRST_CLICK
+    for name, miou in curves.items():
+        ks = sorted(int(k) for k in miou)
+        last = max([last] + ks)
+        ax.plot(ks, [miou[str(k)] for k in ks], marker="o", markersize=3, label=name)
+    ax.set_xlabel("number of clicks (the first 4: extreme points)")
+    ax.set_ylabel("mIoU")
+    ax.set_xlim(FIRST_CLICK - 0.5, last + 0.5)
+    ax.grid(True, alpha=0.3)
+    for t in NOC_THRESHOLDS[1:]:  # the NoC@85/90 targets
+        ax.axhline(t, color="grey", linestyle=":", linewidth=0.8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    with atomic_open(path, "wb") as f:
+        f.write(buf.getvalue())
+    return Path(path)
