@@ -10,6 +10,11 @@ class InvalidPointsError(DextrError, ValueError):
     """Extreme points of the wrong shape, with NaN/inf, or spanning a zero-size box."""
 
 
+class CorrectionError(DextrError, ValueError):
+    """A correction click a model cannot use: outside the crop that the four extreme points
+    define, or a negative click on a model without a negative-click input channel."""
+
+
 class InvalidImageError(DextrError, ValueError):
     """An image that cannot be read or has an unsupported shape or dtype."""
 

@@ -16,10 +16,11 @@ from .core.images import ImageLike
 from .errors import CheckpointError, DeviceError, ExportError, InvalidImageError, MismatchError
 from .inference.device import module_device, resolve_device, resolve_precision
 from .inference.engine import Engine, check_batch_size, check_threshold
-from .inference.preprocessing import Preprocess, get_profile
+from .inference.preprocessing import Preprocess, as_corrections, get_profile
 from .inference.runtimes import Runner, check_runtime, make_runner, network_to_onnx
 from .weights import checkpoint as ckpt_io
 from .weights.architectures import build_network
+from .weights.surgery import add_negative_channel
 from .weights.loading import OnnxModelFile, is_onnx_spec, network_from_checkpoint, read_onnx_model, resolve_checkpoint
 
 PathLike = Union[str, os.PathLike]
@@ -227,6 +228,30 @@ class DextrModel:
         return isinstance(self._network, OnnxNetwork)
 
     @property
+    def takes_negatives(self) -> bool:
+        """Whether the network takes negative correction clicks (a fifth input channel; see
+        :meth:`add_negative_channel`). Positive corrections every model takes."""
+        return self.preprocess.negative_clicks
+
+    def add_negative_channel(self) -> "DextrModel":
+        """Give the network a negative-click input channel, zero-initialised, in place: until
+        fine-tuned (``dextr finetune ... --corrections N``) its masks are exactly those of
+        before, whatever negatives are given.
+
+        Raises:
+            ExportError: an ONNX model (it has no PyTorch weights to change).
+            CheckpointError: the model takes negatives already.
+        """
+        if self.is_onnx:
+            raise ExportError("an ONNX model's input cannot be changed; add the channel to the "
+                              ".pt checkpoint it was exported from")
+        if self.takes_negatives:
+            raise CheckpointError("this model takes negative clicks already")
+        self.net = add_negative_channel(self.net)
+        self.preprocess = self.preprocess.replace(negative_clicks=True)
+        return self
+
+    @property
     def target_size_yx(self) -> Tuple[int, int]:
         return (self.preprocess.target_size, self.preprocess.target_size)
 
@@ -316,6 +341,8 @@ class DextrModel:
         images: Sequence[ImageLike],
         extreme_points: Union[np.ndarray, Sequence],
         *,
+        positive: Optional[Sequence] = None,
+        negative: Optional[Sequence] = None,
         batch_size: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
@@ -328,6 +355,11 @@ class DextrModel:
             images: ``N`` PIL images or arrays (``(H, W)``, ``(H, W, 3)``, ``(H, W, 4)``; uint8 or
                 float in ``[0, 1]``). Passing the same image object several times converts it once.
             extreme_points: ``N`` ``(4, 2)`` arrays of ``[y, x]`` points, or an ``(N, 4, 2)`` array.
+            positive: correction clicks on parts the mask should include: ``None``, or one
+                ``(k, 2)`` ``[y, x]`` array per object (``k`` may be 0). They join the extreme
+                points' heatmap, so every model takes them.
+            negative: correction clicks on parts the mask should leave out, as ``positive``;
+                only for a model that :attr:`takes_negatives`.
             batch_size: objects per network forward (default: 1 for the torch runtime on a CPU,
                 where bigger batches are slower per object, else 8; see
                 :func:`dextr_lib.inference.device.default_batch_size`).
@@ -344,8 +376,16 @@ class DextrModel:
             ``N`` masks, each ``(H, W)`` of its image: float32 probabilities, or bool with ``threshold``.
 
         Raises:
-            MismatchError: ``len(images) != len(extreme_points)``.
+            MismatchError: ``len(images) != len(extreme_points)``, or ``positive``/``negative``
+                not one entry per object.
             InvalidPointsError, InvalidImageError: malformed inputs.
+            CorrectionError: a correction outside the crop the object's extreme points define
+                (move an extreme point instead), or a negative one for a model that does not
+                :attr:`takes_negatives`.
+
+        Example:
+            >>> masks = model.predict([image], [[[10, 5], [12, 60], [2, 30], [40, 33]]],
+            ...                       positive=[[[20, 30]]], threshold=0.5)
         """
         if isinstance(images, (np.ndarray,)) or not isinstance(images, Sequence):
             raise InvalidImageError(
@@ -358,13 +398,15 @@ class DextrModel:
                 f"got {len(images)} images but {len(points)} extreme point sets; "
                 "predict() takes one image per object"
             )
+        pos, neg = self._corrections(positive, negative, len(points))
         # Group objects by image object so an image shared by several objects is converted once.
         groups: Dict[int, Tuple[ImageLike, List[int]]] = {}
         for i, img in enumerate(images):
             groups.setdefault(id(img), (img, []))[1].append(i)
         by_image = [(img, idx) for img, idx in groups.values()]
         results = self._run(
-            ((img, points[idx]) for img, idx in by_image), batch_size, device, threshold, precision, runtime
+            ((img, points[idx], _pick(pos, idx), _pick(neg, idx)) for img, idx in by_image),
+            batch_size, device, threshold, precision, runtime,
         )
         order = [i for _, idx in by_image for i in idx]
         out: List[Optional[np.ndarray]] = [None] * len(points)
@@ -377,6 +419,8 @@ class DextrModel:
         image: ImageLike,
         points_list: Union[np.ndarray, Sequence],
         *,
+        positive: Optional[Sequence] = None,
+        negative: Optional[Sequence] = None,
         batch_size: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None,
         threshold: Optional[float] = None,
@@ -388,16 +432,22 @@ class DextrModel:
         Args:
             image: a PIL image or array, as in :meth:`predict`.
             points_list: ``K`` ``(4, 2)`` ``[y, x]`` arrays, an ``(K, 4, 2)`` array, or one ``(4, 2)``.
+            positive, negative: ``None`` or ``K`` ``(k, 2)`` ``[y, x]`` correction arrays, one
+                per object, as in :meth:`predict`.
 
         Returns:
             ``K`` ``(H, W)`` masks, as in :meth:`predict`.
+
+        Raises:
+            CorrectionError, MismatchError, InvalidPointsError: as in :meth:`predict`.
         """
         points = as_points_array(points_list, name="points_list")
-        return list(self._run([(image, points)], batch_size, device, threshold, precision, runtime))
+        pos, neg = self._corrections(positive, negative, len(points))
+        return list(self._run([(image, points, pos, neg)], batch_size, device, threshold, precision, runtime))
 
     def predict_iter(
         self,
-        items: Iterable[Tuple[ImageLike, Union[np.ndarray, Sequence]]],
+        items: Iterable[tuple],
         *,
         batch_size: Optional[int] = None,
         device: Optional[Union[str, torch.device]] = None,
@@ -411,17 +461,27 @@ class DextrModel:
         needs it and write each mask as it comes: memory holds one batch, not every mask.
 
         Args:
-            items: ``(image, points)`` pairs; ``points`` is one ``(4, 2)`` ``[y, x]`` array or a
-                ``(K, 4, 2)`` array of the image's objects.
+            items: ``(image, points)`` pairs or ``(image, points, positive, negative)``
+                tuples; ``points`` is one ``(4, 2)`` ``[y, x]`` array or a ``(K, 4, 2)`` array
+                of the image's objects, ``positive``/``negative`` ``None`` or ``K`` ``(k, 2)``
+                ``[y, x]`` correction arrays as in :meth:`predict`.
             batch_size, device, threshold, precision, runtime: as for :meth:`predict`.
 
         Yields:
             One ``(H, W)`` mask per object, in order, as in :meth:`predict`.
         """
         return self._run(
-            ((img, as_points_array(pts, name="points_list")) for img, pts in items),
+            ((img, as_points_array(pts, name="points_list"), *clicks) for img, pts, *clicks in items),
             batch_size, device, threshold, precision, runtime,
         )
+
+    def _corrections(self, positive: Any, negative: Any, n: int) -> Tuple[Optional[List[np.ndarray]], ...]:
+        """``positive`` and ``negative`` checked for ``n`` objects, and negatives refused at
+        once by a model without their channel (before any work)."""
+        pos = as_corrections(positive, n, "positive")
+        neg = as_corrections(negative, n, "negative")
+        self.preprocess.check_negatives(neg)
+        return pos, neg
 
     def _run(
         self,
@@ -545,6 +605,10 @@ class DextrModel:
         return cls.from_pretrained("pascalvoc-resunet101", map_location, **kwargs)
 
 
+def _pick(clicks: Optional[List[np.ndarray]], idx: List[int]) -> Optional[List[np.ndarray]]:
+    return None if clicks is None else [clicks[i] for i in idx]
+
+
 def create_model(
     arch: str,
     *,
@@ -553,6 +617,7 @@ def create_model(
     blob_sigma: float = 10.0,
     backbone_weights: Optional[PathLike] = None,
     profile: str = "dextr",
+    negative_clicks: bool = False,
 ) -> DextrModel:
     """Create a new DEXTR model.
 
@@ -564,6 +629,8 @@ def create_model(
         backbone_weights: ``None`` (random), ``"imagenet"`` (torchvision's weights), or a path to
             a torchvision state dict for the encoder.
         profile: the named pre-processing profile whose other settings (normalisation, ...) to use.
+        negative_clicks: give the network a fifth input channel for negative correction clicks
+            (see :meth:`DextrModel.add_negative_channel`).
 
     Returns:
         A :class:`DextrModel` on the CPU, in eval mode.
@@ -578,7 +645,8 @@ def create_model(
     preprocess = get_profile(profile, target_size=target_size, padding=padding, blob_sigma=blob_sigma)
     net = build_network(arch, backbone_weights=backbone_weights)
     meta = {"backbone_weights": None if backbone_weights is None else str(backbone_weights)}
-    return DextrModel(net, preprocess, arch, meta).eval()
+    model = DextrModel(net, preprocess, arch, meta)
+    return (model.add_negative_channel() if negative_clicks else model).eval()
 
 
 def load_model(

@@ -22,7 +22,7 @@ import torch
 from ..core.images import ImageLike, to_rgb_array
 from ..errors import InvalidValueError
 from .device import default_batch_size, torch_threads
-from .preprocessing import Preprocess, image_to_tensor
+from .preprocessing import Preprocess, as_corrections, image_to_tensor
 from .runtimes import Runner
 
 
@@ -108,13 +108,20 @@ class Engine:
         self._pre_post = (functools.partial(torch_threads, 1)
                           if runner.name != "torch" and device.type == "cpu" else contextlib.nullcontext)
 
-    def run(self, items: Iterable[Tuple[ImageLike, np.ndarray]]) -> Iterator[np.ndarray]:
+    def run(self, items: Iterable[tuple]) -> Iterator[np.ndarray]:
         """One mask per object of ``items``, in order.
 
         Args:
-            items: ``(image, points)`` pairs, consumed lazily: ``image`` a PIL image or array
-                (see :func:`~dextr_lib.core.images.to_rgb_array`), ``points`` a checked
-                ``(K, 4, 2)`` ``[y, x]`` array of its objects.
+            items: ``(image, points)`` pairs or ``(image, points, positive, negative)``
+                tuples, consumed lazily: ``image`` a PIL image or array (see
+                :func:`~dextr_lib.core.images.to_rgb_array`), ``points`` a checked
+                ``(K, 4, 2)`` ``[y, x]`` array of its objects, ``positive`` and ``negative``
+                ``None`` or ``K`` ``(k, 2)`` ``[y, x]`` correction clicks per object
+                (:func:`~dextr_lib.inference.preprocessing.as_corrections`).
+
+        Raises:
+            CorrectionError: a correction outside its object's crop, or a negative one for a
+                network without the negative-click channel (raised when that object is reached).
 
         Yields:
             ``(H, W)`` masks of their images: float32 probabilities, or bool with a threshold.
@@ -123,18 +130,21 @@ class Engine:
         pending: List[Tuple[torch.Tensor, np.ndarray, np.ndarray, Tuple[int, int]]] = []
         n_pending = 0
         with self._network_mode(), torch.inference_mode():
-            for image, pts in items:
+            for image, pts, *clicks in items:
+                pos, neg = (as_corrections(c, len(pts), name) for c, name in
+                            zip((*clicks, None, None), ("positive", "negative")))
                 rgb = to_rgb_array(image)
                 with pre_post():
                     img_t = image_to_tensor(rgb, dev)
                 size = rgb.shape[:2]
                 for s in range(0, len(pts), batch_size):
-                    chunk = pts[s:s + batch_size]
-                    while len(chunk):
-                        room = batch_size - n_pending
-                        part, chunk = chunk[:room], chunk[room:]
+                    i, end = s, min(s + batch_size, len(pts))
+                    while i < end:
+                        take = slice(i, min(end, i + batch_size - n_pending))
+                        i = take.stop
+                        part = pts[take]
                         with pre_post():
-                            x, boxes = pp.make_inputs(img_t, part)
+                            x, boxes = pp.make_inputs(img_t, part, pos and pos[take], neg and neg[take])
                         pending.append((x, boxes, part, size))
                         n_pending += len(part)
                         if n_pending >= batch_size:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..core import geometry
-from ..errors import InvalidValueError, UnknownNameError
+from ..errors import CorrectionError, InvalidPointsError, InvalidValueError, MismatchError, UnknownNameError
 from .heatmaps import gaussian_heatmaps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -25,6 +25,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Heatmap statistics measured on Pascal VOC 2012 by the ``dextr`` 0.1.2 authors.
 HEATMAP_MEAN = 0.008
 HEATMAP_STD = 0.066
+
+#: Correction clicks of several objects: one ``(k, 2)`` float64 ``[y, x]`` array per object.
+Corrections = List[np.ndarray]
+
+#: How to get a model whose network takes negative clicks (said by every refusal of one).
+NEGATIVE_CHANNEL_HINT = (
+    "make one with `dextr finetune JOB --from MODEL --corrections N ...`, which adds the "
+    "negative-click input channel, or correct with positive clicks only"
+)
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,8 @@ class Preprocess:
         blob_sigma: standard deviation of each point's Gaussian, in crop pixels.
         heatmap_combine: ``"sum"`` or ``"max"`` of the four Gaussians.
         mean, std: per-channel normalisation of ``[R, G, B, heatmap]``; RGB is first scaled to
-            ``[0, 1]`` and the heatmap peaks at 1.
+            ``[0, 1]`` and the heatmap peaks at 1. The negative-click heatmap, where there is
+            one, is normalised like the heatmap.
         interpolation: resampling of the image crop, ``"bilinear"`` or ``"bicubic"``.
         clip_to_box: zero the pasted-back mask outside the box through the points.
         threshold: default probability threshold for binary masks.
@@ -70,6 +80,9 @@ class Preprocess:
             (its float32 weights, edge pixels repeated) and rounded to 8-bit levels, and the
             probabilities are resized back with the same bicubic. Needs
             ``padding_mode="image"`` with a whole ``padding``.
+        negative_clicks: the network takes a fifth input channel, a heatmap of negative
+            correction clicks (made like the extreme points' one). Positive corrections join
+            the extreme points' heatmap, so every model takes those.
     """
 
     name: str = "dextr"
@@ -91,6 +104,7 @@ class Preprocess:
     edge_mode: str = "zeros"
     integer_points: bool = False
     resampler: str = "torch"
+    negative_clicks: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
@@ -158,6 +172,12 @@ class Preprocess:
     def replace(self, **changes: Any) -> "Preprocess":
         return dataclasses.replace(self, **changes)
 
+    @property
+    def in_channels(self) -> int:
+        """Channels of the network input: RGB, the heatmap, and the negative-click heatmap
+        where the network takes one."""
+        return 5 if self.negative_clicks else 4
+
     # -- geometry ------------------------------------------------------------------------------
     def snap_points(self, points: np.ndarray) -> np.ndarray:
         """The points as the profile uses them: truncated to whole pixels with ``integer_points``."""
@@ -215,8 +235,26 @@ class Preprocess:
             return torch.round(rgb * 255.0).clamp_(0.0, 255.0).div_(255.0)
         return rgb
 
-    def heatmaps(self, points: np.ndarray, boxes: np.ndarray, device: torch.device) -> torch.Tensor:
-        """``(N, T, T)`` guidance heatmaps for ``(N, 4, 2)`` image-space points."""
+    def heatmaps(self, points: np.ndarray, boxes: np.ndarray, device: torch.device,
+                 extra: Optional[Corrections] = None) -> torch.Tensor:
+        """``(N, T, T)`` guidance heatmaps.
+
+        Args:
+            points: ``(N, K, 2)`` image-space ``[y, x]`` points (the extreme points).
+            boxes: ``(N, 4)`` crop boxes.
+            extra: ``N`` ``(k, 2)`` arrays of more points of each object (positive
+                corrections), combined with ``points``' blobs as the profile says; ``None`` or
+                all empty leaves the heatmaps exactly as without them.
+        """
+        heat = self._blobs(points, boxes, device)
+        for i, more in enumerate(extra or ()):
+            if len(more):
+                blobs = self._blobs(more[None], boxes[i:i + 1], device)[0]
+                heat[i] = heat[i] + blobs if self.heatmap_combine == "sum" else torch.maximum(heat[i], blobs)
+        return heat
+
+    def _blobs(self, points: np.ndarray, boxes: np.ndarray, device: torch.device) -> torch.Tensor:
+        """``(N, T, T)`` Gaussians at ``(N, K, 2)`` image-space points in their crops."""
         points = self.snap_points(points)
         if self.point_origin == "corner":
             lo = boxes[:, None, :2]
@@ -231,36 +269,102 @@ class Preprocess:
         pts = torch.as_tensor(in_crop, dtype=torch.float32, device=device)
         return gaussian_heatmaps(pts, self.target_size, self.blob_sigma, self.heatmap_combine)
 
-    def normalize(self, rgb: torch.Tensor, heatmap: torch.Tensor) -> torch.Tensor:
-        """Stack ``(N, 3, T, T)`` RGB in ``[0, 1]`` and ``(N, T, T)`` heatmaps into a normalised
-        ``(N, 4, T, T)`` network input."""
+    def normalize(self, rgb: torch.Tensor, heatmap: torch.Tensor,
+                  negative: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Stack ``(N, 3, T, T)`` RGB in ``[0, 1]``, ``(N, T, T)`` heatmaps and, for a network
+        with :attr:`negative_clicks`, ``(N, T, T)`` negative-click heatmaps (``None``: none
+        clicked) into a normalised ``(N, C, T, T)`` network input, ``C`` = :attr:`in_channels`."""
         n, _, t, _ = rgb.shape
         mean = torch.tensor(self.mean, dtype=rgb.dtype, device=rgb.device).view(1, 4, 1, 1)
         std = torch.tensor(self.std, dtype=rgb.dtype, device=rgb.device).view(1, 4, 1, 1)
         # (x - mean) / std written straight into the input: no concatenated copy to subtract from
-        x = torch.empty((n, 4, t, t), dtype=rgb.dtype, device=rgb.device)
+        x = torch.empty((n, self.in_channels, t, t), dtype=rgb.dtype, device=rgb.device)
         torch.sub(rgb, mean[:, :3], out=x[:, :3])
-        torch.sub(heatmap.unsqueeze(1), mean[:, 3:], out=x[:, 3:])
-        return x.div_(std)
+        torch.sub(heatmap.unsqueeze(1), mean[:, 3:], out=x[:, 3:4])
+        x[:, :4].div_(std)
+        if self.negative_clicks:
+            if negative is None:
+                x[:, 4:].fill_(-self.mean[3] / self.std[3])
+            else:
+                x[:, 4:] = (negative.unsqueeze(1) - self.mean[3]) / self.std[3]
+        return x
 
-    def make_inputs(self, image: torch.Tensor, points: np.ndarray) -> Tuple[torch.Tensor, np.ndarray]:
+    def check_negatives(self, negative: Optional[Corrections]) -> None:
+        """Refuse negative clicks (``None`` or per-object ``(k, 2)`` arrays) for a network
+        without :attr:`negative_clicks`.
+
+        Raises:
+            CorrectionError: saying how to get a model that takes them.
+        """
+        if negative is not None and not self.negative_clicks and any(len(c) for c in negative):
+            raise CorrectionError(f"this model takes no negative clicks: {NEGATIVE_CHANNEL_HINT}")
+
+    def check_corrections(self, points: np.ndarray, boxes: np.ndarray,
+                          positive: Optional[Corrections], negative: Optional[Corrections]) -> None:
+        """Refuse corrections this model cannot use.
+
+        Args:
+            points: ``(N, 4, 2)`` extreme points; boxes: their ``(N, 4)`` crop boxes.
+            positive, negative: ``None`` or ``N`` ``(k, 2)`` ``[y, x]`` arrays.
+
+        Raises:
+            CorrectionError: a negative click for a network without :attr:`negative_clicks`,
+                or a click outside its object's crop (the crop is the four extreme points'; a
+                click there could not reach the network).
+        """
+        self.check_negatives(negative)
+        # A point's pixel centre (its corner, for "corner" profiles) must fall inside the box.
+        shift = 0.5 if self.point_origin == "center" else 0.0
+        for kind, clicks in (("positive", positive), ("negative", negative)):
+            for i, c in enumerate(clicks or ()):
+                if not len(c):
+                    continue
+                at = self.snap_points(c) + shift
+                lo, hi = boxes[i, :2], boxes[i, 2:]
+                outside = ((at < lo) | (at >= hi)).any(axis=1)
+                if outside.any():
+                    y, x = c[int(np.argmax(outside))]
+                    raise CorrectionError(
+                        f"the {kind} correction at [y={y:g}, x={x:g}] lies outside the object's "
+                        f"crop (y {lo[0]:.0f}..{hi[0]:.0f}, x {lo[1]:.0f}..{hi[1]:.0f}), which the "
+                        "four extreme points define: move an extreme point to take that part in "
+                        "instead"
+                    )
+
+    def make_inputs(self, image: torch.Tensor, points: np.ndarray,
+                    positive: Optional[Corrections] = None,
+                    negative: Optional[Corrections] = None) -> Tuple[torch.Tensor, np.ndarray]:
         """Network inputs for several objects on one image.
 
         Args:
             image: ``(3, H, W)`` float tensor in ``[0, 1]`` (see :func:`image_to_tensor`).
             points: ``(N, 4, 2)`` validated ``[y, x]`` points.
+            positive, negative: ``None`` or ``N`` ``(k, 2)`` ``[y, x]`` correction clicks per
+                object (:func:`as_corrections`); positive ones join the extreme points'
+                heatmap, negative ones make the fifth channel of a :attr:`negative_clicks`
+                network.
 
         Returns:
-            ``(inputs, boxes)``: ``(N, 4, T, T)`` float tensor on ``image``'s device, and the
-            ``(N, 4)`` crop boxes needed by :meth:`paste`.
+            ``(inputs, boxes)``: ``(N, C, T, T)`` float tensor on ``image``'s device
+            (``C`` = :attr:`in_channels`), and the ``(N, 4)`` crop boxes needed by :meth:`paste`.
+
+        Raises:
+            CorrectionError: see :meth:`check_corrections`.
         """
         boxes = self.boxes(points)
+        self.check_corrections(points, boxes, positive, negative)
         if self.resampler == "opencv":
             rgb = torch.stack([_opencv_crop_resize(image, box, self.target_size) for box in boxes])
         else:
             rgb = self.to_8bit(self.crop(image, self.sampling_boxes(boxes)))
-        heat = self.heatmaps(points, boxes, image.device)
-        return self.normalize(rgb, heat), boxes
+        heat = self.heatmaps(points, boxes, image.device, positive)
+        neg = None
+        if self.negative_clicks and negative is not None and any(len(c) for c in negative):
+            neg = torch.zeros_like(heat)
+            for i, c in enumerate(negative):
+                if len(c):
+                    neg[i] = self._blobs(c[None], boxes[i:i + 1], image.device)[0]
+        return self.normalize(rgb, heat, neg), boxes
 
     def paste(
         self,
@@ -431,6 +535,51 @@ def _crop_grid(theta: torch.Tensor, t: int) -> torch.Tensor:
     ys = base * theta[:, 1, 1, None] + theta[:, 1, 2, None]  # (N, t): the same for every column
     n = theta.shape[0]
     return torch.stack((xs[:, None, :].expand(n, t, t), ys[:, :, None].expand(n, t, t)), dim=-1)
+
+
+def as_corrections(clicks: Any, n: int, name: str = "positive") -> Optional[Corrections]:
+    """Validate correction clicks of ``n`` objects.
+
+    Args:
+        clicks: ``None``, or one entry per object, each a ``(k, 2)`` array-like of ``[y, x]``
+            points (``k`` may be 0: ``[]`` or ``np.zeros((0, 2))``). With ``n == 1`` a single
+            ``(k, 2)`` array (``k >= 1``) is taken as the object's clicks.
+        n: the number of objects.
+        name: the argument's name in error messages.
+
+    Returns:
+        ``None`` (no clicks), or ``n`` ``(k, 2)`` float64 arrays.
+
+    Raises:
+        MismatchError: not one entry per object.
+        InvalidPointsError: an entry that is not ``(k, 2)`` finite numbers.
+    """
+    if clicks is None:
+        return None
+    if isinstance(clicks, np.ndarray) and clicks.dtype != object and clicks.ndim == 2 and n == 1:
+        clicks = [clicks]
+    if isinstance(clicks, (str, bytes)) or not isinstance(clicks, (Sequence, np.ndarray)):
+        raise InvalidPointsError(f"{name} must be a list with one (k, 2) [y, x] array per object, "
+                                 f"got {type(clicks).__name__}")
+    if len(clicks) != n:
+        raise MismatchError(f"{name} has {len(clicks)} entries for {n} objects; give one (k, 2) "
+                            "[y, x] array per object (an empty one for an object without clicks)")
+    out = []
+    for i, c in enumerate(clicks):
+        try:
+            a = np.asarray(c, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidPointsError(f"{name}[{i}] must be numbers, a (k, 2) array of [y, x] "
+                                     "points") from None
+        if a.size == 0:
+            a = a.reshape(0, 2)
+        if a.ndim != 2 or a.shape[1] != 2:
+            raise InvalidPointsError(f"{name}[{i}] must have shape (k, 2) as k [y, x] points, "
+                                     f"got shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise InvalidPointsError(f"{name}[{i}] contains NaN or infinite coordinates")
+        out.append(a)
+    return out
 
 
 def image_to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
