@@ -91,6 +91,32 @@ def test_eval_table_json_csv_and_overlays(label_data, crop_model_file, tmp_path)
         assert GT_COLOR in pixels and PRED_COLOR in pixels
 
 
+def test_eval_clicks_reports_noc_and_plots_several_models(label_data, crop_model_file, tmp_path):
+    # the crop model marks its whole crop: false positives around each object, so the annotator
+    # clicks negatives, which this model (no negative channel) spends without changing its mask
+    first = tmp_path / "first.json"
+    result = runner.invoke(app, ["eval", "-m", str(crop_model_file), *_dataset_args(label_data), "--device", "cpu",
+                                 "--clicks", "6", "--json", str(first), "--csv", str(tmp_path / "o.csv")])
+    assert result.exit_code == 0, result.output
+    for text in ("NoC@85", "NoC@90", "mIoU after k clicks", "spent"):
+        assert text in result.output
+    inter = json.loads(first.read_text())["interactive"]
+    assert inter["clicks"] == 6 and inter["takes_negatives"] is False
+    assert inter["corrections_not_taken"] == inter["corrections"] > 0
+    assert inter["miou"]["4"] == inter["miou"]["6"]  # spent clicks leave the masks unchanged
+    with open(tmp_path / "o.csv", newline="") as f:
+        assert {"noc_85", "iou_at_6"} <= set(next(csv.DictReader(f)))
+    plot = tmp_path / "noc.png"
+    result = runner.invoke(app, ["eval", "-m", str(crop_model_file), *_dataset_args(label_data), "--device", "cpu",
+                                 "--clicks", "5", "--limit", "1", "--plot", str(plot), "--compare", str(first)])
+    assert result.exit_code == 0, result.output
+    with PIL.Image.open(plot) as im:
+        assert im.size[0] > 100
+    result = runner.invoke(app, ["eval", "-m", str(crop_model_file), *_dataset_args(label_data), "--clicks", "5",
+                                 "--plot", str(plot), "--compare", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2 and "not a `dextr eval --clicks K --json` report" in result.output
+
+
 def test_eval_reads_its_defaults_from_the_config(label_data, crop_model_file, tmp_path):
     cfg = tmp_path / "dextr.toml"
     cfg.write_text(
@@ -108,6 +134,8 @@ def test_eval_reads_its_defaults_from_the_config(label_data, crop_model_file, tm
     (["-m", "x.pt", "--thresholds", "0.3,abc"], "--thresholds"),
     (["-m", "x.pt", "--points-from", "clicks"], "--points-from"),
     (["-m", "x.pt", "--worst", "3"], "--worst"),
+    (["-m", "x.pt", "--plot", "noc.png"], "--plot"),
+    (["-m", "x.pt", "--clicks", "3"], "--clicks"),
 ])
 def test_usage_errors(args, hint):
     result = runner.invoke(app, ["eval", *args])
