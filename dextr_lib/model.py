@@ -75,13 +75,14 @@ class TorchNetwork:
         finally:
             self.net.train(was_training)
 
-    def graph(self, target_size: int) -> bytes:
+    def graph(self, target_size: int, in_channels: int = 4) -> bytes:
         if self.onnx is None:
-            self.onnx = network_to_onnx(self.net, target_size)
+            self.onnx = network_to_onnx(self.net, target_size, in_channels=in_channels)
         return self.onnx
 
-    def make_runner(self, runtime: str, precision: str, device: torch.device, target_size: int) -> Runner:
-        graph = self.graph(target_size) if runtime != "torch" else None
+    def make_runner(self, runtime: str, precision: str, device: torch.device, target_size: int,
+                    in_channels: int = 4) -> Runner:
+        graph = self.graph(target_size, in_channels) if runtime != "torch" else None
         return make_runner(runtime, precision, device, net=self.net, onnx_graph=graph)
 
     def state_dict(self) -> Dict[str, Any]:
@@ -140,11 +141,12 @@ class OnnxNetwork:
                                   "from it; load it again")
         return path
 
-    def graph(self, target_size: int) -> bytes:
+    def graph(self, target_size: int, in_channels: int = 4) -> bytes:
         source = self._source()
         return source if isinstance(source, bytes) else Path(source).read_bytes()
 
-    def make_runner(self, runtime: str, precision: str, device: torch.device, target_size: int) -> Runner:
+    def make_runner(self, runtime: str, precision: str, device: torch.device, target_size: int,
+                    in_channels: int = 4) -> Runner:
         if runtime == "torch":
             raise ExportError("this model is an ONNX graph; run it with runtime onnxruntime or "
                               "openvino, or load the .pt checkpoint it was exported from")
@@ -286,7 +288,7 @@ class DextrModel:
     def onnx_graph(self) -> bytes:
         """The serialized ONNX graph of the network (exported on first call, then kept; read
         from its file for a model loaded from ``.onnx``)."""
-        return self._network.graph(self.preprocess.target_size)
+        return self._network.graph(self.preprocess.target_size, self.preprocess.in_channels)
 
     def runner(self, runtime: Optional[str] = None, precision: str = "fp32") -> Runner:
         """The :class:`~dextr_lib.inference.runtimes.Runner` that :meth:`predict` calls the network
@@ -306,7 +308,8 @@ class DextrModel:
             resolved = resolve_precision(precision, dev, runtime)
             if runtime != "torch" and resolved != "fp32" and self.meta.get("quantization"):
                 resolved = "fp32"  # an int8 graph: its other operators stay fp32
-            self._runners[key] = self._network.make_runner(runtime, resolved, dev, self.preprocess.target_size)
+            self._runners[key] = self._network.make_runner(runtime, resolved, dev, self.preprocess.target_size,
+                                                           self.preprocess.in_channels)
         return self._runners[key]
 
     def engine(

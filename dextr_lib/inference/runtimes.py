@@ -153,9 +153,11 @@ def make_runner(
     return cls(onnx_graph, precision)
 
 
-def network_to_onnx(net: nn.Module, target_size: int, opset: Optional[int] = None) -> bytes:
+def network_to_onnx(net: nn.Module, target_size: int, opset: Optional[int] = None,
+                    in_channels: int = 4) -> bytes:
     """Export ``net`` to a serialized ONNX graph with the ``torch.onnx`` dynamo exporter: input
-    ``inputs`` ``(batch, 4, T, T)`` with a dynamic batch dimension, output ``logits``.
+    ``inputs`` ``(batch, in_channels, T, T)`` with a dynamic batch dimension (5 channels for a
+    network that takes negative clicks), output ``logits``.
 
     Raises:
         MissingExtraError: onnx/onnxscript not installed.
@@ -169,7 +171,7 @@ def network_to_onnx(net: nn.Module, target_size: int, opset: Optional[int] = Non
     was_channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
                             and not p.is_contiguous() for p in net.parameters())
     net.eval()
-    example = torch.zeros(2, 4, target_size, target_size, device=device)
+    example = torch.zeros(2, in_channels, target_size, target_size, device=device)
     batch = torch.export.Dim("batch", min=1, max=4096)
     try:
         with torch.no_grad(), warnings.catch_warnings():

@@ -257,7 +257,7 @@ def export_onnx(
     if int8 and not calibration:
         raise ExportError("int8 quantisation needs calibration objects (--calibration-images GLOB)")
     stage("exporting the network to ONNX")
-    data = network_to_onnx(model.net, model.preprocess.target_size, opset)
+    data = network_to_onnx(model.net, model.preprocess.target_size, opset, model.preprocess.in_channels)
     quant = None
     if int8:
         stage(f"calibrating int8 on {len(calibration)} objects")

@@ -160,3 +160,26 @@ def test_an_old_checkpoint_without_the_setting_takes_no_negatives(tmp_path, tiny
     ckpt = torch.load(tmp_path / "m.pt", weights_only=True)
     ckpt["preprocess"].pop("negative_clicks")
     assert not DextrModel.from_checkpoint(ckpt, "cpu").takes_negatives
+
+
+def test_an_onnx_export_of_a_negative_click_model_takes_five_channels(tmp_path, synthetic_sample):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    onnx = pytest.importorskip("onnx")
+    from dextr_lib.workflows.export import export_onnx
+
+    image, _, pts = synthetic_sample
+    torch.manual_seed(0)
+    model = create_model("resunet18", target_size=64, negative_clicks=True)
+    with torch.no_grad():  # stands in for fine-tuning: the negative channel now matters
+        input_conv(model.net)[1].weight[:, 4].normal_()
+    export_onnx(model, tmp_path / "neg.onnx", check=[(image, pts)])
+    graph = onnx.load(tmp_path / "neg.onnx")
+    assert graph.graph.input[0].type.tensor_type.shape.dim[1].dim_value == 5
+    exported = DextrModel.from_pretrained(tmp_path / "neg.onnx", runtime="onnxruntime")
+    assert exported.takes_negatives
+    negative = [[[30, 42]]]
+    want = model.predict([image], [pts], negative=negative)[0]
+    got = exported.predict([image], [pts], negative=negative)[0]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert not np.allclose(got, exported.predict([image], [pts])[0], atol=1e-3)
