@@ -22,9 +22,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -32,6 +33,8 @@ import torch.nn as nn
 from ..errors import CheckpointError, LimitError
 from ..inference.preprocessing import Preprocess
 from ..inference.runtimes import require
+from ..utils.fileio import os_error_cause, shown_path
+from ..utils.limits import check_checkpoint_bytes
 from . import checkpoint as ckpt_io
 from . import legacy, zoo
 from .architectures import build_network
@@ -70,8 +73,7 @@ def read_model_file(path: PathLike) -> Tuple[Dict[str, Any], Optional[str]]:
             anything outside the allow-list.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+    check_model_path(path)
     ckpt_io.check_model_file(path)  # size limits, no allocating pickles: before any unpickling
     name = os.path.basename(path)
     try:
@@ -87,6 +89,29 @@ def read_model_file(path: PathLike) -> Tuple[Dict[str, Any], Optional[str]]:
     raise CheckpointError(
         f"{path} is not a dextr checkpoint, a dextr 0.1.2 model or a DEXTR-PyTorch state dict"
     )
+
+
+def check_model_path(path: PathLike) -> None:
+    """Refuse, before reading a byte, a model path that is not a regular file within the
+    model-size limit (:mod:`dextr_lib.utils.limits`), saying what it is instead.
+
+    Raises:
+        CheckpointError: missing, a folder, a pipe/socket/device, or not readable.
+        LimitError: larger than the model-size limit.
+    """
+    shown = shown_path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"model not found: {shown} (no such file)") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read model {shown}: {os_error_cause(e)}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CheckpointError(f"model {shown} is a folder, not a model file; give the file itself")
+    if not stat.S_ISREG(st.st_mode):
+        raise CheckpointError(f"model {shown} is not a regular file (a pipe, socket or device); "
+                              "give a model file")
+    check_checkpoint_bytes(st.st_size, shown)
 
 
 #: ``metadata_props`` keys of a dextr ONNX file (written by :func:`dextr_lib.workflows.export.export_onnx`).
@@ -131,19 +156,67 @@ def parse_onnx_model(data: bytes, source: str = "<onnx>") -> OnnxModelFile:
     if ONNX_META_PREPROCESS not in props:
         raise CheckpointError(f"{source} is an ONNX file without dextr metadata; export it with "
                               "`dextr export MODEL OUT.onnx`")
+    _refuse_external_data(onnx, proto, source)
     try:
-        preprocess = Preprocess.from_dict(json.loads(props[ONNX_META_PREPROCESS]))
+        preprocess = json.loads(props[ONNX_META_PREPROCESS])
         meta = json.loads(props.get(ONNX_META_META, "{}"))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{source} has invalid dextr metadata: {e}") from None
+        for key, value in ((ONNX_META_PREPROCESS, preprocess), (ONNX_META_META, meta)):
+            if not isinstance(value, dict):
+                raise TypeError(f"{key} must be a JSON object, got {type(value).__name__}")
+        # the checkpoints' checks: value types, and target_size within the limit
+        ckpt_io.check_preprocess_values(preprocess, source)
+        preprocess = Preprocess.from_dict(preprocess)
+    except (TypeError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{source} has invalid dextr metadata: {str(e)[:200]}") from None
+    _check_input_shape(proto, preprocess.target_size, source)
     meta.setdefault("source", source)
     return OnnxModelFile(data, preprocess, props.get(ONNX_META_ARCH, "unknown"), meta, source)
 
 
+def _refuse_external_data(onnx: Any, proto: Any, source: str) -> None:
+    """``dextr export`` writes one self-contained file: tensors kept in other files (which a
+    runtime would open by the names the graph gives, anywhere on disk) are refused."""
+    for tensor in _onnx_tensors(proto.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            where = {e.key: e.value for e in tensor.external_data}.get("location", "?")
+            raise CheckpointError(
+                f"{source} keeps tensor {tensor.name[:80]!r} in another file ({where[:200]!r}); dextr "
+                "loads only self-contained ONNX files, as `dextr export` writes them"
+            )
+
+
+def _check_input_shape(proto: Any, target_size: int, source: str) -> None:
+    """The graph's input must take ``(N, C, target_size, target_size)`` crops where its sides
+    are fixed, else every prediction would fail inside the runtime."""
+    inputs = list(proto.graph.input)
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    sides = [d.dim_value for d in list(dims)[2:] if d.HasField("dim_value")]
+    if len(inputs) != 1 or len(dims) != 4 or any(side != target_size for side in sides):
+        shape = "x".join(str(d.dim_value) if d.HasField("dim_value") else "?" for d in dims)
+        raise CheckpointError(
+            f"{source}: its graph takes {len(inputs)} input(s) of shape {shape or '?'}, not one "
+            f"(N, C, {target_size}, {target_size}) input as its metadata's target_size says"
+        )
+
+
+def _onnx_tensors(graph: Any) -> Iterator[Any]:
+    """The tensors of an ONNX graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _onnx_tensors(attr.g)
+            for sub in attr.graphs:
+                yield from _onnx_tensors(sub)
+
+
 def read_onnx_model(path: PathLike) -> OnnxModelFile:
-    """Read an ONNX file written by ``dextr export`` (see :func:`parse_onnx_model`)."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"model not found: {os.fspath(path)!r} (no such ONNX file)")
+    """Read an ONNX file written by ``dextr export`` (see :func:`parse_onnx_model`), after the
+    checkpoints' file checks (:func:`check_model_path`: a regular file within the size limit)."""
+    check_model_path(path)
     try:
         data = Path(path).read_bytes()
     except OSError as e:
@@ -171,6 +244,8 @@ def resolve_checkpoint(
     elif zoo.is_pretrained_name(spec):
         pretrained = str(spec)
         path = zoo.fetch_pretrained(pretrained, cache_dir=cache_dir, mirror=mirror, on_progress=on_progress)
+    elif isinstance(spec, (str, os.PathLike)) and os.path.lexists(spec):
+        path = Path(spec)  # a folder, a pipe, a broken link: read_model_file says which
     else:
         raise CheckpointError(
             f"model not found: {spec!r} is neither a checkpoint file nor a pretrained model "
