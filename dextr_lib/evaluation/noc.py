@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.clicker import Click, next_click
-from ..errors import InvalidValueError
+from ..errors import CorrectionError, InvalidValueError
 from .metrics import iou
 
 #: The click count of the first mask: the four extreme points.
@@ -95,9 +95,16 @@ def click_curve(
             continue
         (pos if click.positive else neg).append((click.y, click.x))
         t0 = time.perf_counter()
-        prob = predict(image, points, np.asarray(pos, np.float64).reshape(-1, 2),
-                       np.asarray(neg, np.float64).reshape(-1, 2))
-        seconds += time.perf_counter() - t0
+        try:
+            prob = predict(image, points, np.asarray(pos, np.float64).reshape(-1, 2),
+                           np.asarray(neg, np.float64).reshape(-1, 2))
+        except CorrectionError:  # outside the crop of the extreme points: spent, not taken
+            (pos if click.positive else neg).pop()
+            unused += 1
+            ious.append(ious[-1])
+            continue
+        finally:
+            seconds += time.perf_counter() - t0
         pred = prob >= threshold
         ious.append(iou(pred, gt, ignore))
     return ious, made, unused, seconds

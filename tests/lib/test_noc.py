@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from dextr_lib.core.geometry import extreme_points_from_mask
-from dextr_lib.errors import InvalidValueError
+from dextr_lib.errors import CorrectionError, InvalidValueError
 from dextr_lib.evaluation.baselines import box_mask
 from dextr_lib.evaluation.evaluator import evaluate
 from dextr_lib.evaluation.metrics import iou
@@ -89,6 +89,19 @@ def test_a_model_without_negatives_spends_negative_clicks_without_changing_its_i
     ious, made, unused, _ = click_curve(predict, None, gt, None, points, first, clicks=7, threshold=0.5,
                                         takes_negatives=True)
     assert ious == [start, 1.0, 1.0, 1.0] and unused == 0 and len(calls) == 1
+
+
+def test_a_click_outside_the_crop_is_spent():
+    gt, first = _squares()
+    points = extreme_points_from_mask(gt).astype(float)
+
+    def predict(image, pts, positive, negative):
+        raise CorrectionError("outside the crop")
+
+    ious, made, unused, _ = click_curve(predict, None, gt, None, points, first, clicks=6, threshold=0.5,
+                                        takes_negatives=True)
+    assert ious == [pytest.approx(400 / 464)] * 3 and unused == 2
+    assert len({(c.y, c.x) for c in made}) == 2  # the annotator moves on to another pixel
 
 
 def test_clicks_below_four_are_refused(tmp_path):
