@@ -4,7 +4,7 @@
 
     {
       "format": "dextr-objects",
-      "format_version": 1,
+      "format_version": 2,
       "point_order": ["left", "right", "top", "bottom"],
       "exif_transpose": false,
       "images": [
@@ -13,7 +13,8 @@
           "height": 536, "width": 559,              # of the label image / photo
           "objects": [
             {"label": 1, "name": null, "source": "labels/FudanPed00001_mask.png",
-             "area": 12345, "points_xy": [[x, y], [x, y], [x, y], [x, y]]}
+             "area": 12345, "points_xy": [[x, y], [x, y], [x, y], [x, y]],
+             "positive_xy": [[x, y]], "negative_xy": []}      # optional corrections
           ]
         }
       ]
@@ -22,6 +23,10 @@
 * ``points_xy`` are ``[x, y]`` = ``[column, row]`` pixel indices, as image viewers and the
   command line show them (the library's arrays are ``[y, x]``;
   :func:`dextr_lib.core.geometry.xy_to_yx` is the one place that converts). Jittered points are floats.
+* ``positive_xy`` / ``negative_xy`` (optional, version 2): correction clicks after the extreme
+  points, any number of ``[x, y]`` pairs each; a mask should include the positive ones and
+  leave out the negative ones (:meth:`dextr_lib.DextrModel.predict`). Version 1 files (without
+  them) are read as before.
 * Relative paths are relative to the JSON file's folder (stdout output uses absolute paths).
 * ``exif_transpose``: whether the points refer to the photo as image viewers show it (true,
   the default for hand-written files) or to the raw stored pixel grid, like annotation masks
@@ -44,19 +49,22 @@ from ..utils.fileio import atomic_write_text, os_error_cause, shown_path
 from ..utils.limits import check_objects
 
 FORMAT = "dextr-objects"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional positive_xy / negative_xy corrections per object
 PathLike = Union[str, os.PathLike]
 
 
 @dataclass
 class ObjectEntry:
-    """One object: ``points`` is a ``(4, 2)`` ``[y, x]`` array (left, right, top, bottom)."""
+    """One object: ``points`` is a ``(4, 2)`` ``[y, x]`` array (left, right, top, bottom);
+    ``positive`` and ``negative`` are its ``(k, 2)`` ``[y, x]`` correction clicks (``None``: none)."""
 
     points: np.ndarray
     label: Optional[int] = None
     name: Optional[str] = None
     source: Optional[str] = None
     area: Optional[int] = None
+    positive: Optional[np.ndarray] = None
+    negative: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -96,10 +104,14 @@ def objects_to_dict(
         objs = []
         for o in e.objects:
             pts = yx_to_xy(np.asarray(o.points, dtype=np.float64))
-            objs.append({
+            obj = {
                 "label": o.label, "name": o.name, "source": rel(o.source), "area": o.area,
                 "points_xy": [[num(x), num(y)] for x, y in pts],
-            })
+            }
+            for key, clicks in (("positive_xy", o.positive), ("negative_xy", o.negative)):
+                if clicks is not None and len(clicks):
+                    obj[key] = [[num(x), num(y)] for x, y in yx_to_xy(np.asarray(clicks, dtype=np.float64))]
+            objs.append(obj)
         images.append({"image": rel(e.image), "height": e.height, "width": e.width, "objects": objs})
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -200,11 +212,14 @@ def objects_from_dict(data: Any, base_dir: PathLike = ".", source: str = "<objec
             pts = as_points_array(xy_to_yx(_numeric(o["points_xy"], f"{at}.points_xy")),
                                   name=f"{at}.points_xy")[0]
             src = _field(o, "source", str, at, "a path string")
+            clicks = {key: None if o.get(f"{key}_xy") is None else
+                      xy_to_yx(_numeric(o[f"{key}_xy"], f"{at}.{key}_xy", count=None))
+                      for key in ("positive", "negative")}
             entry.objects.append(ObjectEntry(
                 pts, label=_field(o, "label", int, at, "an integer label value", signed=True),
                 name=_field(o, "name", str, at, "a string"),
                 source=None if src is None else str(Path(base_dir) / src),
-                area=_field(o, "area", int, at, "a pixel count"),
+                area=_field(o, "area", int, at, "a pixel count"), **clicks,
             ))
         out.append(entry)
     return ObjectsFile(out, exif_transpose=exif)
@@ -232,9 +247,10 @@ def _field(d: dict, key: str, kind: type, where: str, expected: str, positive: b
     return value
 
 
-def _numeric(points: Any, where: str) -> np.ndarray:
+def _numeric(points: Any, where: str, count: Optional[int] = 4) -> np.ndarray:
+    """``count`` (any number with ``None``) ``[x, y]`` number pairs as an ``(count, 2)`` array."""
     pairs = points if isinstance(points, list) else None
-    if (pairs is None or len(pairs) != 4 or not all(
+    if (pairs is None or (count is not None and len(pairs) != count) or not all(
             isinstance(p, list) and len(p) == 2
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p)
             for p in pairs)):
@@ -242,12 +258,15 @@ def _numeric(points: Any, where: str) -> np.ndarray:
             shape = f" (shape {np.asarray(points, dtype=np.float64).shape})"
         except (TypeError, ValueError, OverflowError, RecursionError):
             shape = ""
-        raise InvalidPointsError(f"{where} must be four [x, y] number pairs (shape (4, 2)), got "
-                                 f"{_short(points)}{shape}")
+        what = "four [x, y] number pairs (shape (4, 2))" if count == 4 else "a list of [x, y] number pairs"
+        raise InvalidPointsError(f"{where} must be {what}, got {_short(points)}{shape}")
     try:
-        return np.asarray(pairs, dtype=np.float64)
+        arr = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
     except OverflowError:  # an integer beyond float range
         raise InvalidPointsError(f"{where} has a coordinate too large, got {_short(points)}") from None
+    if not np.isfinite(arr).all():
+        raise InvalidPointsError(f"{where} has a NaN or infinite coordinate, got {_short(points)}")
+    return arr
 
 
 def check_photos(objects: ObjectsFile, source: str = "the points file") -> None:

@@ -8,7 +8,8 @@ import pytest
 
 from dextr_lib.core.geometry import xy_to_yx, yx_to_xy
 from dextr_lib.errors import DatasetError, InvalidPointsError
-from dextr_lib.formats.objects import ImageEntry, ObjectEntry, objects_from_dict, read_objects, write_objects
+from dextr_lib.formats.objects import (FORMAT_VERSION, ImageEntry, ObjectEntry, objects_from_dict,
+                                       read_objects, write_objects)
 from dextr_lib.formats.overlay import draw_overlay
 
 
@@ -88,3 +89,26 @@ def test_overlay_tints_outlines_and_marks_points(synthetic_sample):
     assert (ov[y - 4:y + 5, x - 4:x + 5] == 255).all(axis=-1).any()
     with pytest.raises(ValueError, match="shape"):
         draw_overlay(image, [mask[:10]])
+
+
+def test_objects_carry_corrections_round_trip_and_version_1_files_still_read(tmp_path):
+    pts = np.array([[5, 1], [5, 9], [1, 5], [9, 5]], dtype=float)
+    pos = np.array([[4.0, 6.0], [5.5, 3.0]])
+    write_objects([ImageEntry("a.png", [ObjectEntry(pts, positive=pos), ObjectEntry(pts)])], tmp_path / "o.json")
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert data["format_version"] == FORMAT_VERSION == 2
+    first, second = data["images"][0]["objects"]
+    assert first["positive_xy"] == [[6, 4], [3, 5.5]] and "negative_xy" not in first
+    assert "positive_xy" not in second
+    back = read_objects(tmp_path / "o.json").images[0].objects
+    np.testing.assert_array_equal(back[0].positive, pos)
+    assert back[0].negative is None and back[1].positive is None
+    data["format_version"] = 1
+    del first["positive_xy"]
+    second["negative_xy"] = []
+    old = objects_from_dict(data)
+    assert old.images[0].objects[0].positive is None
+    assert old.images[0].objects[1].negative.shape == (0, 2)
+    first["negative_xy"] = [[1, 2, 3]]
+    with pytest.raises(InvalidPointsError, match="negative_xy must be a list of"):
+        objects_from_dict(data)
