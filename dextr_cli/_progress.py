@@ -5,7 +5,10 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from rich.text import Text
 
 from ._console import err_console, esc
 
@@ -37,12 +40,25 @@ class PlainLines:
             self._printed, self._shown = now, self._line
 
 
+class _RateColumn(ProgressColumn):
+    """``12.3 objects/s`` (blank until Rich has measured a speed)."""
+
+    def __init__(self, unit: str):
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        return Text("" if task.speed is None else f"{task.speed:.1f} {self.unit}/s")
+
+
 @contextmanager
-def progress_bar(description: str, total: Optional[int] = None) -> Iterator[Callable[[int, int], None]]:
+def progress_bar(description: str, total: Optional[int] = None,
+                 rate: Optional[str] = None) -> Iterator[Callable[[int, int], None]]:
     """Yield ``update(done, total)``.
 
     On a terminal, a Rich bar on stderr that appears at the first update (work that turns out to
-    have nothing to report, such as a dataset index read from its cache, shows no bar). Without a
+    have nothing to report, such as a dataset index read from its cache, shows no bar), with the
+    speed in ``rate`` units per second when given (``"objects"``). Without a
     terminal, :class:`PlainLines` of ``description: done/total``, and the last count at the end.
     """
     live = err_console.is_terminal
@@ -50,7 +66,7 @@ def progress_bar(description: str, total: Optional[int] = None) -> Iterator[Call
     tasks = []  # the bar's one task, made at the first update
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        *([_RateColumn(rate)] if rate else []), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
         console=err_console, transient=False, disable=not live,
     ) as progress:
 

@@ -139,6 +139,9 @@ class PredictSettings(BatchedInferenceSettings):
     """``[predict]``: defaults of ``dextr predict`` (the inference group)."""
 
     TABLE: ClassVar[str] = "predict"
+    ray: Optional[str] = None  # --coco/--points-file on Ray: local, auto or ray://HOST:10001
+    workers: int = _setting(1, minimum=1)  # Ray model actors
+    gpus_per_worker: float = _setting(0.0, minimum=0.0)  # 0: CPU actors
 
 
 @dataclass
@@ -164,6 +167,7 @@ class ServeSettings(InferenceSettings):
     annotations: str = "annotations.json"  # COCO instances file, continued when it exists
     classes: List[str] = field(default_factory=list)  # class names offered on the page
     max_upload_mb: float = _setting(50.0, above=0.0)  # largest request body (413 above)
+    allowed_hosts: List[str] = field(default_factory=list)  # Host names answered besides localhost; "*": any
 
 
 @dataclass
@@ -261,6 +265,10 @@ class TrainSettings(DatasetSettings):
     extreme_range: float = _setting(5.0, "Draw training points within this many crop pixels of each extreme.",
                                     minimum=0.0)
     noise_std: float = _setting(1.0, "Gaussian jitter of the training points, crop pixels.", minimum=0.0)
+    corrections: int = _setting(0, "Train with up to N simulated correction clicks per sample, placed "
+                                "by the NoC annotator on the model's own errors (RITM's iterative "
+                                "training); adds the negative-click input channel. 0: classic DEXTR.",
+                                minimum=0, maximum=20)
     aug_hflip: bool = _setting(True, "Random horizontal flips.")
     aug_rot_range: float = _setting(20.0, "Random rotation range in degrees.", minimum=0.0)
     aug_scale_range: float = _setting(0.0, "Random crop-box scale 1 +- this; 0: off.", minimum=0.0, maximum=0.99)
@@ -395,8 +403,7 @@ def preset_settings(name: str) -> Dict[str, Any]:
     try:
         return dict(TRAIN_PRESETS[name])
     except KeyError:
-        raise UnknownNameError(
-            f"unknown preset {name!r}; choose one of: {', '.join(sorted(TRAIN_PRESETS))}") from None
+        raise UnknownNameError.of("preset", name, sorted(TRAIN_PRESETS)) from None
 
 @dataclass
 class Config:

@@ -60,6 +60,10 @@ NOT_RUN = [
                     "test_nproc_2_starts_torchrun_and_writes_one_job"),
     (r"^OMP_NUM_THREADS=1 dextr train .*--nproc 2", "starts two training processes with torchrun: the "
                                                     "same slow test_nproc_2_starts_torchrun_and_writes_one_job"),
+    (r"^dextr predict .*--ray ", "starts or joins a Ray cluster: tests/lib/test_cluster.py's slow "
+                                  "test_ray_gives_the_file_of_one_process_and_resumes runs the same pipeline on a local Ray"),
+    (r"^pip install label-studio\b|^ML_BLOCK_LOCAL_IP=false ", "installs and starts Label Studio (about "
+        "1 GB): tests/lib/test_labelstudio_live.py's slow test runs it from its own cached venv"),
     (r"^curl ", "talks to a running `dextr serve`: tests/cli/test_serve.py's "
                 "test_docs_curl_examples_run_against_a_live_server runs docs/serve.md's lines against a live server"),
 ]
@@ -247,7 +251,7 @@ def _answer_once(app, host, port, **kwargs) -> None:
     from fastapi.testclient import TestClient
 
     assert host == "127.0.0.1" and port > 0
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         assert client.get("/").status_code == 200
 
 
