@@ -52,9 +52,20 @@ ClickLike = Union[Click, Sequence[float], np.ndarray]
 
 
 def _padded_edt(mask: np.ndarray) -> np.ndarray:
-    """Distance of each ``mask`` pixel to the nearest pixel outside it, the frame counting as outside."""
-    padded = np.pad(mask, 1, mode="constant", constant_values=False)
-    return distance_transform_edt(padded)[1:-1, 1:-1]
+    """Distance of each ``mask`` pixel to the nearest pixel outside it, the frame counting as outside.
+
+    Computed on the mask's bounding box padded by one background pixel: the same distances as on
+    the whole padded image (the nearest outside pixel of a box pixel is in the box or its
+    padding), at the cost of the error region rather than of the image.
+    """
+    out = np.zeros(mask.shape, dtype=np.float64)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return out
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    padded = np.pad(mask[box], 1, mode="constant", constant_values=False)
+    out[box] = distance_transform_edt(padded)[1:-1, 1:-1]
+    return out
 
 
 def error_distances(
