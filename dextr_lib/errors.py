@@ -1,5 +1,7 @@
 """Typed errors. Everything the library raises on bad input derives from :class:`DextrError`,
 so a caller (the CLI included) can catch one class and show its message."""
+import difflib
+from typing import Iterable
 
 
 class DextrError(Exception):
@@ -34,6 +36,24 @@ class UnknownNameError(DextrError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+    @classmethod
+    def of(cls, what: str, name: object, choices: Iterable[str], also: str = "") -> "UnknownNameError":
+        """The error for every unknown name: ``unknown WHAT 'name' (did you mean 'x'?); choose
+        one of: ...`` (``also``: other accepted input, e.g. "or give a checkpoint file path")."""
+        choices = list(choices)
+        return cls(f"unknown {what} {name!r}{did_you_mean(name, choices)}; choose one of: "
+                   f"{', '.join(choices)}" + (f" ({also})" if also else ""))
+
+
+def did_you_mean(name: object, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` naming the choices closest to a misspelt ``name``, else ``""``."""
+    if not isinstance(name, str):
+        return ""
+    choices = list(choices)
+    folded = {c.lower(): c for c in choices}
+    close = [folded[c] for c in difflib.get_close_matches(name.lower(), list(folded), n=2, cutoff=0.6)]
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 class CheckpointError(DextrError):

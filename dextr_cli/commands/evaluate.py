@@ -139,14 +139,15 @@ def _render_noc(report: EvalReport) -> None:
                       "spent (counted, the input unchanged).", highlight=False)
 
 
-def _check_outputs(json_out, csv_out, overlays, dataset, inputs, force: bool) -> None:
+def _check_outputs(json_out, csv_out, overlays, dataset, inputs, force: bool, plot=None) -> None:
     """Before evaluating: every output may be written, and none is an input (a photo, a label
     file, the points file or the model)."""
     inputs = [p for p in inputs if p is not None and Path(p).is_file()]
     inputs += list(dataset.targets) + [t for ts in dataset.targets.values() for t in ts]
     if json_out is not None and csv_out is not None and Path(json_out).absolute() == Path(csv_out).absolute():
         raise typer.BadParameter("--json and --csv name the same file", param_hint="--csv")
-    for path, option, what in ((json_out, "--json", "JSON report"), (csv_out, "--csv", "CSV table")):
+    for path, option, what in ((json_out, "--json", "JSON report"), (csv_out, "--csv", "CSV table"),
+                                (plot, "--plot", "plot")):
         if path is not None:
             check_output(path, inputs=inputs, force=force, option=option, what=what)
     if overlays is not None:
@@ -257,7 +258,7 @@ def evaluate_command(
 
     points = read_objects(points_file) if points_file is not None else None  # fail before slow steps
     ds = open_dataset(es, cfg.paths, split=es.split, points_from=es.points_from)
-    _check_outputs(json_out, csv_out, overlays, ds, [points_file, model], force)
+    _check_outputs(json_out, csv_out, overlays, ds, [points_file, model], force, plot)
     net = load_model(model, cfg, map_location=es.device, runtime=es.runtime, precision=es.precision)
     with progress_bar("Evaluating") as update:
         report = evaluate(

@@ -77,7 +77,7 @@ def export(
     what = "calibration objects" if calib else "synthetic objects (pass --calibration-images to check on real photos)"
     console.print(
         f"Checked against PyTorch fp32 on {report.n_check} {what}: max |logit difference| "
-        f"{report.max_abs_logit_diff:.2g}, mask IoU min {report.min_mask_iou:.4f} mean "
+        f"{report.max_abs_logit_diff:.2e}, mask IoU min {report.min_mask_iou:.4f} mean "
         f"{report.mean_mask_iou:.4f}", highlight=False)
 
 

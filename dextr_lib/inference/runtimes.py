@@ -43,7 +43,7 @@ def require(module: str, purpose: str) -> Any:
 def check_runtime(name: str) -> str:
     """``name`` if it is a known runtime, else :class:`UnknownNameError`."""
     if name not in RUNTIMES:
-        raise UnknownNameError(f"unknown runtime {name!r}; choose one of: {', '.join(RUNTIMES)}")
+        raise UnknownNameError.of("runtime", name, RUNTIMES)
     return name
 
 

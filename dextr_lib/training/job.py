@@ -36,6 +36,7 @@ from ..errors import ConfigError, DatasetError, JobError
 from ..inference.device import resolve_device
 from ..model import DextrModel, create_model, load_model
 from ..utils import distributed
+from ..weights.architectures import check_architecture
 from .curves import plot_curves
 from .folder import JobDir
 from .loop import (
@@ -214,6 +215,8 @@ class TrainingJob:
                                "(--overwrite), or use another name")
         _on_main(precheck)
         s = resolve_settings(settings)
+        if s.from_model is None:
+            check_architecture(s.arch)  # a misspelt --arch fails before the data is indexed
         if s.seed is None:
             s.seed = distributed.broadcast(random.SystemRandom().randrange(2 ** 31))
         warnings: List[str] = []
@@ -234,6 +237,10 @@ class TrainingJob:
             weights = s.backbone_weights or ("imagenet" if s.pretrained else None)
             model = create_model(s.arch, target_size=s.target_size, padding=s.padding,
                                  blob_sigma=s.blob_sigma, backbone_weights=weights)
+        if s.corrections and not model.takes_negatives:
+            # Negative corrections need their own input channel: zero-initialised, so a
+            # fine-tuned model starts from exactly the masks it gave before.
+            model.add_negative_channel()
 
         def make_folder() -> None:
             folder.lock()

@@ -376,7 +376,5 @@ def download_first(
             errors.append(str(e))
     if len(errors) == 1:
         raise DownloadError(errors[0])
-    raise DownloadError(
-        f"download failed from every location ({'; '.join(urls)}); place the file by hand at "
-        f"{dst}. Last error: {errors[-1]}"
-    )
+    # The last error already says where to place the file by hand: said once.
+    raise DownloadError(f"download failed from every location ({'; '.join(urls)}). Last error: {errors[-1]}")

@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError, LimitError
+from ..errors import CheckpointError, LimitError, did_you_mean
 from ..inference.preprocessing import Preprocess
 from ..inference.runtimes import require
 from ..utils.fileio import os_error_cause, shown_path
@@ -249,7 +249,7 @@ def resolve_checkpoint(
     else:
         raise CheckpointError(
             f"model not found: {spec!r} is neither a checkpoint file nor a pretrained model "
-            f"name ({', '.join(zoo.list_pretrained())})"
+            f"name{did_you_mean(spec, zoo.list_pretrained())}; the names: {', '.join(zoo.list_pretrained())}"
         )
     ckpt, note = read_model_file(path)
     if pretrained is not None:

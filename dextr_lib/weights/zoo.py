@@ -167,10 +167,8 @@ def get_pretrained(name: str) -> PretrainedModel:
     try:
         return _MODELS[name]
     except KeyError:
-        raise UnknownNameError(
-            f"unknown pretrained model {name!r}; choose one of: {', '.join(list_pretrained())} "
-            "(or give a checkpoint file path)"
-        ) from None
+        raise UnknownNameError.of("pretrained model", name, list_pretrained(),
+                                  "or give a checkpoint file path") from None
 
 
 def is_pretrained_name(spec: Any) -> bool:

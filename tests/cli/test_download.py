@@ -141,3 +141,33 @@ def test_download_url_accepts_a_206_with_the_whole_file(server, tmp_path):
     result = runner.invoke(app, ["download", "--url", server.url("whole206", "all.pt"), "--cache-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "all.pt").read_bytes() == PAYLOAD
+
+
+def test_every_mirror_failing_says_where_to_place_the_file_once(server, tmp_path, monkeypatch):
+    entry = zoo.get_pretrained("pascal-sbd")
+    urls = (server.url("missing", entry.filename), server.url("gone", entry.filename))
+    monkeypatch.setitem(zoo._MODELS, entry.name, dataclasses.replace(entry, urls=urls))
+    monkeypatch.delenv("DEXTR_MIRROR", raising=False)
+    result = runner.invoke(app, ["download", "pascal-sbd", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert text.count("by hand") == 1 and text.count("place") == 1, result.output
+    assert f"place it at {tmp_path / entry.filename}" in text and "from every location" in text
+
+
+@pytest.mark.parametrize("args, suggestion", [
+    (["download", "resunet1O1"], "did you mean 'pascalvoc-resunet101'?"),
+    (["download", "pascal-sdb"], "did you mean 'pascal-sbd'"),
+])
+def test_a_misspelt_zoo_name_gets_did_you_mean(args, suggestion):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and suggestion in result.output and "Traceback" not in result.output
+
+
+def test_a_misspelt_model_name_in_predict_gets_did_you_mean(tmp_path, synthetic_sample):
+    photo = tmp_path / "p.png"
+    PIL.Image.fromarray(synthetic_sample[0]).save(photo)
+    result = runner.invoke(app, ["predict", str(photo), "-m", "pascalvoc-resunet1O1", "-p", "1,1", "-p", "9,1",
+                                 "-p", "5,0", "-p", "5,9"])
+    assert result.exit_code == 1, result.output
+    assert "did you mean 'pascalvoc-resunet101'?" in " ".join(result.output.split())

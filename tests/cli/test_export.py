@@ -83,3 +83,15 @@ def test_emulated_bf16_warns_in_one_line(files, monkeypatch):
     result = runner.invoke(app, [*args, "-o", str(files / "w_auto.png"), "--precision", "auto"])
     assert result.exit_code == 0, result.output
     assert "Warning" not in result.output
+
+
+@pytest.mark.parametrize("diff, shown", [(1.0, "1.00e+00"), (1.234e-6, "1.23e-06")])
+def test_the_export_check_prints_the_logit_difference_with_its_precision(files, monkeypatch, diff, shown):
+    from dextr_lib.workflows import export as export_mod
+
+    report = export_mod.ExportReport(files / "z.onnx", False, 1000, n_check=4, max_abs_logit_diff=diff,
+                                     min_mask_iou=1.0, mean_mask_iou=1.0)
+    monkeypatch.setattr(export_mod, "export_onnx", lambda *a, **k: report)
+    result = runner.invoke(app, ["export", str(files / "tiny.pt"), str(files / "z.onnx")])
+    assert result.exit_code == 0, result.output
+    assert f"max |logit difference| {shown}," in result.output

@@ -345,3 +345,14 @@ def test_nproc_beyond_the_visible_gpus_is_refused(monkeypatch):
     with pytest.raises(DistributedError, match="1 visible CUDA GPU"):
         distributed.check_process_count(2, torch.device("cuda"))
     distributed.check_process_count(1, torch.device("cuda"))
+
+
+def test_a_misspelt_arch_fails_before_the_dataset_is_indexed(tmp_path, data, monkeypatch):
+    from dextr_lib.training import job as job_mod
+
+    monkeypatch.setattr(job_mod, "open_datasets", lambda *a, **k: pytest.fail("the dataset was opened"))
+    r = runner.invoke(app, ["train", "a", "--jobs-dir", str(tmp_path), *_label_args(data), *TINY,
+                            "--arch", "resunet1O1"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "unknown architecture 'resunet1O1' (did you mean 'resunet101' or 'resunet18'?)" in r.output
+    assert not any(tmp_path.iterdir())

@@ -53,11 +53,16 @@ def build_network(name: str, **kwargs) -> nn.Module:
     Raises:
         UnknownNameError: ``name`` is not registered; the message lists the valid names.
     """
+    return _BUILDERS[check_architecture(name)](**kwargs)
+
+
+def check_architecture(name: str) -> str:
+    """``name`` when an architecture is registered under it.
+
+    Raises:
+        UnknownNameError: ``name`` is not registered; the message lists the valid names.
+    """
     _load_builtins()
-    try:
-        builder = _BUILDERS[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"unknown architecture {name!r}; choose one of: {', '.join(list_architectures())}"
-        ) from None
-    return builder(**kwargs)
+    if name not in _BUILDERS:
+        raise UnknownNameError.of("architecture", name, list_architectures())
+    return name
