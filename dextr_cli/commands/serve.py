@@ -46,6 +46,10 @@ def serve(
     max_upload_mb: Annotated[Optional[float], typer.Option(
         "--max-upload-mb", min=0.1, help="Largest request accepted, in MB (default: 50).",
         show_default=False)] = None,
+    allowed_hosts: Annotated[Optional[str], typer.Option(
+        "--allowed-hosts", help="Host names the server answers besides localhost, comma-separated "
+        "(* any; default: any when --host is not loopback). Others get 400: a guard against DNS "
+        "rebinding.", show_default=False)] = None,
     device: DeviceOpt = None,
     precision: PrecisionOpt = None,
     runtime: RuntimeOpt = None,
@@ -73,7 +77,8 @@ def serve(
     cfg = load_config(config)
     ss = settings(cfg.serve, model=model, device=device, precision=precision, runtime=runtime,
                   threshold=threshold, host=host, port=port, images=images, annotations=annotations,
-                  classes=split_names(classes), max_upload_mb=max_upload_mb)
+                  classes=split_names(classes), max_upload_mb=max_upload_mb,
+                  allowed_hosts=split_names(allowed_hosts))
     spec = model_spec(ss.model, "serve")
     host, port, folder = ss.host, ss.port, ss.images
     if folder is not None and not Path(folder).is_dir():
@@ -82,7 +87,7 @@ def serve(
     net = load_model(spec, cfg, map_location=ss.device, runtime=ss.runtime, precision=ss.precision)
     app = create_app(
         net, folder, ss.annotations, classes=ss.classes, precision=ss.precision, threshold=ss.threshold,
-        token=token, max_upload_mb=ss.max_upload_mb,
+        token=token, max_upload_mb=ss.max_upload_mb, allowed_hosts=served_hosts(host, ss.allowed_hosts),
     )
     state = app.state.dextr
     store = state.annotations
@@ -92,7 +97,8 @@ def serve(
     else:
         note = "new file, written at the first accepted object"
     shown = "localhost" if _is_loopback(host) else (socket.gethostname() if host in ("0.0.0.0", "::") else host)
-    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+    # In the fragment (#), which browsers never send: the token stays out of access logs.
+    url = f"http://{shown}:{port}/" + (f"#token={token}" if token else "")
     console.print(f"Model: {net.arch} ({net.preprocess.name} profile) on {net.device} with {net.runtime}, "
                   f"{state.predictor.precision}, threshold {state.predictor.threshold:g}", highlight=False)
     console.print(f"Images: {folder if folder is not None else 'uploaded in the page'}", highlight=False)
@@ -101,15 +107,26 @@ def serve(
         err_console.print(f"[bold yellow]Warning:[/] listening on {host} without --token: anyone "
                           f"who can reach port {port} can run the model and change {store.path}.",
                           highlight=False)
-    console.print(f"Open [bold]{url}[/] (API docs: {url.split('?')[0]}docs; Ctrl-C stops)",
+    console.print(f"Open [bold]{url}[/] (API docs: {url.split('#')[0]}docs; Ctrl-C stops)",
                   highlight=False)
     log_config = dict(uvicorn.config.LOGGING_CONFIG)
     log_config["loggers"] = {**log_config["loggers"],
                              "dextr": {"handlers": ["default"], "level": "INFO", "propagate": False}}
+    log_config["filters"] = {"no_token": {"()": "dextr_lib.serving.app.TokenRedactor"}}
+    log_config["handlers"] = {**log_config["handlers"], "access": {
+        **log_config["handlers"]["access"], "filters": ["no_token"]}}
     try:
         uvicorn.run(app, host=host, port=port, log_config=log_config, log_level="info")
     finally:
         state.close()
+
+
+def served_hosts(host: str, allowed: list) -> list:
+    """The Host names the app answers: those asked for (and the one listened on), or any when
+    listening beyond this machine without a list."""
+    if allowed:
+        return [*allowed, host]
+    return [] if _is_loopback(host) else ["*"]
 
 
 def _is_loopback(host: str) -> bool:

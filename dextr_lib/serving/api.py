@@ -15,11 +15,11 @@ from ..core.geometry import xy_to_yx
 from ..errors import DatasetError
 from ..formats import coco
 from ..version import __version__
-from .images import Photo
+from .images import BROWSER_MEDIA_TYPES, Photo, canonical_id
 from .predictor import Prediction
 from .schemas import (
     ImageDetail, ImageItem, ImageList, ModelInfo, ObjectCreate, ObjectOut, ObjectUpdate, PredictRequest,
-    PredictResponse, Timing, UploadResponse,
+    PredictResponse, Timing, UploadResponse, error_responses,
 )
 from .state import ServerState, get_state
 
@@ -103,7 +103,8 @@ def run_prediction(state: ServerState, image_id: str, points_xy, threshold) -> T
 
 
 # -- model and images ----------------------------------------------------------------------------
-@router.get("/model", response_model=ModelInfo, summary="The model being served")
+@router.get("/model", response_model=ModelInfo,
+             responses=error_responses(400, 401), summary="The model being served")
 def model_info(state: ServerState = Depends(get_state)) -> ModelInfo:
     m = state.predictor.model
     return ModelInfo(arch=m.arch, profile=m.preprocess.name, target_size=m.preprocess.target_size,
@@ -111,7 +112,8 @@ def model_info(state: ServerState = Depends(get_state)) -> ModelInfo:
                      threshold=state.predictor.threshold, dextr_version=__version__)
 
 
-@router.get("/images", response_model=ImageList, summary="The photos and their object counts")
+@router.get("/images", response_model=ImageList,
+             responses=error_responses(400, 401), summary="The photos and their object counts")
 def list_images(state: ServerState = Depends(get_state)) -> ImageList:
     counts = state.annotations.counts()
     items = [ImageItem(id=i, name=i, objects=counts.get(i, 0)) for i in state.images.list_ids()]
@@ -125,18 +127,21 @@ def list_images(state: ServerState = Depends(get_state)) -> ImageList:
 
 
 @router.post("/images", response_model=UploadResponse, status_code=201,
+             responses=error_responses(400, 401, 413, 422),
              summary="Upload a photo (kept in memory; annotate it by the returned id)")
 def upload_image(file: UploadFile = File(...),
                  state: ServerState = Depends(get_state)) -> UploadResponse:
     data = file.file.read()  # a plain def: decoding runs in the thread pool, not the event loop
-    image_id, photo = state.images.add_upload(data, file.filename or "upload")
+    image_id, photo = state.add_upload(data, file.filename or "upload")
     return UploadResponse(image_id=image_id, name=state.coco_name(image_id),
                           width=photo.width, height=photo.height)
 
 
 @router.get("/images/{image_id:path}", response_model=ImageDetail,
+            responses=error_responses(400, 401, 404),
             summary="One photo's size and stored objects")
 def image_detail(image_id: str, state: ServerState = Depends(get_state)) -> ImageDetail:
+    image_id = canonical_id(image_id)
     h, w = state.images.size_of(image_id)
     anns = state.annotations.objects(state.coco_name(image_id))
     return ImageDetail(id=image_id, name=state.coco_name(image_id), width=w, height=h,
@@ -144,19 +149,21 @@ def image_detail(image_id: str, state: ServerState = Depends(get_state)) -> Imag
 
 
 @router.get("/files/{image_id:path}", summary="The photo itself, as a browser shows it",
-            response_class=Response, responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
+            response_class=Response, responses={
+                200: {"content": {m: {} for m in BROWSER_MEDIA_TYPES}},
+                **error_responses(400, 401, 404)})
 def image_file(image_id: str, state: ServerState = Depends(get_state)) -> Response:
+    image_id = canonical_id(image_id)
     data, media_type = state.images.browser_image(image_id)
     return Response(data, media_type=media_type, headers={"Cache-Control": "private, max-age=60"})
 
 
 # -- predictions ---------------------------------------------------------------------------------
 @router.post("/predict", response_model=PredictResponse,
+             responses=error_responses(400, 401, 404, 413, 422),
              summary="The mask of an object from its four extreme points")
 def predict(req: PredictRequest, state: ServerState = Depends(get_state)) -> PredictResponse:
     t0 = time.perf_counter()
-    if (req.image_id is None) == (req.image is None):
-        raise HTTPException(400, "give either image_id (from /api/images) or image (base64 bytes)")
     if req.image is not None:
         try:
             data = base64.b64decode(req.image, validate=True)
@@ -180,21 +187,26 @@ def predict(req: PredictRequest, state: ServerState = Depends(get_state)) -> Pre
 
 
 # -- annotations ---------------------------------------------------------------------------------
-@router.get("/annotations", summary="The whole annotations file (COCO instances JSON)")
+@router.get("/annotations",
+             responses=error_responses(400, 401), summary="The whole annotations file (COCO instances JSON)")
 def annotations(state: ServerState = Depends(get_state)) -> Dict[str, Any]:
     return state.annotations.to_dict()
 
 
 @router.post("/objects", response_model=ObjectOut, status_code=201,
+             responses=error_responses(400, 401, 404, 413, 422, 503),
              summary="Accept an object: its mask is stored in the annotations file at once")
 def create_object(req: ObjectCreate, state: ServerState = Depends(get_state)) -> ObjectOut:
     photo, pts, pred = run_prediction(state, req.image_id, req.points, req.threshold)
+    upload = state.images.is_upload(req.image_id)
     ann = state.annotations.add(state.coco_name(req.image_id), photo.height, photo.width,
-                                pred.mask, pts, req.category, pred.score)
+                                pred.mask, pts, req.category, pred.score,
+                                content_key=photo.key if upload else None)
     return object_out(state, ann, req.image_id)
 
 
-@router.put("/objects/{ann_id}", response_model=ObjectOut, summary="Re-edit a stored object")
+@router.put("/objects/{ann_id}", response_model=ObjectOut,
+             responses=error_responses(400, 401, 404, 409, 413, 422, 503), summary="Re-edit a stored object")
 def update_object(ann_id: int, req: ObjectUpdate, state: ServerState = Depends(get_state)) -> ObjectOut:
     ann = find_annotation(state, ann_id)
     image_id = state.image_id_for(state.annotations.file_name_of(ann))
@@ -210,7 +222,8 @@ def update_object(ann_id: int, req: ObjectUpdate, state: ServerState = Depends(g
     return object_out(state, new, image_id)
 
 
-@router.delete("/objects/{ann_id}", response_model=ObjectOut, summary="Delete a stored object")
+@router.delete("/objects/{ann_id}", response_model=ObjectOut,
+               responses=error_responses(400, 401, 404, 422, 503), summary="Delete a stored object")
 def delete_object(ann_id: int, state: ServerState = Depends(get_state)) -> ObjectOut:
     ann = find_annotation(state, ann_id)
     image_id = state.image_id_for(state.annotations.file_name_of(ann))
@@ -220,7 +233,7 @@ def delete_object(ann_id: int, state: ServerState = Depends(get_state)) -> Objec
 
 
 @router.get("/objects/{ann_id}/mask.png", response_class=Response,
-            responses={200: {"content": {"image/png": {}}}},
+            responses={200: {"content": {"image/png": {}}}, **error_responses(400, 401, 404, 422)},
             summary="A stored object's mask (crop=true: just its box)")
 def object_mask(ann_id: int, crop: bool = False, state: ServerState = Depends(get_state)) -> Response:
     find_annotation(state, ann_id)

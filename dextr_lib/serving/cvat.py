@@ -23,7 +23,7 @@ from typing_extensions import Annotated
 
 from ..version import __version__
 from .api import mask_box, polygons
-from .schemas import PointXY
+from .schemas import BASE64, PointXY, error_responses
 from .state import ServerState, get_state
 
 router = APIRouter(tags=["cvat"])
@@ -37,8 +37,10 @@ class CvatInvocation(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    image: str = Field(..., description="The frame's encoded image file, base64.")
-    pos_points: List[PointXY] = Field(..., description="Clicked points [x, y], canvas coordinates.")
+    image: str = Field(..., description="The frame's encoded image file, base64.",
+                       json_schema_extra=BASE64)
+    pos_points: List[PointXY] = Field(..., description="Clicked points [x, y], canvas coordinates "
+                                      "(at least 4).", json_schema_extra={"minItems": 4})
     neg_points: List[PointXY] = Field(default_factory=list, description="Ignored: DEXTR has none.")
     obj_bbox: Optional[Any] = None
     threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
@@ -83,12 +85,14 @@ def extreme_four(points_xy: List[List[float]]) -> np.ndarray:
     return np.asarray(xy)[:, ::-1].copy()
 
 
-@router.get("/api/functions", summary="CVAT: the function list (a nuclio dashboard's)")
+@router.get("/api/functions", summary="CVAT: the function list (a nuclio dashboard's)",
+            responses=error_responses(400, 401))
 def list_functions(request: Request, state: ServerState = Depends(get_state)) -> Dict[str, Any]:
     return {state.cvat_function: function_spec(state, _port(request))}
 
 
-@router.get("/api/functions/{name}", summary="CVAT: one function's description")
+@router.get("/api/functions/{name}", summary="CVAT: one function's description",
+            responses=error_responses(400, 401, 404))
 def get_function(name: str, request: Request, state: ServerState = Depends(get_state)) -> Dict[str, Any]:
     if name != state.cvat_function:
         raise HTTPException(404, f"no function {name!r}; this server has {state.cvat_function!r}")
@@ -100,6 +104,7 @@ def _port(request: Request) -> int:
 
 
 @router.post("/api/function_invocations", response_model=CvatMask,
+             responses=error_responses(400, 401, 404, 413, 422),
              summary="CVAT: invoke the interactor (dashboard invoke method)")
 def invoke_via_dashboard(
     body: CvatInvocation,
@@ -112,7 +117,8 @@ def invoke_via_dashboard(
     return interact(body, state)
 
 
-@router.post("/", response_model=CvatMask, summary="CVAT: invoke the interactor (direct method)")
+@router.post("/", response_model=CvatMask, responses=error_responses(400, 401, 413, 422),
+             summary="CVAT: invoke the interactor (direct method)")
 def invoke_directly(body: CvatInvocation, state: ServerState = Depends(get_state)) -> CvatMask:
     return interact(body, state)
 

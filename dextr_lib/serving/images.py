@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -26,6 +27,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 #: Formats a browser shows as they are; others (and EXIF-rotated photos) are sent re-encoded.
 _BROWSER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif",
                     "WEBP": "image/webp", "BMP": "image/bmp"}
+#: The media types of /api/files answers (re-encoded copies are JPEG or PNG).
+BROWSER_MEDIA_TYPES = sorted(set(_BROWSER_FORMATS.values()))
 
 
 @dataclass
@@ -71,7 +74,27 @@ def decode_photo(data: bytes, name: str = "the image") -> np.ndarray:
     except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         if isinstance(e, DextrError):
             raise
-        raise HTTPException(400, f"cannot read {name} as an image: {e}") from None
+        raise HTTPException(400, f"cannot read {name} as an image: {unreadable_reason(data, e)}") from None
+
+
+def unreadable_reason(data: bytes, error: Exception) -> str:
+    """What is wrong with bytes PIL cannot read, in words (PIL's own message names its buffer
+    object, ``<_io.BytesIO object at 0x...>``, which says nothing)."""
+    if not data:
+        return "the file is empty (0 bytes)"
+    if isinstance(error, PIL.UnidentifiedImageError):
+        return (f"it is not in an image format this server reads (JPEG, PNG, BMP, GIF, TIFF, WebP); "
+                f"its first bytes are {data[:8]!r}")
+    text = re.sub(r"<[^<>]* object at 0x[0-9a-fA-F]+>", "the file", str(error)).strip()
+    return f"the file is damaged or cut short ({text or type(error).__name__})"
+
+
+def canonical_id(image_id: str) -> str:
+    """One spelling per photo: ``./bear.jpg`` -> ``bear.jpg``, ``sub//bear2.jpg`` -> ``sub/bear2.jpg``
+    (``..`` is kept, and refused where an id is looked up)."""
+    if not image_id or image_id.startswith("/"):
+        return image_id
+    return PurePosixPath(image_id).as_posix()
 
 
 class _ByteBoundedCache:
@@ -165,16 +188,20 @@ class ImageStore:
         return path
 
     # -- bytes and decoding --------------------------------------------------------------------
-    def add_upload(self, data: bytes, filename: str) -> Tuple[str, Photo]:
-        """Keep an uploaded photo; returns its id and decoded form."""
+    def decode_upload(self, data: bytes, filename: str) -> Tuple[str, Photo]:
+        """An uploaded file's clean name (its last path part, with an image extension) and its
+        decoded photo; :meth:`keep_upload` then keeps it under the name it gets."""
         name = PurePosixPath(filename.replace("\\", "/")).name or "upload"
         if not name.lower().endswith(IMAGE_EXTENSIONS):
             name += ".png"
-        photo = self._decode(data, name)
-        image_id = f"upload/{photo.key[:16]}/{name}"
+        return name, self._decode(data, name)
+
+    def keep_upload(self, data: bytes, key: str, name: str) -> str:
+        """Keep an uploaded photo's bytes; returns its id ``upload/<hash prefix>/<name>``."""
+        image_id = f"upload/{key[:16]}/{name}"
         with self._lock:
             self._uploads.put(image_id, data, len(data))
-        return image_id, photo
+        return image_id
 
     def is_upload(self, image_id: str) -> bool:
         return image_id.startswith("upload/")

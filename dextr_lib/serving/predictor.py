@@ -43,6 +43,8 @@ class Predictor:
         #: making the runner now also fails at start-up, not at the first click, when the
         #: runtime's extra is missing.
         self.precision = model.runner(None, precision).precision
+        if (getattr(model, "meta", None) or {}).get("quantization"):
+            self.precision = "int8"  # a quantised graph: its fp32 runner runs int8 operators
         self._requested = precision
         self.threshold = resolve_threshold(threshold, model.preprocess)
         self._lock = threading.Lock()

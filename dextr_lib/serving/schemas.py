@@ -8,12 +8,47 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from typing_extensions import Annotated
+
+from .images import canonical_id
 
 Coordinate = Annotated[float, Field(allow_inf_nan=False)]
 PointXY = Annotated[List[Coordinate], Field(min_length=2, max_length=2)]
 MaskFormat = Literal["png", "rle", "polygon"]
+#: An image id as /api/images lists it; other spellings of the same path (``./a.jpg``) are
+#: made canonical.
+ImageId = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(canonical_id)]
+#: Four points: the count is in the schema (minItems/maxItems) and checked by ``_four_points``,
+#: whose message says what the four points are.
+FOUR_POINTS = {"minItems": 4, "maxItems": 4}
+#: Base64 text (the schema states it; the server answers 400 "not valid base64" otherwise).
+BASE64 = {"pattern": r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}
+#: A class name with something in it (the name is stripped).
+CLASS_NAME = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+
+
+class ErrorOut(BaseModel):
+    """The body of every error answer (4xx and 5xx), validation errors included."""
+
+    detail: str = Field(..., description="What was wrong, in one line.")
+
+
+#: What each error status means, for the OpenAPI document.
+_ERROR_MEANINGS = {
+    400: "The request cannot be served (unreadable image, points outside it, a refused Host).",
+    401: "The server has a token and the request does not carry it.",
+    404: "No such image, object or function.",
+    409: "The photo changed size since the object was annotated.",
+    413: "The request body is larger than --max-upload-mb.",
+    422: "The request does not match its schema.",
+    503: "The annotations file cannot be saved (full disk, permissions); nothing was changed.",
+}
+
+
+def error_responses(*codes: int) -> Dict[Union[int, str], Dict[str, Any]]:
+    """``responses=`` for a route: each status with the one error body."""
+    return {c: {"model": ErrorOut, "description": _ERROR_MEANINGS[c]} for c in codes}
 
 
 def _four_points(points: List[List[float]]) -> List[List[float]]:
@@ -28,15 +63,17 @@ def _four_points(points: List[List[float]]) -> List[List[float]]:
 class PredictRequest(BaseModel):
     """An object to segment: an image (its id, or the encoded file as base64) and four points."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "oneOf": [{"required": ["image_id"]}, {"required": ["image"]}]})
 
-    image_id: Optional[str] = Field(
+    image_id: ImageId = Field(
         None, description="An id from GET /api/images or POST /api/images (upload).")
-    image: Optional[str] = Field(
-        None, description="The encoded image file (JPEG, PNG, ...) as base64, instead of image_id.")
+    image: str = Field(
+        None, description="The encoded image file (JPEG, PNG, ...) as base64, instead of image_id.",
+        json_schema_extra=BASE64)
     points: List[PointXY] = Field(
         ..., description="The four extreme points [x, y] (column, row), any order.",
-        examples=[[[101, 318], [463, 395], [213, 216], [447, 432]]])
+        examples=[[[101, 318], [463, 395], [213, 216], [447, 432]]], json_schema_extra=FOUR_POINTS)
     format: MaskFormat = Field(
         "png", description="png: base64 8-bit PNG (255 = object); rle: COCO compressed RLE; "
         "polygon: COCO polygons [[x0, y0, x1, y1, ...], ...].")
@@ -47,6 +84,12 @@ class PredictRequest(BaseModel):
         None, description="Probability threshold (default: the server's).")
 
     _points = field_validator("points")(_four_points)
+
+    @model_validator(mode="after")
+    def _one_image(self):
+        if (self.image_id is None) == (self.image is None):
+            raise ValueError("give either image_id (from /api/images) or image (base64 bytes)")
+        return self
 
 
 class Timing(BaseModel):
@@ -115,9 +158,9 @@ class ObjectCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image_id: str
-    points: List[PointXY]
-    category: Annotated[str, Field(min_length=1, max_length=200)]
+    image_id: ImageId
+    points: List[PointXY] = Field(..., json_schema_extra=FOUR_POINTS)
+    category: CLASS_NAME
     threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
 
     _points = field_validator("points")(_four_points)
@@ -125,10 +168,7 @@ class ObjectCreate(BaseModel):
     @field_validator("category")
     @classmethod
     def _strip(cls, v: str) -> str:
-        v = v.strip()
-        if not v:
-            raise ValueError("the class name is empty")
-        return v
+        return v.strip() or v  # the schema's pattern already refuses names of spaces only
 
 
 class ObjectUpdate(BaseModel):
@@ -136,8 +176,8 @@ class ObjectUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    points: Optional[List[PointXY]] = None
-    category: Optional[Annotated[str, Field(min_length=1, max_length=200)]] = None
+    points: Optional[Annotated[List[PointXY], Field(json_schema_extra=FOUR_POINTS)]] = None
+    category: Optional[CLASS_NAME] = None
     threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
 
     @field_validator("points")

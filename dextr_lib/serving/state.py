@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Optional
+from typing import Optional, Tuple
 
 from fastapi import HTTPException, Request
 
 from .annotations import AnnotationStore
-from .images import ImageStore
+from .images import ImageStore, Photo
 from .predictor import Predictor
 
 
@@ -23,10 +24,23 @@ class ServerState:
     token: Optional[str] = None
     max_upload_mb: float = 50.0
     cvat_function: str = "dextr"
+    _upload_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_upload(self, data: bytes, filename: str) -> Tuple[str, Photo]:
+        """Keep an uploaded photo, keyed by its content: the same bytes get the same id and
+        COCO image; different photos sent under one name get different names (``bear-2.jpg``)."""
+        name, photo = self.images.decode_upload(data, filename)
+        with self._upload_lock:
+            taken = {self.coco_name(i) for i in self.images.upload_ids()
+                     if not i.startswith(f"upload/{photo.key[:16]}/")}
+            mine = [i for i in self.images.upload_ids() if i.startswith(f"upload/{photo.key[:16]}/")]
+            unique = (self.coco_name(mine[-1]) if mine
+                      else self.annotations.upload_name(photo.key, name, taken))
+            return self.images.keep_upload(data, photo.key, unique), photo
 
     def coco_name(self, image_id: str) -> str:
         """The ``file_name`` an image has in the annotations file: its path in the folder, or an
-        upload's own file name."""
+        upload's name (its file name, made unique among other photos)."""
         if self.images.is_upload(image_id):
             return PurePosixPath(image_id).name
         return image_id
@@ -68,5 +82,5 @@ def require_token(request: Request) -> None:
     given = token_of(request)
     if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(401, "this server needs its token: open the URL it printed "
-                                 "(…/?token=…) or send 'Authorization: Bearer TOKEN'",
+                                 "(…/#token=…) or send 'Authorization: Bearer TOKEN'",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
-import tempfile
 from contextlib import contextmanager
 from typing import IO, Iterable, Iterator, Optional, Union
 
@@ -80,11 +80,7 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
     tmp = None
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        fd, tmp = _create_temp(path, directory)
         # Non-UTF-8 file names (surrogates) are written escaped, never a UnicodeEncodeError
         # after the work is done.
         text = {"encoding": "utf-8", "errors": "backslashreplace", "newline": ""} if "b" not in mode else {}
@@ -104,6 +100,26 @@ def atomic_open(path: PathLike, mode: str = "w") -> Iterator[IO]:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _create_temp(path: str, directory: str):
+    """A new temporary file beside ``path``: with an existing ``path``'s permissions (0600 stays
+    0600), else those a plain open() gives (the kernel applies the umask: reading it with
+    ``os.umask`` would change it for a moment for every thread)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        mode = None
+    for _ in range(100):
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600)
+        except FileExistsError:
+            continue
+        if mode is not None:
+            os.chmod(tmp, mode)
+        return fd, tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", directory)
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:

@@ -86,7 +86,7 @@ def test_other_hosts_warn_without_a_token_and_print_the_token_url(tmp_path, mode
     r = runner.invoke(app, base + ["--token", "abc123"])
     assert r.exit_code == 0, r.output
     assert "without --token" not in r.stderr
-    assert f":{port}/?token=abc123" in r.stdout and runs[-1]["state"].token == "abc123"
+    assert f":{port}/#token=abc123" in r.stdout and runs[-1]["state"].token == "abc123"
 
 
 def test_serve_table_of_the_config(tmp_path, model_file, photos, runs, monkeypatch):

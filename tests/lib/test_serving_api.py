@@ -47,7 +47,7 @@ def make_client(tmp_path, tiny_model):
     def make(images=None, annotations=None, **kw):
         app = create_app(tiny_model, images, annotations or tmp_path / "ann.json", **kw)
         apps.append(app)
-        return TestClient(app)
+        return TestClient(app, base_url="http://localhost")
 
     yield make
     for app in apps:
@@ -174,7 +174,7 @@ def test_encoded_dot_dot_in_the_url_is_refused(client):
     ({"image_id": "disk.png", "points": [[1, 1]] * 4}, 400, "zero size"),
     ({"image_id": "disk.png", "points": POINTS, "format": "jpeg"}, 422, "format"),
     ({"image_id": "disk.png", "points": POINTS, "threshold": 2}, 422, "threshold"),
-    ({"points": POINTS}, 400, "either image_id"),
+    ({"points": POINTS}, 422, "either image_id"),  # the schema states it (oneOf)
     ({"image": "not base64!", "points": POINTS}, 400, "base64"),
     ({"image": base64.b64encode(b"hello").decode(), "points": POINTS}, 400, "cannot read"),
     ({"image_id": "disk.png", "points": [[500, 30]] + POINTS[1:]}, 400, "outside the 80x64 image"),
@@ -365,6 +365,6 @@ def test_model_info_reports_the_resolved_precision(tmp_path, monkeypatch, bf16_c
     model = dextr_lib.create_model("resunet18", target_size=64)  # its own runners, not the shared model's
     app = create_app(model, None, tmp_path / "ann.json", precision="auto")
     try:
-        assert TestClient(app).get("/api/model").json()["precision"] == expected
+        assert TestClient(app, base_url="http://localhost").get("/api/model").json()["precision"] == expected
     finally:
         close_app(app)

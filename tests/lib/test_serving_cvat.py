@@ -26,7 +26,7 @@ NUCLIO_HEADERS = {"x-nuclio-project-name": "cvat", "x-nuclio-function-namespace"
 @pytest.fixture
 def client(tmp_path, tiny_model):
     app = create_app(tiny_model, None, tmp_path / "ann.json")
-    yield TestClient(app)
+    yield TestClient(app, base_url="http://localhost")
     close_app(app)
 
 

@@ -5,7 +5,11 @@ const PALETTE = [[255, 40, 40], [40, 140, 255], [40, 220, 60], [255, 200, 0],
                  [220, 60, 255], [0, 220, 220], [255, 120, 0], [255, 80, 170]];
 const POINT_RADIUS = 6;      // screen pixels
 const HIT_RADIUS = 10;       // screen pixels to grab a point
-const TOKEN = new URLSearchParams(location.search).get("token");
+// The token comes in the URL's fragment (#token=..., never sent to the server, so never in its
+// logs; ?token= is still read) and travels in a header only, then leaves the address bar.
+const TOKEN = new URLSearchParams(location.hash.slice(1)).get("token") ||
+              new URLSearchParams(location.search).get("token");
+if (TOKEN) history.replaceState(null, "", location.pathname);
 
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas");
@@ -28,9 +32,6 @@ const S = {
 };
 
 // -- server calls ------------------------------------------------------------------------------
-function withToken(url) {
-  return TOKEN ? url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN) : url;
-}
 function idPath(id) { return id.split("/").map(encodeURIComponent).join("/"); }
 
 async function call(method, url, body) {
@@ -482,7 +483,13 @@ async function refreshList() {
     S.images = r.images;
     S.canUpload = r.can_upload;
     $("upload-box").hidden = !r.can_upload;
-    $("annfile").textContent = "Saving to " + r.annotations_file;
+    // The path may wrap after a "/" only, never inside a folder or file name.
+    const annfile = $("annfile");
+    annfile.textContent = "Saving to ";
+    r.annotations_file.split(/(?<=\/)/).forEach((part, i) => {
+      if (i) annfile.appendChild(document.createElement("wbr"));
+      annfile.appendChild(document.createTextNode(part));
+    });
     r.classes.forEach(addClass);
     renderImages();
     if (!S.images.length) {
@@ -503,7 +510,10 @@ async function openImage(id) {
   say("Loading " + id + "…");
   try {
     const info = await call("GET", "api/images/" + idPath(id));
-    const img = await loadImage(withToken("api/files/" + idPath(id)));
+    // Fetched with the token header, shown from a blob: an <img src> cannot carry a header.
+    const blobUrl = URL.createObjectURL(await call("GET", "api/files/" + idPath(id)));
+    let img;
+    try { img = await loadImage(blobUrl); } finally { URL.revokeObjectURL(blobUrl); }
     if (img.naturalWidth !== info.width || img.naturalHeight !== info.height) {
       throw new Error(`the browser shows ${id} at ${img.naturalWidth}x${img.naturalHeight}, ` +
                       `the server reads ${info.width}x${info.height}`);
