@@ -2,6 +2,8 @@
 their values with the config (the groups: :class:`dextr_lib.config.InferenceSettings` and
 :class:`dextr_lib.config.DatasetSettings`)."""
 import dataclasses
+import glob
+import os
 from pathlib import Path
 from typing import Any, List, Optional, TypeVar
 
@@ -118,6 +120,37 @@ WholeLabelsOpt = Annotated[
     typer.Option("--whole-labels/--regions", help="One object per label instead of one per connected region "
                  "(default: regions).", show_default=False),
 ]
+
+
+def expand_files(ctx: typer.Context, param: typer.CallbackParam, values: Any) -> Any:
+    """The callback of positional file arguments (one ``Path`` or a list): a quoted glob
+    (``"labels/*_mask.png"``, where the shell did not expand it, e.g. on Windows or in a script)
+    is expanded here as the shell would, in sorted order; a pattern matching nothing, a missing
+    file, a folder, and several matches for a single file are usage errors that say which."""
+    if not values:
+        return values
+    if isinstance(values, Path):
+        files = expand_files(ctx, param, [values])
+        if len(files) > 1:
+            raise typer.BadParameter(f"the pattern {os.fspath(values)!r} matches {len(files)} files; "
+                                     "give one", param=param)
+        return files[0]
+    files: List[Path] = []
+    for value in values:
+        text = os.fspath(value)
+        if not os.path.lexists(text) and glob.has_magic(text):
+            matches = sorted(glob.glob(os.path.expanduser(text), recursive=True))
+            if not matches:
+                raise typer.BadParameter(f"the pattern {text!r} matches no file", param=param)
+            files += [Path(m) for m in matches if not os.path.isdir(m)]
+            continue
+        if not os.path.exists(text):
+            raise typer.BadParameter(f"{text!r} does not exist", param=param)
+        if os.path.isdir(text):
+            raise typer.BadParameter(f"{text!r} is a folder; give its files, e.g. {os.path.join(text, '*.png')!r}",
+                                     param=param)
+        files.append(Path(text))
+    return files
 
 
 _S = TypeVar("_S")

@@ -7,12 +7,13 @@ import typer
 from typing_extensions import Annotated
 
 from .._console import console, esc
+from .._options import expand_files
 
 
 def convert(
     src: Annotated[Path, typer.Argument(
         help="A dextr 0.1.2 model file, an original DEXTR-PyTorch state dict, or a dextr checkpoint.",
-        exists=True, dir_okay=False, show_default=False)],
+        callback=expand_files, show_default=False)],
     dst: Annotated[Path, typer.Argument(help="The dextr checkpoint to write (.pt).", dir_okay=False,
                                         show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Overwrite DST if it exists.")] = False,
@@ -27,9 +28,10 @@ def convert(
     """
     if dst.exists() and not force:
         raise typer.BadParameter(f"{dst} exists; pass --force to overwrite it", param_hint="DST")
-    if dst.resolve() == src.resolve():
-        raise typer.BadParameter("DST must differ from SRC", param_hint="DST")
+    from dextr_lib.utils.fileio import check_outputs
     from dextr_lib.weights import loading  # the library loads torch: only when a command runs
+
+    check_outputs([(dst, "DST", "checkpoint")], inputs=[src], force=force)
 
     note = loading.convert(src, dst)
     what = note or "already a dextr checkpoint; copied"

@@ -12,7 +12,7 @@ from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
 from dextr_lib.errors import OutputError
-from dextr_lib.utils.fileio import check_output, check_writable_dir, shown_path
+from dextr_lib.utils.fileio import check_outputs, check_writable_dir, shown_path
 
 from .._console import console, err_console, esc, warn
 from .._datasets import open_dataset
@@ -142,14 +142,9 @@ def _render_noc(report: EvalReport) -> None:
 def _check_outputs(json_out, csv_out, overlays, dataset, inputs, force: bool, plot=None) -> None:
     """Before evaluating: every output may be written, and none is an input (a photo, a label
     file, the points file or the model)."""
-    inputs = [p for p in inputs if p is not None and Path(p).is_file()]
-    inputs += list(dataset.targets) + [t for ts in dataset.targets.values() for t in ts]
-    if json_out is not None and csv_out is not None and Path(json_out).absolute() == Path(csv_out).absolute():
-        raise typer.BadParameter("--json and --csv name the same file", param_hint="--csv")
-    for path, option, what in ((json_out, "--json", "JSON report"), (csv_out, "--csv", "CSV table"),
-                                (plot, "--plot", "plot")):
-        if path is not None:
-            check_output(path, inputs=inputs, force=force, option=option, what=what)
+    inputs = [*inputs, *dataset.targets, *(t for ts in dataset.targets.values() for t in ts)]
+    check_outputs([(json_out, "--json", "JSON report"), (csv_out, "--csv", "CSV table"), (plot, "--plot", "plot")],
+                  inputs=inputs, force=force)
     if overlays is not None:
         check_writable_dir(overlays, option="--overlays")
         if not force and overlays.is_dir() and any(overlays.glob("worst*.png")):
@@ -258,7 +253,7 @@ def evaluate_command(
 
     points = read_objects(points_file) if points_file is not None else None  # fail before slow steps
     ds = open_dataset(es, cfg.paths, split=es.split, points_from=es.points_from)
-    _check_outputs(json_out, csv_out, overlays, ds, [points_file, model], force, plot)
+    _check_outputs(json_out, csv_out, overlays, ds, [points_file, model, cfg.source], force, plot)
     net = load_model(model, cfg, map_location=es.device, runtime=es.runtime, precision=es.precision)
     with progress_bar("Evaluating") as update:
         report = evaluate(

@@ -56,11 +56,13 @@ def export(
         raise typer.BadParameter("give --calibration-images or --calibration-points, not both",
                                  param_hint="--calibration-points")
     from dextr_lib.config import load_config
+    from dextr_lib.utils.fileio import check_outputs
     from dextr_lib.workflows.export import calibration_objects, export_onnx, objects_from_points_file
 
     from .._models import load_model
 
     cfg = load_config(config)
+    check_outputs([(out, "OUT.onnx", "ONNX file")], inputs=[model, calibration_points, cfg.source], force=force)
     net = load_model(model, cfg, map_location="cpu")
     if calibration_points is not None:
         calib = objects_from_points_file(calibration_points, objects)

@@ -84,6 +84,65 @@ def as_points_array(points: PointsLike, *, name: str = "extreme_points") -> np.n
     return arr
 
 
+#: How far outside the image a point may lie, as a share of the image's larger side (at least
+#: :data:`POINT_MARGIN_MIN_PX`): a click on an object touching the border often lands a few
+#: pixels beyond it (a canvas edge, a zoomed view), and the object is still in the image.
+POINT_MARGIN_FRACTION = 0.05
+#: The smallest margin in pixels, for small images.
+POINT_MARGIN_MIN_PX = 16.0
+
+
+def point_margin(image_hw: Sequence[int]) -> float:
+    """How many pixels outside an ``(H, W)`` image a point may lie (see
+    :data:`POINT_MARGIN_FRACTION`)."""
+    return max(POINT_MARGIN_MIN_PX, POINT_MARGIN_FRACTION * max(image_hw))
+
+
+def _fits(pts: np.ndarray, h: int, w: int, margin: float) -> bool:
+    """Every point within ``margin`` of the image, and their box overlapping the image."""
+    y, x = pts[..., 0], pts[..., 1]
+    near = (y >= -margin) & (y <= h - 1 + margin) & (x >= -margin) & (x <= w - 1 + margin)
+    overlaps = y.max() >= 0 and y.min() <= h - 1 and x.max() >= 0 and x.min() <= w - 1
+    return bool(near.all() and overlaps)
+
+
+def check_points_in_image(points_yx: PointsLike, image_hw: Sequence[int]) -> None:
+    """The one rule for points and their image, used wherever points meet a photo (the inference
+    engine, hence the library, the CLI and the servers): each object's points may lie a little
+    outside the image (:func:`point_margin`: 5% of its larger side, at least 16 pixels), but no
+    point beyond that margin, and not an object wholly outside the image (the points' box must
+    overlap it).
+
+    Args:
+        points_yx: ``(4, 2)`` or ``(N, 4, 2)`` ``[y, x]`` points (checked by :func:`as_points_array`).
+        image_hw: the image's ``(H, W)``.
+
+    Raises:
+        InvalidPointsError: the message gives the point as ``x=.., y=..`` (no doubt about the
+            order), the image size as ``WxH`` and, when the points would fit with x and y
+            swapped, names a likely X/Y swap.
+    """
+    pts = np.asarray(points_yx, dtype=np.float64).reshape(-1, 4, 2)
+    h, w = int(image_hw[0]), int(image_hw[1])
+    margin = point_margin((h, w))
+    for i, obj in enumerate(pts):
+        if _fits(obj, h, w, margin):
+            continue
+        y, x = obj[..., 0], obj[..., 1]
+        far = (y < -margin) | (y > h - 1 + margin) | (x < -margin) | (x > w - 1 + margin)
+        which = f"object {i + 1}: " if len(pts) > 1 else ""
+        if far.any():
+            py, px = obj[int(np.argmax(far))]
+            what = (f"{which}the point x={px:g}, y={py:g} lies outside the {w}x{h} image "
+                    f"(points may lie at most {margin:g} pixels beyond its edge)")
+        else:
+            what = (f"{which}the four points enclose no part of the {w}x{h} image: the object lies outside it "
+                    f"({', '.join(f'x={px:g} y={py:g}' for py, px in obj)})")
+        if _fits(obj[..., ::-1], h, w, margin):
+            what += "; they fit the image with x and y swapped: were X and Y given the wrong way round?"
+        raise InvalidPointsError(what)
+
+
 def _ndim(value) -> int:
     """``np.ndim``, or -1 for ragged or otherwise non-array-like input."""
     try:

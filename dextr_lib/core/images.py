@@ -85,17 +85,16 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
     """Convert a PIL image or array to ``(H, W, 3)`` uint8 RGB.
 
     Accepts PIL images of any mode, and arrays ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or
-    ``(H, W, 4)`` of uint8, bool, or float in ``[0, 1]``. Grayscale is replicated to three
-    channels; RGBA drops alpha (a transparent pixel keeps its stored colour).
+    ``(H, W, 4)`` of uint8, uint16, bool, or float in ``[0, 1]``. Grayscale is replicated to three
+    channels; RGBA drops alpha (a transparent pixel keeps its stored colour). Deeper grayscale
+    is scaled to 8 bits as image viewers show it (:func:`scale_to_uint8`).
 
     Raises:
         InvalidImageError: unsupported type, shape or dtype.
     """
     if isinstance(image, PIL.Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            raise InvalidImageError(
-                f"expected an 8-bit photo, got a PIL image of mode {image.mode!r} (a label image?)"
-            )
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            return _gray_to_rgb(scale_to_uint8(np.asarray(image)))
         return np.array(image.convert("RGB"))  # a writable copy, torch.from_numpy needs one
     torch = sys.modules.get("torch")  # no tensor exists before torch is imported: not imported here
     if torch is not None and isinstance(image, torch.Tensor):
@@ -118,6 +117,8 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
         raise InvalidImageError(f"the image is empty: shape {image.shape}")
     if arr.dtype == np.uint8:
         pass
+    elif arr.dtype == np.uint16:
+        arr = scale_to_uint8(arr)
     elif arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     elif np.issubdtype(arr.dtype, np.floating):
@@ -129,10 +130,46 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
         arr = np.round(arr * 255.0).astype(np.uint8)
     else:
         raise InvalidImageError(
-            f"expected a uint8, bool or float image array, got dtype {arr.dtype}"
+            f"expected a uint8, uint16, bool or float image array, got dtype {arr.dtype}"
         )
     if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
+        return _gray_to_rgb(arr)
     elif arr.shape[2] == 4:
         arr = arr[..., :3]
     return np.ascontiguousarray(arr)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+
+
+def scale_to_uint8(values: np.ndarray) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float grayscale image as 8 bits, as image viewers show it.
+
+    Integers within 0..65535 (16-bit files: Pillow modes ``I;16``, and ``I`` as Pillow opens
+    16-bit PNGs) scale by the 16-bit range, ``round(v / 257)``: the same as Pillow reads 48-bit
+    RGB, and as browsers and GIMP show such files (a 12-bit scan stays as dark as they show it).
+    Floats within ``[0, 1]`` scale by 255. Any other range (negative or 32-bit values, float
+    data in physical units: mode ``F``) is stretched from the image's own minimum to maximum,
+    NaN as the minimum.
+
+    Args:
+        values: ``(H, W)`` numbers.
+
+    Returns:
+        ``(H, W)`` uint8.
+    """
+    v = np.asarray(values)
+    if np.issubdtype(v.dtype, np.integer) and v.size and v.min() >= 0 and v.max() <= 65535:
+        return np.round(v.astype(np.float64) / 257.0).astype(np.uint8)
+    v = v.astype(np.float64)
+    finite = np.isfinite(v)
+    if not finite.any():
+        return np.zeros(v.shape, np.uint8)
+    lo, hi = v[finite].min(), v[finite].max()
+    if np.issubdtype(np.asarray(values).dtype, np.floating) and lo >= 0 and hi <= 1:
+        lo, hi = 0.0, 1.0
+    v = np.where(finite, v, lo)
+    if hi <= lo:
+        return np.zeros(v.shape, np.uint8)
+    return np.round(np.clip((v - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)

@@ -19,6 +19,7 @@ from typing import Callable, ContextManager, Iterable, Iterator, List, Optional,
 import numpy as np
 import torch
 
+from ..core.geometry import check_points_in_image
 from ..core.images import ImageLike, to_rgb_array
 from ..errors import InvalidValueError
 from .device import default_batch_size, torch_threads
@@ -122,6 +123,8 @@ class Engine:
         Raises:
             CorrectionError: a correction outside its object's crop, or a negative one for a
                 network without the negative-click channel (raised when that object is reached).
+            InvalidPointsError: points outside their image
+                (:func:`~dextr_lib.core.geometry.check_points_in_image`), raised as that image is reached.
 
         Yields:
             ``(H, W)`` masks of their images: float32 probabilities, or bool with a threshold.
@@ -134,6 +137,7 @@ class Engine:
                 pos, neg = (as_corrections(c, len(pts), name) for c, name in
                             zip((*clicks, None, None), ("positive", "negative")))
                 rgb = to_rgb_array(image)
+                check_points_in_image(pts, rgb.shape[:2])  # the one rule, for every caller
                 with pre_post():
                     img_t = image_to_tensor(rgb, dev)
                 size = rgb.shape[:2]

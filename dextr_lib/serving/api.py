@@ -11,8 +11,8 @@ import numpy as np
 import PIL.Image
 from fastapi import APIRouter, Depends, File, HTTPException, Response, UploadFile
 
-from ..core.geometry import xy_to_yx
-from ..errors import DatasetError
+from ..core.geometry import check_points_in_image, xy_to_yx
+from ..errors import DatasetError, InvalidPointsError
 from ..formats import coco
 from ..version import __version__
 from .images import BROWSER_MEDIA_TYPES, Photo, canonical_id
@@ -66,12 +66,14 @@ def encode_mask(mask: np.ndarray, fmt: str, crop: bool) -> Any:
 
 
 def check_points(points_xy: List[List[float]], photo: Photo) -> np.ndarray:
-    """``[x, y]`` points -> ``(4, 2)`` ``[y, x]``, refusing points outside the image."""
-    for x, y in points_xy:
-        if not (-1 <= x <= photo.width and -1 <= y <= photo.height):
-            raise HTTPException(400, f"point [{x:g}, {y:g}] is outside the {photo.width}x"
-                                     f"{photo.height} image")
-    return xy_to_yx(points_xy)
+    """``[x, y]`` points -> ``(4, 2)`` ``[y, x]``, refusing (400) points outside the image by
+    the library's one rule (:func:`~dextr_lib.core.geometry.check_points_in_image`)."""
+    pts = xy_to_yx(points_xy)
+    try:
+        check_points_in_image(pts, (photo.height, photo.width))
+    except InvalidPointsError as e:
+        raise HTTPException(400, str(e)) from None
+    return pts
 
 
 def points_xy_of(points_yx: Optional[np.ndarray]) -> Optional[List[List[float]]]:

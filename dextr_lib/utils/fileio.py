@@ -128,11 +128,14 @@ def atomic_write_text(path: PathLike, text: str) -> None:
         f.write(text)
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same inode where both exist (so symlinks, hard
+    links and ``./`` spellings match), else the same real path."""
+    a, b = os.fspath(a), os.fspath(b)
     try:
         return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
+    except (OSError, ValueError):
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
 
 
 def check_output(
@@ -162,7 +165,7 @@ def check_output(
     p = os.fspath(path)
     shown = shown_path(p)
     for src in inputs:
-        if src is not None and _same_file(p, os.fspath(src)):
+        if src is not None and same_file(p, src):
             raise OutputError(
                 f"refusing to write the {what} to {shown}: it is an input of this command; "
                 f"choose another {option}"
@@ -182,6 +185,37 @@ def check_output(
             raise OutputError(f"{shown} already exists; pass --force to overwrite it, or choose "
                               f"another {option}")
     check_writable_dir(os.path.dirname(os.path.abspath(p)), option=option)
+
+
+def check_outputs(
+    outputs: Iterable[tuple], *, inputs: Iterable[Optional[PathLike]] = (), force: bool = False,
+) -> None:
+    """Check, before any work, every output of a command against every file it reads: the one
+    rule all commands use (an output never replaces an input, even with ``force``).
+
+    Args:
+        outputs: ``(path, option, what)`` per output file (``path`` None: not asked for), e.g.
+            ``(out, "--out", "mask")``.
+        inputs: every file the command reads: the model, the photos (those a COCO or points file
+            names included), label images, the points or COCO file, the config. Names that are
+            not files (a zoo model name) are compared by path only.
+        force: ``--force``.
+
+    Raises:
+        OutputError: an output is an input, two outputs name one file, or :func:`check_output`
+            refuses one.
+    """
+    read = [src for src in inputs if src is not None]
+    seen: list = []
+    for path, option, what in outputs:
+        if path is None:
+            continue
+        for other_path, other_option in seen:
+            if same_file(path, other_path):
+                raise OutputError(f"{other_option} and {option} name the same file "
+                                  f"{shown_path(path)}; choose another {option}")
+        check_output(path, inputs=read, force=force, option=option, what=what)
+        seen.append((path, option))
 
 
 def check_writable_dir(folder: PathLike, *, option: str = "--out") -> None:
