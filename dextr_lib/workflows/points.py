@@ -127,6 +127,17 @@ def points_from_masks(
     return list(entries.values())
 
 
+def mask_photos(
+    paths: Sequence[PathLike], *, image: Optional[PathLike] = None, image_dir: Optional[PathLike] = None,
+) -> List[Path]:
+    """The photos :func:`points_from_masks` pairs with ``paths`` (same arguments), found without
+    reading any pixel: the files a command reads besides the masks (no output may replace one)."""
+    if image is not None:
+        return [Path(image)]
+    finder = PhotoFinder(image_dir, exclude=paths)
+    return [p for p in (finder.find(path) for path in paths) if p is not None]
+
+
 def _check_photo_size(photo: Path, shape, warn) -> None:
     try:
         with open_image(photo) as im:  # refuses pipes (which would hang) and pixel bombs
