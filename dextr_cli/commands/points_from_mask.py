@@ -12,10 +12,10 @@ from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
 from dextr_lib.errors import DextrError
-from dextr_lib.utils.fileio import check_output
+from dextr_lib.utils.fileio import check_outputs
 
 from .._console import console, err_console, esc, warn
-from .._options import ConfigOpt, SeedOpt, settings
+from .._options import ConfigOpt, SeedOpt, expand_files, settings
 
 #: Rows of the printed table; objects.json always has every object.
 TABLE_ROWS = 50
@@ -23,8 +23,8 @@ TABLE_ROWS = 50
 
 def points_from_mask(
     masks: Annotated[List[Path], typer.Argument(
-        help="Label images (each value is an object) or binary mask files (one object each).",
-        exists=True, dir_okay=False, show_default=False, metavar="MASK_OR_LABEL_IMAGE")],
+        help="Label images (each value is an object) or binary mask files (one object each); a quoted "
+        "glob is expanded.", callback=expand_files, show_default=False, metavar="MASK_OR_LABEL_IMAGE")],
     kind: Annotated[Optional[str], typer.Option(
         "--kind", help="label: every label value is an object (palette, 8, 16 or 32-bit); "
         "mask: each file is one object (non-zero pixels) (default: label).", show_default=False)] = None,
@@ -77,7 +77,8 @@ def points_from_mask(
 
       dextr points-from-mask masks/*_mask*.png --kind mask --image-dir images --format coco -o instances.json
     """
-    ps = settings(load_config(config).points_from_mask, kind=kind, ignore_index=ignore_index,
+    cfg = load_config(config)
+    ps = settings(cfg.points_from_mask, kind=kind, ignore_index=ignore_index,
                   min_area=min_area, largest_component=largest_component)
     if image is not None and len(masks) != 1:
         raise typer.BadParameter(
@@ -90,12 +91,14 @@ def points_from_mask(
         raise typer.BadParameter("--format coco writes a file: add --out instances.json", param_hint="--out")
     if fmt != "coco" and polygons:
         raise typer.BadParameter("--polygons is for --format coco", param_hint="--polygons")
-    if out is not None:  # before reading anything: never replace a label image with JSON
-        check_output(out, inputs=[*masks, image], force=force, option="--out", what="points file")
     # The library (and torch) load only now, after the usage checks: those answer at once.
     from dextr_lib.core.geometry import yx_to_xy
     from dextr_lib.formats.objects import dumps_objects, objects_to_dict, write_objects
-    from dextr_lib.workflows.points import points_from_masks
+    from dextr_lib.workflows.points import mask_photos, points_from_masks
+
+    if out is not None:  # before reading anything: never replace a label image or a photo with JSON
+        photos = mask_photos(masks, image=image, image_dir=image_dir)
+        check_outputs([(out, "--out", "points file")], inputs=[*masks, *photos, cfg.source], force=force)
 
     warnings: List[str] = []
     options = dict(
