@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..errors import DextrError
 from ..version import __version__
-from . import api, cvat
+from . import api, cvat, labelstudio
 from .annotations import AnnotationStore
 from .images import ImageStore
 from .predictor import Predictor
@@ -111,6 +111,8 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(api.router, dependencies=[Depends(require_token)])
     app.include_router(cvat.router, dependencies=[Depends(require_token)])
+    app.state.labelstudio = labelstudio.Links()
+    app.include_router(labelstudio.router, dependencies=[Depends(require_token)])
     return app
 
 

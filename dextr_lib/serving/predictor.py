@@ -52,8 +52,11 @@ class Predictor:
         self._remember = remember
 
     def predict(self, image_key: str, rgb: np.ndarray, points_yx: np.ndarray,
-                threshold: Optional[float] = None) -> Prediction:
-        """The mask of the object with these ``(4, 2)`` ``[y, x]`` points on ``rgb``.
+                threshold: Optional[float] = None, *, positive: Optional[np.ndarray] = None,
+                negative: Optional[np.ndarray] = None) -> Prediction:
+        """The mask of the object with these ``(4, 2)`` ``[y, x]`` points on ``rgb``, and
+        correction clicks ``positive``/``negative`` (``(k, 2)`` ``[y, x]``, as
+        ``DextrModel.predict_image`` takes them) when given.
 
         ``image_key`` identifies the image's content (its hash): the same image, points and
         threshold give the kept result without running the network.
@@ -64,14 +67,19 @@ class Predictor:
         """
         pts = as_points_array(points_yx)[0]
         thr = self.threshold if threshold is None else check_threshold(threshold)
-        key = (image_key, tuple(pts.ravel().tolist()), thr)
+        corrections = {name: [np.asarray(c, np.float64).reshape(-1, 2)]
+                       for name, c in (("positive", positive), ("negative", negative))
+                       if c is not None}
+        key = (image_key, tuple(pts.ravel().tolist()), thr,
+               tuple((n, tuple(c[0].ravel().tolist())) for n, c in corrections.items()))
         with self._lock:
             hit = self._recent.get(key)
             if hit is not None:
                 self._recent.move_to_end(key)
                 return hit
             t0 = time.perf_counter()
-            prob = self.model.predict_image(rgb, [pts], batch_size=1, precision=self._requested)[0]
+            prob = self.model.predict_image(rgb, [pts], batch_size=1, precision=self._requested,
+                                            **corrections)[0]
             model_ms = (time.perf_counter() - t0) * 1000
             mask, score = mask_and_score(prob, thr)  # the mask exactly predict(..., threshold=thr)'s
             result = Prediction(mask, score, thr, model_ms)
