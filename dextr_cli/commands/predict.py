@@ -13,12 +13,13 @@ from typing_extensions import Annotated
 from dextr_lib.config import load_config
 from dextr_lib.core.geometry import MAX_COORDINATE, as_points_array  # NumPy only, no torch
 from dextr_lib.errors import InvalidPointsError
-from dextr_lib.utils.fileio import check_output
+from dextr_lib.utils.fileio import check_outputs
 
 from .._console import console, esc, warn
 from .._models import load_model, model_spec
 from .._options import (
-    BatchSizeOpt, ConfigOpt, DeviceOpt, ImagesDirOpt, ModelOpt, PointsFromOpt, PrecisionOpt, RuntimeOpt, settings,
+    BatchSizeOpt, ConfigOpt, DeviceOpt, ImagesDirOpt, ModelOpt, PointsFromOpt, PrecisionOpt, RuntimeOpt, expand_files,
+    settings,
 )
 from .._progress import progress_bar
 
@@ -66,7 +67,7 @@ def _in_xy_terms(values: List[str], xy: List[List[float]], error: InvalidPointsE
 
 def predict(
     image: Annotated[Optional[Path], typer.Argument(
-        help="The photo (not with --points-file).", exists=True, dir_okay=False, show_default=False,
+        help="The photo (not with --points-file).", callback=expand_files, show_default=False,
         metavar="IMAGE")] = None,
     model: ModelOpt = None,
     points: Annotated[Optional[List[str]], typer.Option(
@@ -136,7 +137,8 @@ def predict(
     if coco_out:
         if coco_in is None and (images is not None or points_from is not None):
             raise typer.BadParameter("--images and --points-from go with --coco", param_hint="--images")
-        source = _check_coco_options(image, points, points_file, coco_in, out, out_dir, overlay, prob, force)
+        source = _check_coco_options(image, points, points_file, coco_in, out, out_dir, overlay, prob, force,
+                                     images=images, inputs=[model, cfg.source])
     elif polygons or images is not None or points_from is not None:
         raise typer.BadParameter("--polygons, --images and --points-from are for COCO output "
                                  "(--coco, or --points-file with --format coco)", param_hint="--polygons")
@@ -148,12 +150,8 @@ def predict(
             raise typer.BadParameter("--out-dir goes with --points-file; use --out", param_hint="--out-dir")
         pts = _parse_points(points)
         out = out or Path(f"{image.stem}_dextr.png")  # not *_mask.png: that reads as ground truth
-        inputs = [image] + ([model] if Path(model).is_file() else [])
-        check_output(out, inputs=inputs, force=force, option="--out", what="mask")
-        if overlay is not None:
-            if Path(overlay).absolute() == Path(out).absolute():
-                raise typer.BadParameter("--overlay and --out name the same file", param_hint="--overlay")
-            check_output(overlay, inputs=inputs, force=force, option="--overlay", what="overlay")
+        check_outputs([(out, "--out", "mask"), (overlay, "--overlay", "overlay")],
+                      inputs=[image, model, cfg.source], force=force)
     else:
         if image is not None or points:
             raise typer.BadParameter("--points-file replaces IMAGE and --points; give one or the other",
@@ -195,12 +193,15 @@ def predict(
         return
     with progress_bar("Predicting", objects.n_objects) as update:
         result = predict_objects(net, objects, out_dir, prob=prob, threshold=thr, on_progress=update,
-                                 batch_size=kw["batch_size"], precision=kw["precision"], force=force)
+                                 batch_size=kw["batch_size"], precision=kw["precision"], force=force,
+                                 inputs=[points_file, model, cfg.source])
     console.print(f"Wrote {result.count} masks to [bold]{esc(out_dir)}[/]", highlight=False)
 
 
-def _check_coco_options(image, points, points_file, coco_in, out, out_dir, overlay, prob, force):
-    """The parsed input of a COCO-output run (usage errors exit 2)."""
+def _check_coco_options(image, points, points_file, coco_in, out, out_dir, overlay, prob, force, *, images,
+                        inputs):
+    """The parsed input of a COCO-output run (usage errors exit 2), its --out checked against
+    every file the run reads: ``inputs``, the input file and the photos it names."""
     if coco_in is not None and points_file is not None:
         raise typer.BadParameter("give --coco or --points-file, not both", param_hint="--coco")
     if coco_in is None and points_file is None:
@@ -212,17 +213,23 @@ def _check_coco_options(image, points, points_file, coco_in, out, out_dir, overl
     if out is None or out_dir is not None or overlay is not None or prob:
         raise typer.BadParameter("COCO output writes one instances file: give --out result.json "
                                  "(not --out-dir/--overlay/--prob)", param_hint="--out")
-    check_output(out, inputs=[p for p in (coco_in, points_file) if p is not None], force=force,
-                 what="COCO file")
+    files = [coco_in, points_file, *inputs]
+    check_outputs([(out, "--out", "COCO file")], inputs=files, force=force)  # at once, before reading
+    from dextr_lib.workflows.predict import coco_files, objects_files
+
     if coco_in is not None:
         from dextr_lib.formats.coco import CocoFile
 
-        return CocoFile.load(coco_in)  # fail on a bad file before loading the model
-    from dextr_lib.formats.objects import check_photos, read_objects
+        source = CocoFile.load(coco_in)  # fail on a bad file before loading the model
+        photos = coco_files(source, images)
+    else:
+        from dextr_lib.formats.objects import check_photos, read_objects
 
-    objects = read_objects(points_file)
-    check_photos(objects, str(points_file))
-    return objects
+        source = read_objects(points_file)
+        check_photos(source, str(points_file))
+        photos = objects_files(source)
+    check_outputs([(out, "--out", "COCO file")], inputs=[*files, *photos], force=force)
+    return source
 
 
 def _predict_coco(net, source, out: Path, *, polygons, category, images, points_from, threshold, kw) -> None:

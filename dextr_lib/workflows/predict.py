@@ -25,7 +25,7 @@ from ..formats.masks import MaskNamer, write_mask
 from ..formats.objects import ImageEntry, ObjectEntry, ObjectsFile, check_photos
 from ..inference.engine import mask_and_score, resolve_threshold
 from ..model import DextrModel
-from ..utils.fileio import check_output
+from ..utils.fileio import check_outputs
 
 PathLike = Union[str, os.PathLike]
 ProgressFn = Optional[Callable[[int, int], None]]
@@ -55,6 +55,7 @@ def predict_objects(
     device=None,
     on_progress: ProgressFn = None,
     force: bool = False,
+    inputs: Iterable[PathLike] = (),
 ) -> BatchResult:
     """Predict every object of a parsed ``objects.json`` and write one mask file per object.
 
@@ -71,7 +72,8 @@ def predict_objects(
         batch_size, precision, device: as for :meth:`DextrModel.predict`.
         on_progress: ``(written, total)`` after each mask.
         force: replace existing mask files (else any existing one is refused before any work);
-            a photo is never replaced.
+            an input (a photo, a label file the points file names, ``inputs``) is never replaced.
+        inputs: the other files the caller read (the points file, the model...), never replaced.
 
     Returns:
         A :class:`BatchResult`; its ``count`` is the number of files written.
@@ -88,9 +90,8 @@ def predict_objects(
     ]
     namer = MaskNamer(out_dir)
     paths = [namer.path_for(e.image, o, i) for e, i, o in owners]
-    photos = [e.image for e in entries]
-    for path in paths:
-        check_output(path, inputs=photos, force=force, option="--out-dir", what="mask")
+    check_outputs([(path, "--out-dir", "mask") for path in paths],
+                  inputs=[*objects_files(objects), *inputs], force=force)
     result = BatchResult(Path(out_dir))
 
     items = ((_read_photo(entry, objects.exif_transpose), np.stack([o.points for o in entry.objects]))
@@ -103,6 +104,26 @@ def predict_objects(
         if on_progress is not None:
             on_progress(result.count, len(owners))
     return result
+
+
+def objects_files(objects: ObjectsFile) -> List[str]:
+    """The files a points file names: its photos and the label/mask files of its objects (no
+    output may replace one)."""
+    return [p for e in objects.images for p in (e.image, *(o.source for o in e.objects)) if p]
+
+
+def images_root(source: CocoFile, images_dir: Optional[PathLike] = None) -> Path:
+    """The folder a COCO file's ``file_name`` entries are relative to: ``images_dir``, else the
+    file's own folder."""
+    if images_dir is not None:
+        return Path(images_dir)
+    return source.path.parent if source.path is not None else Path(".")
+
+
+def coco_files(source: CocoFile, images_dir: Optional[PathLike] = None) -> List[Path]:
+    """The photos a COCO file names (under :func:`images_root`; no output may replace one)."""
+    root = images_root(source, images_dir)
+    return [root / str(img["file_name"]) for img in source.images if img.get("file_name")]
 
 
 def _read_photo(entry: ImageEntry, exif_transpose: bool) -> np.ndarray:
@@ -232,8 +253,7 @@ def predict_coco(
         raise DatasetError(f"points_from must be 'annotations' or 'masks', got {points_from!r}")
     warn = on_warning or (lambda msg: None)
     thr = resolve_threshold(threshold, model.preprocess)
-    root = Path(images_dir) if images_dir is not None else (
-        source.path.parent if source.path is not None else Path("."))
+    root = images_root(source, images_dir)
     data = source.to_dict()
     out = CocoFile({**{k: v for k, v in data.items() if k != "annotations"}, "annotations": []},
                    path=out_path)
