@@ -31,6 +31,7 @@ from ..evaluation.metrics import iou
 from ..inference.device import module_device, resolve_device
 from ..inference.preprocessing import Preprocess, image_to_tensor
 from ..utils import distributed
+from .corrections import rounds_for_step, simulate_corrections
 from .losses import balanced_bce_with_logits
 from .optim import make_optimizer, set_lr
 from .samples import SampleStream, TrainingSamples
@@ -274,9 +275,14 @@ def training_loader(
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Dict[str, torch.Tensor],
-               device: torch.device) -> torch.Tensor:
-    """One optimiser step on a batch of :func:`training_loader`; returns the (detached) loss."""
-    x = batch["input"].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+               device: torch.device, inputs: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One optimiser step on a batch of :func:`training_loader`; returns the (detached) loss.
+
+    ``inputs`` replaces the batch's ``input`` (the batch with simulated corrections,
+    :func:`~dextr_lib.training.corrections.simulate_corrections`)."""
+    if inputs is None:
+        inputs = batch["input"].to(device, non_blocking=True)
+    x = inputs.contiguous(memory_format=torch.channels_last)
     target = batch["target"].to(device, non_blocking=True)
     valid = batch["valid"].to(device, non_blocking=True)
     optimizer.zero_grad(set_to_none=True)
@@ -385,8 +391,12 @@ def training_loop(
                     raise TrainingInterrupted(snapshot(), signals.received or "a signal to another process")
                 set_lr(optimizer, s, st.iteration, total_iters)
                 batch = next(batches)
+                inputs = None
+                if s.corrections:  # RITM's iterative training: clicks on the current model's errors
+                    rounds = rounds_for_step(s.corrections, s.seed or 0, st.iteration)
+                    inputs = simulate_corrections(net, batch, preprocess, rounds, dev)
                 try:
-                    loss = train_step(trained, optimizer, batch, dev)
+                    loss = train_step(trained, optimizer, batch, dev, inputs)
                 except RuntimeError as e:
                     if world.distributed:  # a gradient all-reduce failed: a peer is gone
                         raise distributed.lost_process_error(e) from None
