@@ -25,7 +25,9 @@ atomically, one change at a time if need be (the annotation server saves after e
 from __future__ import annotations
 
 import json
+import math
 import os
+import reprlib
 import threading
 import warnings
 from pathlib import Path
@@ -37,6 +39,7 @@ from ..core.geometry import EXTREME_POINT_ORDER, extreme_points_from_mask
 from ..core.images import read_image
 from ..errors import DatasetError, InvalidPointsError, MismatchError
 from ..utils.fileio import atomic_write_text
+from ..utils.limits import check_pixels
 
 PathLike = Union[str, os.PathLike]
 
@@ -74,57 +77,172 @@ def encode_mask(mask: np.ndarray) -> Dict[str, Any]:
     return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _to_rle(segmentation: Any, height: int, width: int, where: str = "segmentation") -> Dict:
-    """pycocotools RLE (``counts`` bytes) of any of the three segmentation forms."""
-    mask_api = _mask_api()
-    if isinstance(segmentation, list):
-        polys = []
-        for i, poly in enumerate(segmentation):
-            try:
-                arr = np.asarray(poly, dtype=np.float64) if isinstance(poly, (list, tuple)) else None
-            except (TypeError, ValueError):
-                arr = None
-            if arr is None or arr.ndim != 1 or not np.isfinite(arr).all():
-                raise DatasetError(f"{where}: polygon {i} is not a list of numbers")
-            if arr.size % 2:
-                raise DatasetError(
-                    f"{where}: polygon {i} has an odd number of coordinates ({arr.size}); "
-                    "expected x0, y0, x1, y1, ..."
-                )
-            # Fewer than three vertices enclose nothing; pycocotools would read four numbers as a box.
-            if arr.size >= 6:
-                polys.append(arr)
-        if not polys:
-            return mask_api.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
-        rles = mask_api.frPyObjects(polys, height, width)
-        return rles[0] if len(rles) == 1 else mask_api.merge(rles)
-    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
-        size = segmentation["size"]
-        if not (isinstance(size, (list, tuple)) and len(size) == 2):
-            raise DatasetError(f"{where}: RLE 'size' must be [height, width], got {size!r}")
-        if [int(size[0]), int(size[1])] != [int(height), int(width)]:
+# -- checking segmentations ----------------------------------------------------------------------
+# pycocotools trusts its input: a polygon coordinate of 1e12 overflows its C ints (a segfault), one
+# of 1e8 asks for gigabytes, a compressed RLE string cut short is read past its end or decoded into
+# uninitialised memory. Every segmentation is checked here before pycocotools sees it.
+
+#: How far outside its image a polygon vertex may lie, as a fraction of the image's width
+#: (x) or height (y): outlines drawn a little past the border are common and harmless.
+POLYGON_MARGIN = 1.0
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlist, _REPR.maxdict = 3, 40, 40, 8, 4
+
+
+def _shown(value: Any) -> str:
+    """A short repr of a user's value for a message (bounded depth and length)."""
+    return _REPR.repr(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _polygons(segmentation: list, height: int, width: int, where: str) -> List[np.ndarray]:
+    """The polygons of a segmentation that enclose something (>= 3 vertices), each ``(2k,)``
+    float64 ``x0, y0, x1, y1, ...``, checked: numbers, finite, even length, near the image, and
+    an outline no longer than a mask of the image can have."""
+    polys = []
+    length = 0.0
+    for i, poly in enumerate(segmentation):
+        try:
+            arr = np.asarray(poly) if isinstance(poly, (list, tuple)) else None
+        except (TypeError, ValueError, OverflowError):  # ragged nesting
+            arr = None
+        # "iu" and "f" only: no strings, booleans, nested lists or integers past 64 bits
+        if arr is not None and arr.ndim == 1 and arr.dtype.kind in "iuf":
+            arr = arr.astype(np.float64)
+        else:
+            arr = None
+        if arr is None or not np.isfinite(arr).all():
+            raise DatasetError(f"{where}: polygon {i} is not a list of numbers (x0, y0, x1, y1, ...): "
+                               f"{_shown(poly)}")
+        if arr.size % 2:
             raise DatasetError(
-                f"{where}: RLE size {list(size)} differs from its image's height x width "
-                f"[{height}, {width}]"
+                f"{where}: polygon {i} has an odd number of coordinates ({arr.size}); "
+                "expected x0, y0, x1, y1, ..."
             )
-        counts = segmentation["counts"]
-        if isinstance(counts, list):
-            if not all(isinstance(c, int) and c >= 0 for c in counts):
-                raise DatasetError(f"{where}: uncompressed RLE counts must be non-negative integers")
-            if sum(counts) != height * width:
-                raise DatasetError(
-                    f"{where}: uncompressed RLE counts add up to {sum(counts)} pixels; the image "
-                    f"has {height} x {width} = {height * width}"
-                )
-            return mask_api.frPyObjects({"size": [height, width], "counts": counts}, height, width)
-        if isinstance(counts, (str, bytes)):
-            return {"size": [height, width],
-                    "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-        raise DatasetError(f"{where}: RLE counts must be a string or a list of integers")
+        # Fewer than three vertices enclose nothing (pycocotools would read four numbers as a
+        # box); such polygons are left out, as detectron2 does.
+        if arr.size < 6:
+            continue
+        xs, ys = arr[0::2], arr[1::2]
+        far = (np.abs(xs - width / 2) > width * (0.5 + POLYGON_MARGIN)) | \
+              (np.abs(ys - height / 2) > height * (0.5 + POLYGON_MARGIN))
+        if far.any():
+            k = int(np.argmax(far))
+            raise DatasetError(
+                f"{where}: polygon {i} has the point ({xs[k]:g}, {ys[k]:g}), far outside its "
+                f"{width}x{height} image (points may lie at most one image width or height outside it)"
+            )
+        # pycocotools walks the outline pixel by pixel (5x upsampled): bound its length.
+        length += float(np.maximum(np.abs(np.diff(xs, append=xs[0])),
+                                   np.abs(np.diff(ys, append=ys[0]))).sum())
+        polys.append(arr)
+    limit = 4 * height * width + 12 * (height + width)
+    if length > limit:
+        raise DatasetError(
+            f"{where}: the polygons' outline is {length:.0f} px long, longer than any mask of its "
+            f"{width}x{height} image can have ({limit} px)"
+        )
+    return polys
+
+
+def _rle_string_runs(counts: bytes) -> Optional[np.ndarray]:
+    """The run lengths of a compressed RLE ``counts`` string (pycocotools' ``rleFrString``
+    format: 6-bit groups from ``'0'``, differences to the run two back from the fourth run on),
+    or None when it is not one. Only to check a string before pycocotools reads it."""
+    c = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if c.min() < 0 or c.max() > 63:
+        return None
+    more = (c & 0x20) != 0
+    if more[-1]:  # the last number is unfinished: pycocotools would read past the string's end
+        return None
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if lengths.max() > 7:  # 35 bits; a run of at most 2**32 pixels never needs more
+        return None
+    shift = 5 * (np.arange(c.size) - np.repeat(starts, lengths))
+    x = np.add.reduceat((c & 0x1F) << shift, starts)
+    x = np.where((c[ends] & 0x10) != 0, x - (1 << (5 * lengths)), x)  # sign-extended
+    runs = x.copy()
+    runs[1::2] = np.cumsum(x[1::2])
+    runs[2::2] = np.cumsum(x[2::2])
+    return runs
+
+
+def _rle_counts(segmentation: dict, height: int, width: int, where: str) -> Union[List[int], bytes]:
+    """The checked ``counts`` of an RLE segmentation: a list of run lengths (uncompressed) or
+    the ASCII bytes of a compressed string, adding up to the image's pixels."""
+    size = segmentation["size"]
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(s) for s in size)):
+        raise DatasetError(f"{where}: RLE 'size' must be [height, width] (two integers), got {_shown(size)}")
+    if [size[0], size[1]] != [height, width]:
+        raise DatasetError(
+            f"{where}: RLE size {list(size)} differs from its image's height x width [{height}, {width}]"
+        )
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        if not all(_is_int(c) and c >= 0 for c in counts):
+            raise DatasetError(f"{where}: uncompressed RLE counts must be non-negative integers")
+        if sum(counts) != height * width:
+            raise DatasetError(
+                f"{where}: uncompressed RLE counts add up to {sum(counts)} pixels; the image "
+                f"has {height} x {width} = {height * width}"
+            )
+        return counts
+    if isinstance(counts, str):
+        if not counts.isascii():
+            raise DatasetError(f"{where}: compressed RLE counts must be ASCII text, got {_shown(counts)}")
+        counts = counts.encode("ascii")
+    if isinstance(counts, bytes):
+        runs = _rle_string_runs(counts)
+        if runs is None or (runs < 0).any():
+            raise DatasetError(f"{where}: compressed RLE counts {_shown(counts.decode('latin-1'))} "
+                               "are not a COCO RLE string")
+        if int(runs.sum()) != height * width:
+            raise DatasetError(
+                f"{where}: compressed RLE counts add up to {int(runs.sum())} pixels; the image "
+                f"has {height} x {width} = {height * width}"
+            )
+        return counts
+    raise DatasetError(f"{where}: RLE counts must be a string or a list of integers, got {_shown(counts)}")
+
+
+def _checked(segmentation: Any, height: int, width: int, where: str):
+    """Polygons (a list of arrays) or RLE counts (a list or bytes) of a checked segmentation.
+
+    Raises:
+        DatasetError: a malformed segmentation, one of another size than the image, or polygons
+            far outside it (:data:`POLYGON_MARGIN`).
+    """
+    if isinstance(segmentation, list):
+        return _polygons(segmentation, height, width, where)
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        return _rle_counts(segmentation, height, width, where)
     raise DatasetError(
         f"{where}: expected polygons (a list of [x0, y0, x1, y1, ...]) or an RLE dict with "
         f"'size' and 'counts', got {type(segmentation).__name__}"
     )
+
+
+def _to_rle(segmentation: Any, height: int, width: int, where: str = "segmentation") -> Dict:
+    """pycocotools RLE (``counts`` bytes) of any of the three segmentation forms, checked first."""
+    mask_api = _mask_api()
+    checked = _checked(segmentation, height, width, where)
+    if isinstance(checked, bytes):
+        return {"size": [height, width], "counts": checked}
+    if isinstance(segmentation, dict):
+        return mask_api.frPyObjects({"size": [height, width], "counts": checked}, height, width)
+    if not checked:
+        return mask_api.encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+    rles = mask_api.frPyObjects(checked, height, width)
+    return rles[0] if len(rles) == 1 else mask_api.merge(rles)
 
 
 def decode_segmentation(segmentation: Any, height: int, width: int, *,
@@ -301,6 +419,42 @@ def _require(obj: Any, keys: Sequence[str], where: str) -> None:
         raise DatasetError(f"{where}: missing {', '.join(repr(k) for k in missing)}")
 
 
+def _field_error(where: str, key: str, expected: str, value: Any) -> DatasetError:
+    return DatasetError(f"{where}: {key!r} must be {expected}, got {_shown(value)}")
+
+
+def _is_number(value: Any) -> bool:
+    """A finite JSON number (not a boolean), as float() reads it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer past float's range
+        return False
+
+
+def _int_field(entry: Dict[str, Any], key: str, where: str) -> int:
+    """``entry[key]``, an integer that other tools can store too (64 bits)."""
+    value = entry[key]
+    if not _is_int(value) or not -2 ** 63 <= value < 2 ** 63:
+        raise _field_error(where, key, "an integer", value)
+    return value
+
+
+def _checked_image(img: Any, source: str, index: int) -> Dict[str, Any]:
+    """``images[index]`` of ``source``, checked: integer id, a file name, a size within the
+    pixel limit (a small file may state any size; decoding allocates it)."""
+    _require(img, ("id", "file_name", "height", "width"), f"{source}: images[{index}]")
+    where = f"{source}: image {_int_field(img, 'id', f'{source}: images[{index}]')}"
+    if not isinstance(img["file_name"], str) or not img["file_name"]:
+        raise _field_error(where, "file_name", "a file name", img["file_name"])
+    for key in ("height", "width"):
+        if _int_field(img, key, where) < 1:
+            raise _field_error(where, key, "a positive integer", img[key])
+    check_pixels(img["width"], img["height"], where)
+    return img
+
+
 class CocoFile:
     """A COCO instances file in memory: ``images``, ``categories`` and ``annotations``.
 
@@ -323,6 +477,9 @@ class CocoFile:
             path: where it came from (names it in errors, resolves relative image folders).
         """
         self.path = Path(path) if path is not None else None
+        #: The folder ``file_name`` entries are relative to, where a writer chose it (not stored
+        #: in the file: readers are given it, ``--images``).
+        self.images_root: Optional[Path] = None
         self._lock = threading.RLock()
         data = {} if data is None else data
         where = str(path) if path is not None else "COCO data"
@@ -340,49 +497,74 @@ class CocoFile:
         self._annotations: Dict[int, Dict[str, Any]] = {}
         self._by_image: Dict[int, Dict[int, None]] = {}  # image id -> its annotation ids, ordered
         for i, img in enumerate(data.get("images", [])):
-            _require(img, ("id", "file_name", "height", "width"), f"{where}: images[{i}]")
-            self._insert_image(img, f"{where}: images[{i}]")
+            self._insert_image(_checked_image(img, where, i), f"{where}: images[{i}]")
         for i, cat in enumerate(data.get("categories", [])):
             _require(cat, ("id", "name"), f"{where}: categories[{i}]")
-            cid = int(cat["id"])
+            cid = _int_field(cat, "id", f"{where}: categories[{i}]")
+            if not isinstance(cat["name"], str):
+                raise _field_error(f"{where}: category {cid}", "name", "text", cat["name"])
             if cid in self._categories:
                 raise DatasetError(f"{where}: categories[{i}] repeats id {cid}")
             self._categories[cid] = cat
-            self._category_by_name.setdefault(str(cat["name"]), cid)
+            self._category_by_name.setdefault(cat["name"], cid)
         for i, ann in enumerate(data.get("annotations", [])):
             _require(ann, ("id", "image_id", "category_id"), f"{where}: annotations[{i}]")
-            aid = int(ann["id"])
+            aid = _int_field(ann, "id", f"{where}: annotations[{i}]")
             if aid in self._annotations:
                 raise DatasetError(f"{where}: annotations[{i}] repeats id {aid}")
-            if int(ann["image_id"]) not in self._images:
-                raise DatasetError(
-                    f"{where}: annotation {aid} refers to image_id {ann['image_id']}, "
-                    "which is not in 'images'"
-                )
-            if int(ann["category_id"]) not in self._categories:
-                raise DatasetError(
-                    f"{where}: annotation {aid} refers to category_id {ann['category_id']}, "
-                    "which is not in 'categories'"
-                )
+            self._check_annotation(ann, f"{where}: annotation {aid}")
             self._annotations[aid] = ann
-            self._by_image.setdefault(int(ann["image_id"]), {})[aid] = None
+            self._by_image.setdefault(ann["image_id"], {})[aid] = None
+
+    def _check_annotation(self, ann: Dict[str, Any], where: str) -> None:
+        """The schema of one annotation of a file being read (the fields dextr and pycocotools
+        use; others are kept as they are)."""
+        iid = _int_field(ann, "image_id", where)
+        if iid not in self._images:
+            raise DatasetError(f"{where} refers to image_id {iid}, which is not in 'images'")
+        cid = _int_field(ann, "category_id", where)
+        if cid not in self._categories:
+            raise DatasetError(f"{where} refers to category_id {cid}, which is not in 'categories'")
+        if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), float):
+            raise _field_error(where, "iscrowd", "0 or 1", ann["iscrowd"])
+        bbox = ann.get("bbox", [0, 0, 0, 0])
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            raise _field_error(where, "bbox", "[x, y, width, height] (four numbers)", bbox)
+        for key in ("area", "score"):
+            if ann.get(key) is not None and not _is_number(ann[key]):
+                raise _field_error(where, key, "a number", ann[key])
+        if "segmentation" in ann:
+            img = self._images[iid]
+            _checked(ann["segmentation"], img["height"], img["width"], f"{where}: 'segmentation'")
+        if "extreme_points" in ann:
+            extreme_points_from_coco(ann["extreme_points"], where=f"{where}: 'extreme_points'")
 
     # -- reading and writing
     @classmethod
     def load(cls, path: PathLike) -> "CocoFile":
         """Read and check an instances JSON file.
 
+        Every entry is checked against the COCO schema (ids, sizes, category ids, bbox, area,
+        iscrowd, score, segmentation, extreme_points), so what was read can be decoded and
+        served: a bad value is named with its annotation (or image) id and field.
+
         Raises:
             DatasetError: missing or unreadable file, invalid JSON, or an inconsistent file
-                (missing keys, repeated ids, references to unknown images or categories).
+                (missing keys, values of the wrong type, repeated ids, references to unknown
+                images or categories, malformed segmentations or polygons far outside their image).
+            LimitError: an image stated larger than the pixel limit.
         """
         path = Path(path)
+        if path.exists() and not path.is_file():  # a pipe would hang the read
+            raise DatasetError(f"cannot read COCO file {path}: not a regular file")
         try:
             with open(path, "rb") as f:
                 data = json.load(f)
         except FileNotFoundError:
             raise DatasetError(f"COCO file not found: {path}") from None
-        except (OSError, ValueError) as e:
+        except RecursionError:
+            raise DatasetError(f"cannot read COCO file {path}: JSON nested too deeply") from None
+        except (OSError, ValueError) as e:  # ValueError: invalid JSON or UTF-8
             raise DatasetError(f"cannot read COCO file {path}: {e}") from None
         return cls(data, path=path)
 
@@ -600,11 +782,31 @@ def read_coco_image(path: PathLike, height: int, width: int) -> np.ndarray:
     )
 
 
-def image_file_name(path: PathLike, root: PathLike) -> str:
-    """``path`` as a COCO ``file_name``: relative to ``root`` (``/`` separators) where possible."""
-    ap = os.path.abspath(path)
-    try:
-        return Path(os.path.relpath(ap, os.path.abspath(root))).as_posix()
-    except ValueError:  # another drive on Windows
-        return Path(ap).as_posix()
+def common_folder(paths: Iterable[PathLike]) -> Path:
+    """The deepest folder holding every one of ``paths`` (absolute): the images root a new COCO
+    file's ``file_name`` entries are relative to by default (``.`` when there is none)."""
+    folders = [os.path.dirname(os.path.abspath(p)) for p in paths]
+    return Path(os.path.commonpath(folders)) if folders else Path(".").absolute()
 
+
+def image_file_name(path: PathLike, root: PathLike) -> str:
+    """``path`` as a COCO ``file_name``: relative to the images root ``root``, ``/`` separators.
+
+    COCO tools join an images folder and ``file_name`` (pycocotools users, detectron2's
+    ``register_coco_instances(name, {}, json_file, image_root)``), so a name never climbs out of
+    its root with ``..``.
+
+    Raises:
+        DatasetError: ``path`` is not inside ``root``.
+    """
+    ap, root_ap = os.path.abspath(path), os.path.abspath(root)
+    try:
+        rel = os.path.relpath(ap, root_ap)
+    except ValueError:  # another drive on Windows
+        rel = ap
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep) or os.path.isabs(rel):
+        raise DatasetError(
+            f"photo {path} is not inside the images folder {root}: a COCO file names its photos "
+            "relative to one folder (choose one that holds every photo, --images)"
+        )
+    return Path(rel).as_posix()
