@@ -61,6 +61,10 @@ def points_from_mask(
         "--category", help="--format coco: the category name of every object.")] = "object",
     polygons: Annotated[bool, typer.Option(
         "--polygons", help="--format coco: polygon outlines instead of exact RLE masks.")] = False,
+    images: Annotated[Optional[Path], typer.Option(
+        "--images", file_okay=False, help="--format coco: the images folder that file_name entries "
+        "are relative to, as COCO tools join them (default: the photos' common folder).",
+        show_default=False)] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Extreme points (left, right, top, bottom) of every object in label images or mask files.
@@ -89,8 +93,8 @@ def points_from_mask(
         raise typer.BadParameter(f"expected objects or coco, got {fmt!r}", param_hint="--format")
     if fmt == "coco" and out is None:
         raise typer.BadParameter("--format coco writes a file: add --out instances.json", param_hint="--out")
-    if fmt != "coco" and polygons:
-        raise typer.BadParameter("--polygons is for --format coco", param_hint="--polygons")
+    if fmt != "coco" and (polygons or images is not None):
+        raise typer.BadParameter("--polygons and --images are for --format coco", param_hint="--polygons")
     # The library (and torch) load only now, after the usage checks: those answer at once.
     from dextr_lib.core.geometry import yx_to_xy
     from dextr_lib.formats.objects import dumps_objects, objects_to_dict, write_objects
@@ -109,14 +113,16 @@ def points_from_mask(
     if fmt == "coco":
         from dextr_lib.workflows.points import instances_from_masks
 
-        instances = instances_from_masks(masks, out, category=category, polygons=polygons, **options)
+        instances = instances_from_masks(masks, out, category=category, polygons=polygons, images_dir=images,
+                                         **options)
         for w in warnings:
             warn(w)
         try:
             instances.save(out)
         except OSError as e:
             raise DextrError(f"cannot write {out}: {e}") from None
-        console.print(f"Wrote {len(instances)} objects of {len(instances.images)} images to [bold]{esc(out)}[/]",
+        console.print(f"Wrote {len(instances)} objects of {len(instances.images)} images to [bold]{esc(out)}[/] "
+                      f"(file names relative to {esc(instances.images_root)}: read it with --images)",
                       highlight=False)
         return
     entries = points_from_masks(masks, **options)

@@ -135,8 +135,8 @@ def predict(
         raise typer.BadParameter(f"expected png or coco, got {fmt!r}", param_hint="--format")
     coco_out = coco_in is not None or fmt == "coco"
     if coco_out:
-        if coco_in is None and (images is not None or points_from is not None):
-            raise typer.BadParameter("--images and --points-from go with --coco", param_hint="--images")
+        if coco_in is None and points_from is not None:
+            raise typer.BadParameter("--points-from goes with --coco", param_hint="--points-from")
         source = _check_coco_options(image, points, points_file, coco_in, out, out_dir, overlay, prob, force,
                                      images=images, inputs=[model, cfg.source])
     elif polygons or images is not None or points_from is not None:
@@ -244,9 +244,9 @@ def _predict_coco(net, source, out: Path, *, polygons, category, images, points_
                                   on_warning=warnings.append, **kw)
         else:
             result = predict_points_file(net, source, out, category=category, polygons=polygons,
-                                         threshold=threshold, on_progress=update, **kw)
+                                         threshold=threshold, on_progress=update, images_dir=images, **kw)
     for w in warnings:
         warn(w)
     result.save(out)
-    console.print(f"Wrote {len(result)} annotations of {len(result.images)} images to [bold]{esc(out)}[/]",
-                  highlight=False)
+    console.print(f"Wrote {len(result)} annotations of {len(result.images)} images to [bold]{esc(out)}[/] "
+                  f"(file names relative to {esc(result.images_root)}: read it with --images)", highlight=False)

@@ -15,7 +15,7 @@ import numpy as np
 from ..core.geometry import extreme_points_from_mask, jitter_points
 from ..core.images import open_image
 from ..errors import DatasetError, DextrError, InvalidPointsError
-from ..formats.coco import CocoFile, annotation_from_mask, image_file_name
+from ..formats.coco import CocoFile, annotation_from_mask, common_folder, image_file_name
 from ..formats.objects import ImageEntry, ObjectEntry
 from ..formats.targets import PhotoFinder, largest_component, read_label_image, read_mask
 
@@ -155,6 +155,7 @@ def instances_from_masks(
     *,
     category: str = "object",
     polygons: bool = False,
+    images_dir: Optional[PathLike] = None,
     **options: Any,
 ) -> CocoFile:
     """A COCO instances file of the objects in label images or mask files (not yet saved).
@@ -165,15 +166,20 @@ def instances_from_masks(
 
     Args:
         paths: label images or mask files.
-        out_path: where the file will be saved (``file_name`` entries are relative to its folder).
+        out_path: where the file will be saved.
         category: the category of every object.
+        images_dir: the images root that ``file_name`` entries are relative to (default: the
+            photos' common folder, :func:`~dextr_lib.formats.coco.common_folder`).
+
+    Returns:
+        The file, its ``images_root`` set.
 
     Raises:
-        DatasetError: an object whose photo was not found (COCO needs an image file).
+        DatasetError: an object whose photo was not found (COCO needs an image file), or a
+            photo outside ``images_dir``.
     """
     cf = CocoFile(path=out_path)
     cid = cf.category_id(category)
-    root = Path(out_path).parent
     pending: List[Any] = []
 
     def add(entry, obj, mask) -> None:
@@ -187,10 +193,10 @@ def instances_from_masks(
                 f"no photo found for {ann_source(entry)}; a COCO file needs one: give --image-dir "
                 "(or --image for a single file)"
             )
-    image_ids = {}
-    for entry in entries:
-        if entry.image is not None:
-            image_ids[id(entry)] = cf.add_image(image_file_name(entry.image, root), entry.height, entry.width)
+    photos = [e for e in entries if e.image is not None]
+    root = Path(images_dir) if images_dir is not None else common_folder(e.image for e in photos)
+    image_ids = {id(e): cf.add_image(image_file_name(e.image, root), e.height, e.width) for e in photos}
+    cf.images_root = root
     for entry, ann in pending:
         cf.add_annotation({**ann, "image_id": image_ids[id(entry)]})
     return cf

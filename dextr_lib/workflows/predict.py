@@ -19,13 +19,15 @@ from ..core.geometry import extreme_points_from_mask
 from ..core.images import read_image
 from ..errors import DatasetError, MismatchError
 from ..formats.coco import (
-    CocoFile, annotation_from_mask, decode_segmentation, extreme_points_from_coco, image_file_name, read_coco_image,
+    CocoFile, annotation_from_mask, common_folder, decode_segmentation, extreme_points_from_coco, image_file_name,
+    read_coco_image,
 )
 from ..formats.masks import MaskNamer, write_mask
 from ..formats.objects import ImageEntry, ObjectEntry, ObjectsFile, check_photos
 from ..inference.engine import mask_and_score, resolve_threshold
 from ..model import DextrModel
 from ..utils.fileio import check_outputs
+from ..utils.limits import check_objects
 
 PathLike = Union[str, os.PathLike]
 ProgressFn = Optional[Callable[[int, int], None]]
@@ -169,37 +171,44 @@ def predict_points_file(
     batch_size: Optional[int] = None,
     precision: str = "fp32",
     on_progress: Optional[Callable[[int, int], None]] = None,
+    images_dir: Optional[PathLike] = None,
 ) -> CocoFile:
     """Predict every object of a parsed ``objects.json`` into a COCO instances file (not saved).
 
     Args:
         model: a :class:`~dextr_lib.model.DextrModel`.
         objects: from :func:`dextr_lib.formats.objects.read_objects`; every entry with objects needs a photo.
-        out_path: where the file will be saved (``file_name`` entries are relative to its folder).
+        out_path: where the file will be saved.
         category: the category of every object.
         polygons: polygon segmentations instead of exact RLE.
         threshold: binary masks are ``prob >= threshold`` (default: the model's).
+        images_dir: the images root that ``file_name`` entries are relative to (default: the
+            photos' common folder, :func:`~dextr_lib.formats.coco.common_folder`).
 
     Returns:
-        A :class:`CocoFile`: one image per photo, one annotation per object with its mask,
-        the clicks as ``extreme_points`` and ``score`` (mean probability over the mask).
+        A :class:`CocoFile` (its ``images_root`` set): one image per photo, one annotation per
+        object with its mask, the clicks as ``extreme_points`` and ``score`` (mean probability
+        over the mask).
 
     Raises:
-        DatasetError: an entry without a photo, or a photo that does not exist (checked before
-            any work, :func:`dextr_lib.formats.objects.check_photos`).
+        DatasetError: an entry without a photo, a photo that does not exist or lies outside
+            ``images_dir`` (checked before any work).
     """
     check_photos(objects)
     thr = resolve_threshold(threshold, model.preprocess)
     cf = CocoFile(path=out_path)
     cid = cf.category_id(category)
-    root = Path(out_path).parent
+    photo_paths = [e.image for e in objects.images if e.objects]
+    root = Path(images_dir) if images_dir is not None else common_folder(photo_paths)
+    names = {p: image_file_name(p, root) for p in photo_paths}  # refuses a photo outside root, at once
+    cf.images_root = root
     total = sum(len(e.objects) for e in objects.images)
 
     def photos() -> Iterator[Tuple[np.ndarray, List[Tuple[Any, np.ndarray]]]]:
         for entry in objects.images:
             if entry.objects:
                 rgb = _read_photo(entry, objects.exif_transpose)
-                iid = cf.add_image(image_file_name(entry.image, root), *rgb.shape[:2])
+                iid = cf.add_image(names[entry.image], *rgb.shape[:2])
                 last = len(entry.objects) - 1
                 yield rgb, [((iid, i == last), o.points) for i, o in enumerate(entry.objects)]
 
@@ -257,11 +266,14 @@ def predict_coco(
     data = source.to_dict()
     out = CocoFile({**{k: v for k, v in data.items() if k != "annotations"}, "annotations": []},
                    path=out_path)
+    out.images_root = root  # the new file names the same photos, relative to the same folder
     jobs = []  # (image entry, [(annotation, points)])
     crowd = no_points = 0
     for img in source.images:
         todo = []
-        for ann in source.annotations_of(img["id"]):
+        anns = source.annotations_of(img["id"])
+        check_objects(len(anns), f"{source._name()}: image {img['id']}")  # before decoding any
+        for ann in anns:
             if ann.get("iscrowd", 0):
                 crowd += 1
                 continue

@@ -74,7 +74,7 @@ def test_points_from_mask_coco_round_trips_and_evaluates_like_the_masks(mask_sta
     api = COCO(str(out))
     assert [c["name"] for c in api.loadCats(api.getCatIds())] == ["thing"]
     by_name = {Path(i["file_name"]).stem: i for i in api.loadImgs(api.getImgIds())}
-    assert by_name["p0"]["file_name"] == "../images/p0.png"  # relative to the file's folder
+    assert by_name["p0"]["file_name"] == "p0.png"  # relative to the images root: the photos' folder
     for stem, objs in masks.items():
         anns = api.loadAnns(api.getAnnIds(imgIds=[by_name[stem]["id"]]))
         assert len(anns) == len(objs)
@@ -85,7 +85,8 @@ def test_points_from_mask_coco_round_trips_and_evaluates_like_the_masks(mask_sta
     a = _eval_json(["-m", model_file, "--dataset", "custom_mask", "--whole-labels",
                     "--image-pat", root / "images" / "*.png", "--target-pat", root / "masks" / "*.png"],
                    tmp_path / "a.json")
-    b = _eval_json(["-m", model_file, "--dataset", "coco", "--annotations", out], tmp_path / "b.json")
+    b = _eval_json(["-m", model_file, "--dataset", "coco", "--annotations", out, "--images", root / "images"],
+                   tmp_path / "b.json")
     _same_summary(a, b)
     assert b["dataset"]["kind"] == "coco" and set(b["per_class"]) == {"thing"}
 
@@ -118,11 +119,12 @@ def test_predict_points_file_coco_equals_png_masks(mask_stack, model_file, tiny_
     a = _eval_json(["-m", model_file, "--dataset", "custom_mask", "--whole-labels",
                     "--image-pat", root / "images" / "*.png", "--target-pat", tmp_path / "png" / "*.png"],
                    tmp_path / "a.json")
-    b = _eval_json(["-m", model_file, "--dataset", "coco", "--annotations", result, "--points-from", "masks"],
-                   tmp_path / "b.json")
+    b = _eval_json(["-m", model_file, "--dataset", "coco", "--annotations", result, "--points-from", "masks",
+                    "--images", root / "images"], tmp_path / "b.json")
     _same_summary(a, b)
     # with the stored clicks the model meets its own predictions again
-    c = _eval_json(["-m", model_file, "--dataset", "coco", "--annotations", result], tmp_path / "c.json")
+    c = _eval_json(["-m", model_file, "--dataset", "coco", "--annotations", result, "--images", root / "images"],
+                   tmp_path / "c.json")
     assert c["summary"]["mean_iou"] == 1.0 and c["settings"]["annotated_points"] == 4
 
 
@@ -136,7 +138,7 @@ def test_predict_coco_input_to_new_file(mask_stack, model_file, tmp_path):
     data["annotations"][1]["extreme_points"] = [[60, 6], [51, 10], [57, 52], [66, 45]]
     (tmp_path / "in.json").write_text(json.dumps(data))
     out = tmp_path / "pred.json"
-    res = _ok(["predict", "-m", model_file, "--coco", tmp_path / "in.json", "--images", tmp_path,
+    res = _ok(["predict", "-m", model_file, "--coco", tmp_path / "in.json", "--images", root / "images",
                "--out", out, "--polygons"])
     assert "Wrote 4 annotations of 2 images" in res.output
     pred = json.loads(out.read_text())
@@ -148,14 +150,15 @@ def test_predict_coco_input_to_new_file(mask_stack, model_file, tmp_path):
     COCO(str(out))
     # no silent overwrite
     again = runner.invoke(app, ["predict", "-m", str(model_file), "--coco", str(tmp_path / "in.json"),
-                                "--images", str(tmp_path), "--out", str(out)])
+                                "--images", str(root / "images"), "--out", str(out)])
     assert again.exit_code == 1 and "already exists; pass --force" in again.output
-    _ok(["predict", "-m", model_file, "--coco", tmp_path / "in.json", "--images", tmp_path, "--out", out, "--force"])
+    _ok(["predict", "-m", model_file, "--coco", tmp_path / "in.json", "--images", root / "images", "--out", out,
+         "--force"])
 
 
 @pytest.mark.parametrize("args, needle", [
     (["points-from-mask", "{mask}", "--kind", "mask", "--format", "coco"], "--format coco writes a file"),
-    (["points-from-mask", "{mask}", "--kind", "mask", "--polygons", "-o", "x.json"], "--polygons is for --format coco"),
+    (["points-from-mask", "{mask}", "--kind", "mask", "--polygons", "-o", "x.json"], "--polygons and --images are for --format coco"),
     (["predict", "-m", "{model}", "--points-file", "{objects}", "--format", "coco", "--out-dir", "d"],
      "give --out result.json"),
     (["predict", "-m", "{model}", "--format", "coco", "--out", "r.json"], "--format coco goes with --points-file"),
@@ -198,7 +201,8 @@ def test_eval_user_errors_name_the_problem(mask_stack, model_file, tmp_path):
     assert res.exit_code == 1 and "unknown COCO categories 'person', 'dog'" in res.output
     assert "Traceback" not in res.output
     (root / "images" / "p1.png").unlink()
-    res = runner.invoke(app, ["eval", "-m", str(model_file), "--dataset", "coco", "--annotations", str(inst)])
+    res = runner.invoke(app, ["eval", "-m", str(model_file), "--dataset", "coco", "--annotations", str(inst),
+                              "--images", str(root / "images")])
     assert res.exit_code == 1 and "image file not found" in res.output and "p1.png" in res.output
 
 
@@ -249,15 +253,15 @@ def test_train_and_finetune_on_coco_files(mask_stack, model_file, tmp_path):
     _ok(["points-from-mask", *sorted((root / "masks").glob("*.png")), "--kind", "mask",
          "--image-dir", root / "images", "--format", "coco", "--category", "thing", "-o", inst])
     jobs = tmp_path / "jobs"
-    res = _ok(["train", "c", "--jobs-dir", jobs, "--dataset", "coco", "--annotations", inst,
-               "--val-annotations", inst, "--categories", "thing", *TINY_TRAIN])
+    res = _ok(["train", "c", "--jobs-dir", jobs, "--dataset", "coco", "--annotations", inst, "--images", root / "images",
+               "--val-annotations", inst, "--val-images", root / "images", "--categories", "thing", *TINY_TRAIN])
     assert "best val mIoU" in res.output
     from dextr_lib.config import load_config
 
     cfg = load_config(jobs / "c" / "config.toml").train
     assert (cfg.dataset, cfg.annotations, cfg.categories) == ("coco", str(inst), ["thing"])
     _ok(["finetune", "f", "--from", model_file, "--jobs-dir", jobs, "--dataset", "coco", "--annotations", inst,
-         "--num-epochs", "1", "--iters-per-epoch", "1", "--batch-size", "2", "--seed", "2"])
+         "--images", root / "images", "--num-epochs", "1", "--iters-per-epoch", "1", "--batch-size", "2", "--seed", "2"])
     bad = runner.invoke(app, ["train", "x", "--jobs-dir", str(jobs), "--dataset", "coco", *TINY_TRAIN])
     assert bad.exit_code == 1 and "needs its instances file" in bad.output
     bad = runner.invoke(app, ["train", "y", "--jobs-dir", str(jobs), "--dataset", "custom_mask",
