@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import pytest
 
@@ -13,16 +12,20 @@ from dextr_lib.utils.fileio import atomic_write_text, check_output, shown_path
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 def test_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
-    # /dev/full answers every write with ENOSPC, as a full disk does.
+    # /dev/full answers every write with ENOSPC, as a full disk does: the writer's temporary
+    # file is created for real (so its removal shows) but written through /dev/full.
     made = []
+    real_open = os.open
 
-    def mkstemp_on_full_disk(prefix, suffix, dir):
-        tmp = os.path.join(dir, prefix + "x" + suffix)
-        open(tmp, "w").close()
-        made.append(tmp)
-        return os.open("/dev/full", os.O_WRONLY), tmp
+    def open_on_full_disk(path, flags, mode=0o777, *args, **kwargs):
+        fd = real_open(path, flags, mode, *args, **kwargs)
+        if os.path.basename(os.fspath(path)).startswith(".report.json."):
+            made.append(os.fspath(path))
+            os.close(fd)
+            return real_open("/dev/full", os.O_WRONLY)
+        return fd
 
-    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_on_full_disk)
+    monkeypatch.setattr(os, "open", open_on_full_disk)
     target = tmp_path / "report.json"
     target.write_text("old")
     with pytest.raises(OutputError) as e:
@@ -30,6 +33,7 @@ def test_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "report.json" in msg and "no space left on device" in msg and "removed" in msg
     assert isinstance(e.value, DextrError) and isinstance(e.value, OSError)
+    assert len(made) == 1  # the writer went through a temporary file
     assert target.read_text() == "old" and not os.path.exists(made[0])
 
 
