@@ -111,6 +111,13 @@ def predict(
     precision: PrecisionOpt = None,
     runtime: RuntimeOpt = None,
     config: ConfigOpt = None,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", help="Run --coco or --points-file --out-dir on Ray, resumable: local, auto (the cluster "
+        "this machine is in) or ray://HOST:10001 (needs the ray extra: pip install 'dextr\\[ray]').", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", help="With --ray: model workers (default 1).", show_default=False)] = None,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(
+        "--gpus-per-worker", help="With --ray: GPUs per worker (default 0: CPU workers).", show_default=False)] = None,
 ) -> None:
     """Predict object masks from four extreme-point clicks per object.
 
@@ -128,7 +135,10 @@ def predict(
     """
     cfg = load_config(config)
     ps = settings(cfg.predict, model=model, device=device, batch_size=batch_size, threshold=threshold,
-                  precision=precision, runtime=runtime)
+                  precision=precision, runtime=runtime, ray=ray, workers=workers, gpus_per_worker=gpus_per_worker)
+    if ray is not None and (coco_in is None and (points_file is None or output_format == "coco")):
+        raise typer.BadParameter("--ray goes with --coco FILE --out OUT.json or --points-file FILE "
+                                 "--out-dir DIR", param_hint="--ray")
     model = model_spec(ps.model, "predict")
     fmt = output_format or "png"
     if fmt not in ("png", "coco"):
@@ -175,6 +185,12 @@ def predict(
     thr = resolve_threshold(ps.threshold, net.preprocess)
     kw = dict(batch_size=ps.batch_size, threshold=None if prob else thr, precision=ps.precision,
               runtime=ps.runtime)
+    on_ray = ps.ray is not None and (coco_in is not None or (points_file is not None and not coco_out))
+    if on_ray:
+        _predict_on_ray(net, ps, source if coco_in is not None else objects, out if coco_in is not None else out_dir,
+                        images=images, points_from=points_from or "annotations", polygons=polygons,
+                        prob=prob, threshold=thr, force=force)
+        return
     if coco_out:
         _predict_coco(net, source, out, polygons=polygons, category=category, images=images,
                       points_from=points_from or "annotations", threshold=thr,
@@ -250,3 +266,26 @@ def _predict_coco(net, source, out: Path, *, polygons, category, images, points_
     result.save(out)
     console.print(f"Wrote {len(result)} annotations of {len(result.images)} images to [bold]{esc(out)}[/] "
                   f"(file names relative to {esc(result.images_root)}: read it with --images)", highlight=False)
+
+
+def _predict_on_ray(net, ps, source, out: Path, *, images, points_from, polygons, prob, threshold, force) -> None:
+    from dextr_lib.formats.coco import CocoFile
+    from dextr_lib.workflows.cluster import RaySettings, predict_coco_ray, predict_objects_ray
+
+    rs = RaySettings(address=ps.ray, workers=ps.workers, gpus_per_worker=ps.gpus_per_worker)
+    kw = dict(threshold=threshold, batch_size=ps.batch_size, precision=ps.precision, runtime=ps.runtime,
+              device=ps.device or ("cuda" if ps.gpus_per_worker else "cpu"), force=force)
+    warnings: List[str] = []
+    with progress_bar("Predicting", rate="objects") as update:
+        if isinstance(source, CocoFile):
+            result = predict_coco_ray(net, source, out, rs, images_dir=images, points_from=points_from,
+                                      polygons=polygons, on_progress=update, on_warning=warnings.append, **kw)
+        else:
+            result = predict_objects_ray(net, source, out, rs, prob=prob, on_progress=update, **kw)
+    for w in warnings:
+        warn(w)
+    for e in result.errors:
+        warn(f"{e['image']}: {e['reason']} (left out; a new run retries it)")
+    kept = f", {result.shards_kept} shards from an earlier run" if result.shards_kept else ""
+    console.print(f"Wrote {result.objects} objects to [bold]{esc(out)}[/] ({result.shards_run} shards "
+                  f"predicted{kept})", highlight=False)

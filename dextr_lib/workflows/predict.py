@@ -23,7 +23,7 @@ from ..formats.coco import (
     read_coco_image,
 )
 from ..formats.masks import MaskNamer, write_mask
-from ..formats.objects import ImageEntry, ObjectEntry, ObjectsFile, check_photos
+from ..formats.objects import ImageEntry, ObjectsFile, check_photos
 from ..inference.engine import mask_and_score, resolve_threshold
 from ..model import DextrModel
 from ..utils.fileio import check_outputs
@@ -86,17 +86,12 @@ def predict_objects(
             is a photo of the points file; checked for every object before predicting.
     """
     thr = resolve_threshold(threshold, model.preprocess)
-    entries = [e for e in objects.images if e.objects]
-    owners: List[Tuple[ImageEntry, int, ObjectEntry]] = [
-        (e, i, o) for e in entries for i, o in enumerate(e.objects)
-    ]
-    namer = MaskNamer(out_dir)
-    paths = [namer.path_for(e.image, o, i) for e, i, o in owners]
+    entries, paths = mask_paths(objects, out_dir)
     check_outputs([(path, "--out-dir", "mask") for path in paths],
                   inputs=[*objects_files(objects), *inputs], force=force)
     result = BatchResult(Path(out_dir))
 
-    items = ((_read_photo(entry, objects.exif_transpose), np.stack([o.points for o in entry.objects]))
+    items = ((read_photo(entry, objects.exif_transpose), np.stack([o.points for o in entry.objects]))
              for entry in entries)
     masks = model.predict_iter(items, batch_size=batch_size, device=device,
                                threshold=None if prob else thr, precision=precision)
@@ -104,7 +99,7 @@ def predict_objects(
         write_mask(mask, path, prob)
         result.written.append(path)
         if on_progress is not None:
-            on_progress(result.count, len(owners))
+            on_progress(result.count, len(paths))
     return result
 
 
@@ -128,7 +123,15 @@ def coco_files(source: CocoFile, images_dir: Optional[PathLike] = None) -> List[
     return [root / str(img["file_name"]) for img in source.images if img.get("file_name")]
 
 
-def _read_photo(entry: ImageEntry, exif_transpose: bool) -> np.ndarray:
+def mask_paths(objects: ObjectsFile, out_dir: PathLike) -> Tuple[List[ImageEntry], List[Path]]:
+    """The entries of ``objects`` that have objects, and the mask file of each of their objects
+    in order (names as in :func:`predict_objects`)."""
+    entries = [e for e in objects.images if e.objects]
+    namer = MaskNamer(out_dir)
+    return entries, [namer.path_for(e.image, o, i) for e in entries for i, o in enumerate(e.objects)]
+
+
+def read_photo(entry: ImageEntry, exif_transpose: bool) -> np.ndarray:
     """The photo of a points-file entry, checked against the entry's ``height``/``width``."""
     rgb = read_image(entry.image, exif_transpose=exif_transpose)
     if entry.height is not None and (entry.height, entry.width) != rgb.shape[:2]:
@@ -207,7 +210,7 @@ def predict_points_file(
     def photos() -> Iterator[Tuple[np.ndarray, List[Tuple[Any, np.ndarray]]]]:
         for entry in objects.images:
             if entry.objects:
-                rgb = _read_photo(entry, objects.exif_transpose)
+                rgb = read_photo(entry, objects.exif_transpose)
                 iid = cf.add_image(names[entry.image], *rgb.shape[:2])
                 last = len(entry.objects) - 1
                 yield rgb, [((iid, i == last), o.points) for i, o in enumerate(entry.objects)]
@@ -258,16 +261,44 @@ def predict_coco(
     Raises:
         DatasetError: a missing image file (named), a malformed segmentation or extreme_points.
     """
+    warn = on_warning or (lambda msg: None)
+    thr = resolve_threshold(threshold, model.preprocess)
+    root, jobs = coco_jobs(source, images_dir=images_dir, points_from=points_from, on_warning=warn)
+    out = coco_output(source, out_path)
+    out.images_root = root  # the new file names the same photos, relative to the same folder
+    total = sum(len(t) for _, t in jobs)
+    photos = ((read_coco_image(root / str(img["file_name"]), img["height"], img["width"]),
+               [((img, ann, k == len(todo) - 1), pts) for k, (ann, pts) in enumerate(todo)])
+              for img, todo in jobs)
+    done = 0
+    for (img, ann, last), pts, mask, score in _scored_masks(model, photos, thr, batch_size=batch_size,
+                                                            precision=precision):
+        out.add_annotation(coco_annotation(img, ann, pts, mask, score, polygons))
+        done += 1
+        if last and on_progress is not None:  # progress per image, as its last mask comes
+            on_progress(done, total)
+    return out
+
+
+#: One COCO image's objects to predict: ``(image entry, [(annotation, (4, 2) [y, x] points), ...])``.
+CocoJob = Tuple[dict, List[Tuple[dict, np.ndarray]]]
+
+
+def coco_jobs(
+    source: CocoFile, *, images_dir: Optional[PathLike] = None, points_from: str = "annotations",
+    on_warning: Optional[Callable[[str], None]] = None,
+) -> Tuple[Path, List[CocoJob]]:
+    """The objects of a COCO file that :func:`predict_coco` predicts, image by image, and the
+    folder its images are read from (arguments as for :func:`predict_coco`).
+
+    Raises:
+        DatasetError: a missing image file (named), a malformed segmentation or extreme_points.
+    """
     if points_from not in ("annotations", "masks"):
         raise DatasetError(f"points_from must be 'annotations' or 'masks', got {points_from!r}")
     warn = on_warning or (lambda msg: None)
-    thr = resolve_threshold(threshold, model.preprocess)
     root = images_root(source, images_dir)
-    data = source.to_dict()
-    out = CocoFile({**{k: v for k, v in data.items() if k != "annotations"}, "annotations": []},
-                   path=out_path)
-    out.images_root = root  # the new file names the same photos, relative to the same folder
-    jobs = []  # (image entry, [(annotation, points)])
+    jobs: List[CocoJob] = []
     crowd = no_points = 0
     for img in source.images:
         todo = []
@@ -302,18 +333,21 @@ def predict_coco(
     if no_points:
         warn(f"{no_points} annotations have neither extreme_points nor a non-empty segmentation "
              "and are left out")
-    total = sum(len(t) for _, t in jobs)
-    photos = ((read_coco_image(root / str(img["file_name"]), img["height"], img["width"]),
-               [((img, ann, k == len(todo) - 1), pts) for k, (ann, pts) in enumerate(todo)])
-              for img, todo in jobs)
-    done = 0
-    for (img, ann, last), pts, mask, score in _scored_masks(model, photos, thr, batch_size=batch_size,
-                                                            precision=precision):
-        new = annotation_from_mask(mask, ann_id=ann["id"], image_id=img["id"],
-                                   category_id=ann["category_id"], points_yx=pts, score=score,
-                                   polygons=polygons)
-        out.add_annotation({**ann, **new})
-        done += 1
-        if last and on_progress is not None:  # progress per image, as its last mask comes
-            on_progress(done, total)
-    return out
+    return root, jobs
+
+
+def coco_output(source: CocoFile, out_path: PathLike) -> CocoFile:
+    """The new file :func:`predict_coco` fills: ``source``'s images, categories and other
+    top-level fields, no annotations yet."""
+    data = source.to_dict()
+    return CocoFile({**{k: v for k, v in data.items() if k != "annotations"}, "annotations": []},
+                    path=out_path)
+
+
+def coco_annotation(img: dict, ann: dict, points: np.ndarray, mask: np.ndarray, score: float,
+                    polygons: bool) -> dict:
+    """``ann`` with its predicted ``(H, W)`` bool ``mask``: segmentation, area, bbox, the
+    ``(4, 2)`` ``[y, x]`` clicks as extreme_points and the score replaced, other fields kept."""
+    new = annotation_from_mask(mask, ann_id=ann["id"], image_id=img["id"], category_id=ann["category_id"],
+                               points_yx=points, score=score, polygons=polygons)
+    return {**ann, **new}
