@@ -18,9 +18,13 @@ that host.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import os
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -38,7 +42,7 @@ from typing_extensions import Annotated
 from ..errors import DextrError
 from ..formats.brush import mask_to_brush
 from ..version import __version__
-from .images import Photo
+from .images import Photo, _ByteBoundedCache
 from .schemas import error_responses
 from .state import ServerState, get_state
 
@@ -50,6 +54,8 @@ FETCH_TIMEOUT_S = 30.0
 #: What an unset project falls back to (as Label Studio's own ML backends read them).
 ENV_URL = "LABEL_STUDIO_URL"
 ENV_TOKEN = "LABEL_STUDIO_API_KEY"
+#: Decoded task images kept by URL, so each click of one object does not download it again.
+PHOTO_CACHE_BYTES = 256 * 2**20
 
 Percent = Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False)]
 
@@ -139,11 +145,32 @@ class Link:
 
 class Links:
     """The Label Studio projects that called ``setup`` (by project id); an unknown project uses
-    ``$LABEL_STUDIO_URL`` and ``$LABEL_STUDIO_API_KEY``."""
+    ``$LABEL_STUDIO_URL`` and ``$LABEL_STUDIO_API_KEY``. Also what fetching their images keeps:
+    the images by URL (least recently used dropped past :data:`PHOTO_CACHE_BYTES`) and the
+    access tokens personal access tokens were exchanged for."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_project: Dict[str, Link] = {}
+        self._photos = _ByteBoundedCache(PHOTO_CACHE_BYTES)  # (URL, token) -> Photo
+        self._access: Dict[str, Tuple[str, float]] = {}  # PAT -> (access token, expiry)
+
+    def photo(self, key: Tuple[str, Optional[str]]) -> Optional[Photo]:
+        with self._lock:
+            return self._photos.get(repr(key))  # type: ignore[return-value]
+
+    def keep_photo(self, key: Tuple[str, Optional[str]], photo: Photo) -> None:
+        with self._lock:
+            self._photos.put(repr(key), photo, photo.rgb.nbytes)
+
+    def access_token(self, pat: str) -> Optional[str]:
+        with self._lock:
+            token, expiry = self._access.get(pat, ("", 0.0))
+        return token if time.time() < expiry else None
+
+    def keep_access_token(self, pat: str, token: str, expiry: float) -> None:
+        with self._lock:
+            self._access[pat] = (token, expiry)
 
     def set(self, project: Optional[str], link: Link) -> None:
         with self._lock:
@@ -207,12 +234,12 @@ def predict(body: PredictBody, state: ServerState = Depends(get_state),
         points = _keypoints(context.result)
         if sum(p.is_positive for p in points) < 4:
             return PredictOut(results=[None])
-        region = _region(body.tasks[0], points, config, link, state)
+        region = _region(body.tasks[0], points, config, link, links, state)
         return PredictOut(results=[_prediction([region], version)])
     results = []
     for task in body.tasks:
         try:
-            regions = _from_task_data(task, config, link, state)
+            regions = _from_task_data(task, config, link, links, state)
         except (DextrError, HTTPException) as e:
             # Opening a task must never fail: its prediction is left empty, the cause logged.
             log.warning("Label Studio task %s: no mask: %s", task.get("id"), _reason(e))
@@ -302,7 +329,7 @@ def _keypoints(items: List[ContextItem]) -> List[Keypoint]:
     return points
 
 
-def _from_task_data(task: Dict[str, Any], config: LabelingConfig, link: Link,
+def _from_task_data(task: Dict[str, Any], config: LabelingConfig, link: Link, links: Links,
                     state: ServerState) -> List[Dict[str, Any]]:
     """Masks for keypoints stored in a task's data: every data value that is a list of
     ``keypointlabels`` results is one object (with at least four positive points)."""
@@ -318,18 +345,18 @@ def _from_task_data(task: Dict[str, Any], config: LabelingConfig, link: Link,
             raise HTTPException(400, f"keypoints in the task's data are malformed "
                                      f"({e.error_count()} errors: {e.errors()[0]['msg']})") from None
         if sum(p.is_positive for p in points) >= 4:
-            regions.append(_region(task, points, config, link, state))
+            regions.append(_region(task, points, config, link, links, state))
     return regions
 
 
 def _region(task: Dict[str, Any], points: List[Keypoint], config: LabelingConfig,
-            link: Link, state: ServerState) -> Dict[str, Any]:
+            link: Link, links: Links, state: ServerState) -> Dict[str, Any]:
     """One ``brushlabels`` region from keypoints (at least four positive) on the task's image."""
     field, brush_name, to_name = config.target(points[0].to_name)
     url = (task.get("data") or {}).get(field)
     if not isinstance(url, str) or not url:
         raise HTTPException(400, f"the task has no image URL in data.{field}")
-    photo = fetch_photo(url, link, state)
+    photo = fetch_photo(url, link, links, state)
     h, w = photo.height, photo.width
     xy = np.asarray([[p.x * w / 100.0, p.y * h / 100.0] for p in points])
     positive = np.asarray([p.is_positive for p in points])
@@ -389,13 +416,13 @@ def _run(state: ServerState, photo: Photo, extreme_yx: np.ndarray, positive_yx: 
 
 
 # -- images -------------------------------------------------------------------------------------
-def fetch_photo(url: str, link: Link, state: ServerState) -> Photo:
+def fetch_photo(url: str, link: Link, links: Links, state: ServerState) -> Photo:
     """The task's image: from ``--images`` when Label Studio serves a file of that folder, else
-    downloaded from the Label Studio host that set the project up.
+    downloaded from the Label Studio host that set the project up (once: kept by URL).
 
     Raises:
-        HTTPException: 400 for an unreachable image, a host other than Label Studio's, or no
-            known Label Studio host for a relative URL.
+        HTTPException: 400 for an unreachable image, a host other than Label Studio's, no
+            known Label Studio host for a relative URL, or every token refused.
         LimitError: an image over the pixel limit.
     """
     local = _local_id(url, state)
@@ -416,8 +443,13 @@ def fetch_photo(url: str, link: Link, state: ServerState) -> Photo:
                                      "connect the model again in the project's Model settings "
                                      f"(or set ${ENV_URL} and ${ENV_TOKEN})")
         full = link.hostname + url
-    data = _download(full, link.access_token, state.max_upload_mb)
-    return state.images.photo_from_bytes(data, f"the task's image {url}")
+    key = (full, link.access_token)
+    photo = links.photo(key)
+    if photo is None:
+        data = _download(full, link, links, state.max_upload_mb)
+        photo = state.images.photo_from_bytes(data, f"the task's image {url}")
+        links.keep_photo(key, photo)
+    return photo
 
 
 def _origin(url: str) -> Tuple[str, str]:
@@ -449,25 +481,94 @@ def _local_id(url: str, state: ServerState) -> Optional[str]:
     return None
 
 
-def _download(url: str, token: Optional[str], max_mb: float) -> bytes:
-    """GET ``url`` with Label Studio's token, at most ``max_mb`` MB, within the timeout."""
-    headers = {"User-Agent": f"dextr/{__version__}"}
-    if token:
-        headers["Authorization"] = f"Token {token}"
-    limit = int(max_mb * 2**20)
+class _Refused(Exception):
+    """Label Studio refused a token (401 or 403)."""
+
+
+def jwt_claims(token: str) -> Optional[Dict[str, Any]]:
+    """The claims of a JWT (unverified: Label Studio checks it), None for a legacy token."""
+    pieces = token.split(".")
+    if len(pieces) != 3:
+        return None
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=FETCH_TIMEOUT_S) as r:
-            data = r.read(limit + 1)
-    except urllib.error.HTTPError as e:
-        hint = " (the token from setup was refused: connect the model again)" if e.code in (
-            401, 403) else ""
-        raise HTTPException(400, f"Label Studio answered {e.code} for the task's image "
-                                 f"{url}{hint}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise HTTPException(400, f"cannot fetch the task's image {url}: {reason}") from None
+        header, claims = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+                          for p in pieces[:2])
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or "alg" not in header or not isinstance(claims, dict):
+        return None
+    return claims
+
+
+def _authorization(token: str, hostname: str, links: Links) -> str:
+    """The ``Authorization`` header for a token: a legacy token as ``Token T``; a personal
+    access token (a JWT refresh token, Label Studio >= 1.20) exchanged at
+    ``/api/token/refresh/`` for an access token sent as ``Bearer``; an access token as is."""
+    claims = jwt_claims(token)
+    if claims is None:
+        return f"Token {token}"
+    if claims.get("token_type") != "refresh":
+        return f"Bearer {token}"
+    access = links.access_token(token)
+    if access is None:
+        body = json.dumps({"refresh": token}).encode()
+        answer = _get(f"{hostname}/api/token/refresh/", {"Content-Type": "application/json"},
+                      limit=2**16, data=body)
+        try:
+            access = str(json.loads(answer)["access"])
+        except (ValueError, KeyError, TypeError):
+            raise HTTPException(400, "Label Studio's /api/token/refresh/ answered no access "
+                                     "token") from None
+        exp = (jwt_claims(access) or {}).get("exp")
+        # Renewed a minute early; an access token without exp is used for five minutes.
+        expiry = float(exp) - 60 if isinstance(exp, (int, float)) else time.time() + 300
+        links.keep_access_token(token, access, expiry)
+    return f"Bearer {access}"
+
+
+def _download(url: str, link: Link, links: Links, max_mb: float) -> bytes:
+    """GET ``url`` with Label Studio's token (setup's, then ``$LABEL_STUDIO_API_KEY`` if setup's
+    is refused), at most ``max_mb`` MB, within the timeout."""
+    tokens = [t for t in dict.fromkeys([link.access_token, os.environ.get(ENV_TOKEN)]) if t]
+    limit = int(max_mb * 2**20)
+    hostname = link.hostname or "{0}://{1}".format(*_origin(url))
+    for token in tokens or [None]:
+        try:
+            headers = {} if token is None else {
+                "Authorization": _authorization(token, hostname, links)}
+            data = _get(url, headers, limit=limit)
+            break
+        except _Refused:
+            continue
+    else:
+        raise HTTPException(400, f"Label Studio refused the token for the task's image {url}: "
+                                 "Label Studio 1.20 and later refuses the legacy token it sends "
+                                 "unless the organization allows legacy tokens (Organization -> "
+                                 "API Tokens Settings); or start dextr with "
+                                 f"${ENV_TOKEN} set to a Personal Access Token")
     if len(data) > limit:
         raise HTTPException(400, f"the task's image {url} is larger than this server accepts "
                                  f"({max_mb:g} MB, --max-upload-mb)")
     return data
+
+
+def _get(url: str, headers: Dict[str, str], *, limit: int, data: Optional[bytes] = None
+         ) -> bytes:
+    """One request to Label Studio (POST when ``data``): at most ``limit + 1`` bytes read.
+
+    Raises:
+        _Refused: 401 or 403.
+        HTTPException: 400 for any other failure.
+    """
+    req = urllib.request.Request(url, data=data, headers={
+        "User-Agent": f"dextr/{__version__}", **headers})
+    try:
+        with urllib.request.urlopen(req, timeout=FETCH_TIMEOUT_S) as r:
+            return r.read(limit + 1)
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise _Refused() from None
+        raise HTTPException(400, f"Label Studio answered {e.code} for {url}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise HTTPException(400, f"cannot fetch {url}: {reason}") from None

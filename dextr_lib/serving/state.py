@@ -1,6 +1,8 @@
 """What every request of one server shares, and the token check."""
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -64,10 +66,17 @@ def get_state(request: Request) -> ServerState:
 
 def token_of(request: Request) -> Optional[str]:
     """The token a request carries: ``Authorization: Bearer T``, ``X-Dextr-Token: T``, CVAT's
-    ``x-nuclio-function-namespace: T`` (set ``CVAT_NUCLIO_FUNCTION_NAMESPACE``) or ``?token=T``."""
+    ``x-nuclio-function-namespace: T`` (set ``CVAT_NUCLIO_FUNCTION_NAMESPACE``), ``?token=T``,
+    or HTTP Basic auth with T as the password (the only way Label Studio authenticates to an ML
+    backend; any user name)."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip()
+    if auth.lower().startswith("basic "):
+        try:
+            return base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
     for header in ("x-dextr-token", "x-nuclio-function-namespace"):
         if header in request.headers:
             return request.headers[header]
@@ -82,5 +91,6 @@ def require_token(request: Request) -> None:
     given = token_of(request)
     if given is None or not secrets.compare_digest(given.encode(), expected.encode()):
         raise HTTPException(401, "this server needs its token: open the URL it printed "
-                                 "(…/#token=…) or send 'Authorization: Bearer TOKEN'",
+                                 "(…/#token=…) or send 'Authorization: Bearer TOKEN' "
+                                 "(Label Studio: the token as its Basic auth password)",
                             headers={"WWW-Authenticate": "Bearer"})

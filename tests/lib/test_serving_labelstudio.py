@@ -3,6 +3,12 @@
 answered with brush masks equal to the library's."""
 from __future__ import annotations
 
+import base64
+import http.server
+import json
+import threading
+from types import SimpleNamespace
+
 import numpy as np
 import PIL.Image
 import pytest
@@ -13,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from dextr_lib.formats.brush import brush_to_mask  # noqa: E402
 from dextr_lib.serving import close_app, create_app  # noqa: E402
-from dextr_lib.serving.labelstudio import split_points  # noqa: E402
+from dextr_lib.serving.labelstudio import jwt_claims, split_points  # noqa: E402
 
 CONFIG = """<View>
   <Image name="image" value="$image" zoom="true"/>
@@ -194,26 +200,47 @@ def test_missing_or_foreign_images_get_a_clear_400(client, sample, url, words, m
     assert words in r.json()["detail"]
 
 
-def test_images_are_fetched_from_the_host_that_set_up_the_project(client, sample, tiny_model):
-    """A relative URL goes to setup's hostname with its token; Label Studio's 404 is reported."""
-    import http.server
-    import threading
+def _jwt(claims):
+    """An unsigned JWT of Label Studio's shape (dextr never checks signatures: Label Studio does)."""
+    def part(obj):
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
 
-    image, pts = sample
-    h, w = image.shape[:2]
+
+PAT = _jwt({"token_type": "refresh", "exp": 9999999999, "jti": "p", "user_id": "1"})
+ACCESS = _jwt({"token_type": "access", "exp": 9999999999, "jti": "a", "user_id": "1"})
+
+
+@pytest.fixture
+def label_studio(client):
+    """A stand-in Label Studio serving ``/data/upload/1/disk.png``: ``accept`` says which
+    ``Authorization`` headers it takes, ``seen`` records every request (method, path, header)."""
     png = (client.app.state.dextr.images.root / "disk.png").read_bytes()
-    seen = []
+    stub = SimpleNamespace(seen=[], accept={"Token legacy"})
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            seen.append((self.path, self.headers.get("Authorization")))
-            if self.path != "/data/upload/1/disk.png":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(png)))
+        def _answer(self, status, body=b""):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(png)
+            self.wfile.write(body)
+
+        def do_GET(self):  # noqa: N802
+            stub.seen.append(("GET", self.path, self.headers.get("Authorization")))
+            if self.headers.get("Authorization") not in stub.accept:
+                self._answer(401)
+            elif self.path != "/data/upload/1/disk.png":
+                self._answer(404)
+            else:
+                self._answer(200, png)
+
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            stub.seen.append(("POST", self.path, body.get("refresh")))
+            if self.path == "/api/token/refresh/" and body.get("refresh") == PAT:
+                self._answer(200, json.dumps({"access": ACCESS}).encode())
+            else:
+                self._answer(401)
 
         def log_message(self, *args):
             pass
@@ -221,20 +248,103 @@ def test_images_are_fetched_from_the_host_that_set_up_the_project(client, sample
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    stub.host = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        host = f"http://127.0.0.1:{server.server_address[1]}"
-        client.post("/labelstudio/setup", json={"project": "1.1700000000", "schema": CONFIG,
-                                                "hostname": host, "access_token": "tok"})
-        clicks = [keypoint(y, x, h, w) for y, x in pts]
-        r = client.post("/labelstudio/predict",
-                        json=predict_body(clicks, {"image": "/data/upload/1/disk.png"}))
-        assert r.status_code == 200, r.text
-        assert seen == [("/data/upload/1/disk.png", "Token tok")]
-        expected = tiny_model.predict([image], [pts], threshold=tiny_model.preprocess.threshold)[0]
-        np.testing.assert_array_equal(decoded(r.json()["results"][0]["result"][0]), expected)
-        r = client.post("/labelstudio/predict",
-                        json=predict_body(clicks, {"image": f"{host}/data/upload/1/gone.png"}))
-        assert r.status_code == 400 and "404" in r.json()["detail"]
+        yield stub
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _set_up(client, host, token):
+    r = client.post("/labelstudio/setup", json={"project": "1.1700000000", "schema": CONFIG,
+                                                "hostname": host, "access_token": token})
+    assert r.status_code == 200, r.text
+
+
+def test_images_are_fetched_once_from_the_host_that_set_up_the_project(
+        client, sample, tiny_model, label_studio, monkeypatch):
+    """A relative URL goes to setup's hostname with its token, once for every click on one
+    task; Label Studio's 404 is reported."""
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    image, pts = sample
+    h, w = image.shape[:2]
+    _set_up(client, label_studio.host, "legacy")
+    clicks = [keypoint(y, x, h, w) for y, x in pts]
+    body = predict_body(clicks, {"image": "/data/upload/1/disk.png"})
+    first, again = (client.post("/labelstudio/predict", json=body) for _ in range(2))
+    assert first.status_code == again.status_code == 200, first.text
+    assert label_studio.seen == [("GET", "/data/upload/1/disk.png", "Token legacy")]
+    expected = tiny_model.predict([image], [pts], threshold=tiny_model.preprocess.threshold)[0]
+    for r in (first, again):
+        np.testing.assert_array_equal(decoded(r.json()["results"][0]["result"][0]), expected)
+    r = client.post("/labelstudio/predict", json=predict_body(
+        clicks, {"image": f"{label_studio.host}/data/upload/1/gone.png"}))
+    assert r.status_code == 400 and "404" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("setup_token, env_token", [(PAT, None), ("legacy", PAT)])
+def test_a_personal_access_token_is_exchanged_for_a_bearer_access_token(
+        client, sample, tiny_model, label_studio, monkeypatch, setup_token, env_token):
+    """Label Studio >= 1.20 with legacy tokens off: a personal access token (from setup, or
+    $LABEL_STUDIO_API_KEY when setup's legacy token is refused) is refreshed once into an
+    access token sent as Bearer."""
+    if env_token:
+        monkeypatch.setenv("LABEL_STUDIO_API_KEY", env_token)
+    else:
+        monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    label_studio.accept = {f"Bearer {ACCESS}"}
+    image, pts = sample
+    h, w = image.shape[:2]
+    _set_up(client, label_studio.host, setup_token)
+    clicks = [keypoint(y, x, h, w) for y, x in pts]
+    r = client.post("/labelstudio/predict",
+                    json=predict_body(clicks, {"image": "/data/upload/1/disk.png"}))
+    assert r.status_code == 200, r.text
+    expected = tiny_model.predict([image], [pts], threshold=tiny_model.preprocess.threshold)[0]
+    np.testing.assert_array_equal(decoded(r.json()["results"][0]["result"][0]), expected)
+    refused = [("GET", "/data/upload/1/disk.png", "Token legacy")] if env_token else []
+    assert label_studio.seen == refused + [("POST", "/api/token/refresh/", PAT),
+                                           ("GET", "/data/upload/1/disk.png", f"Bearer {ACCESS}")]
+    # Another image: the access token is reused, not refreshed again.
+    r = client.post("/labelstudio/predict",
+                    json=predict_body(clicks, {"image": "/data/upload/1/other.png"}))
+    assert r.status_code == 400 and "404" in r.json()["detail"]
+    assert sum(m == "POST" for m, _, _ in label_studio.seen) == 1
+
+
+def test_every_token_refused_says_what_to_do(client, sample, label_studio, monkeypatch):
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", _jwt({"token_type": "refresh", "jti": "revoked"}))
+    image, pts = sample
+    h, w = image.shape[:2]
+    _set_up(client, label_studio.host, "stale")
+    r = client.post("/labelstudio/predict", json=predict_body(
+        [keypoint(y, x, h, w) for y, x in pts], {"image": "/data/upload/1/disk.png"}))
+    assert r.status_code == 400
+    assert "legacy tokens" in r.json()["detail"] and "LABEL_STUDIO_API_KEY" in r.json()["detail"]
+
+
+def test_jwt_claims_tells_legacy_tokens_from_jwts():
+    assert jwt_claims(PAT)["token_type"] == "refresh"
+    for legacy in ("dextr0test0token0000000000000000000000ab", "a.b.c", "", "x.e30.y"):
+        assert jwt_claims(legacy) is None
+
+
+def test_a_server_token_is_accepted_as_basic_auth_password(tmp_path, tiny_model, sample):
+    """Label Studio authenticates to ML backends only with Basic auth (user and password in the
+    Model settings): the password carries `dextr serve --token`."""
+    app = create_app(tiny_model, tmp_path / "photos", tmp_path / "ann2.json", token="s3cret")
+    try:
+        c = TestClient(app, base_url="http://localhost")
+
+        def basic(user_pass):
+            return {"Authorization": "Basic " + base64.b64encode(user_pass.encode()).decode()}
+
+        assert c.get("/labelstudio/health", headers=basic("anyone:s3cret")).status_code == 200
+        assert c.post("/labelstudio/webhook", json={"action": "X"},
+                      headers=basic("dextr:s3cret")).status_code == 200
+        for bad in (basic("dextr:wrong"), basic("s3cret:"), {"Authorization": "Basic %%%"}, {}):
+            r = c.get("/labelstudio/health", headers=bad)
+            assert r.status_code == 401 and "Basic auth password" in r.json()["detail"]
+    finally:
+        close_app(app)
