@@ -60,19 +60,8 @@ def test_cli_refuses_points_outside_the_photo(photo, model_file, tmp_path, point
 
 
 @pytest.fixture
-def client(tmp_path, tiny_model, synthetic_sample):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
-    from fastapi.testclient import TestClient
-
-    from dextr_lib.serving import close_app, create_app
-
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    PIL.Image.fromarray(synthetic_sample[0]).save(photos / "disk.png")
-    app_ = create_app(tiny_model, photos, tmp_path / "ann.json")
-    yield TestClient(app_, base_url="http://localhost")
-    close_app(app_)
+def client(make_client, photos):
+    return make_client(photos)
 
 
 @pytest.mark.parametrize("points", [BELOW_RIGHT, ABOVE_LEFT, NEAR_CORNER])

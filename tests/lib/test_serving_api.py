@@ -30,31 +30,6 @@ OTHER = [[30, 28], [55, 33], [40, 17], [44, 44]]
 
 
 @pytest.fixture
-def photos(tmp_path, synthetic_sample):
-    folder = tmp_path / "photos"
-    (folder / "sub").mkdir(parents=True)
-    image, _, _ = synthetic_sample
-    PIL.Image.fromarray(image).save(folder / "disk.png")
-    PIL.Image.fromarray(image[:, ::-1]).save(folder / "sub" / "flipped.jpg", quality=95)
-    (folder / "notes.txt").write_text("not a photo")
-    return folder
-
-
-@pytest.fixture
-def make_client(tmp_path, tiny_model):
-    apps = []
-
-    def make(images=None, annotations=None, **kw):
-        app = create_app(tiny_model, images, annotations or tmp_path / "ann.json", **kw)
-        apps.append(app)
-        return TestClient(app, base_url="http://localhost")
-
-    yield make
-    for app in apps:
-        close_app(app)
-
-
-@pytest.fixture
 def client(make_client, photos):
     return make_client(photos, classes=["disk", "ring"])
 

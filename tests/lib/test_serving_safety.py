@@ -17,39 +17,14 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
 
 from dextr_lib.core.geometry import xy_to_yx  # noqa: E402
 from dextr_lib.errors import DatasetError  # noqa: E402
 from dextr_lib.formats import coco  # noqa: E402
-from dextr_lib.serving import close_app, create_app  # noqa: E402
+from dextr_lib.serving import close_app  # noqa: E402
 from dextr_lib.serving.app import TokenRedactor  # noqa: E402
 
 POINTS = [[27, 30], [57, 30], [42, 15], [42, 45]]
-
-
-@pytest.fixture
-def photos(tmp_path, synthetic_sample):
-    folder = tmp_path / "photos"
-    (folder / "sub").mkdir(parents=True)
-    image, _, _ = synthetic_sample
-    PIL.Image.fromarray(image).save(folder / "disk.png")
-    PIL.Image.fromarray(image[:, ::-1]).save(folder / "sub" / "flipped.png")
-    return folder
-
-
-@pytest.fixture
-def make_client(tmp_path, tiny_model):
-    apps = []
-
-    def make(images=None, annotations=None, base_url="http://localhost", **kw):
-        app = create_app(tiny_model, images, annotations or tmp_path / "ann.json", **kw)
-        apps.append(app)
-        return TestClient(app, base_url=base_url)
-
-    yield make
-    for app in apps:
-        close_app(app)
 
 
 def accept(client, image_id="disk.png", points=POINTS, category="disk"):
@@ -206,11 +181,11 @@ def test_image_ids_are_canonical(make_client, photos, tmp_path):
     c = make_client(photos)
     for spelling in ("./disk.png", "disk.png"):
         accept(c, spelling)
-    accept(c, "sub//flipped.png")
+    accept(c, "sub//flipped.jpg")
     assert c.get("/api/images/./disk.png").json()["id"] == "disk.png"
-    assert c.get("/api/files/sub//flipped.png").status_code == 200
+    assert c.get("/api/files/sub//flipped.jpg").status_code == 200
     data = json.loads((tmp_path / "ann.json").read_text())
-    assert sorted(i["file_name"] for i in data["images"]) == ["disk.png", "sub/flipped.png"]
+    assert sorted(i["file_name"] for i in data["images"]) == ["disk.png", "sub/flipped.jpg"]
     assert c.get("/api/images").json()["images"][0]["objects"] == 2
 
 
