@@ -34,6 +34,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run"]
 # The bear in bear.jpg (854x480): left, right, top and bottom, as [x, y].
 BEAR = [(97, 268), (462, 400), (232, 215), (447, 430)]
+TOKEN = "s3cret-browser-token"
 
 
 def chromium() -> str:
@@ -63,7 +64,7 @@ def server(tmp_path, tiny_model, shared_data):
     proc = subprocess.Popen(
         [sys.executable, "-m", "dextr_cli", "serve", "-m", str(model), "--images", str(photos),
          "--annotations", str(ann), "--port", str(port), "--device", "cpu", "--classes", "bear,dog"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ, "DEXTR_TOKEN": TOKEN},
     )
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -87,6 +88,10 @@ def server(tmp_path, tiny_model, shared_data):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+    # uvicorn's access log, written while the page worked, never shows the token (the start-up
+    # lines print it for the user to open).
+    access = [line for line in (tmp_path / "server.log").read_text().splitlines() if "HTTP/1.1" in line]
+    assert access and not [line for line in access if TOKEN in line]
 
 
 def test_four_clicks_accept_and_the_file_holds_the_library_mask(server, tiny_model, tmp_path):
@@ -95,9 +100,11 @@ def test_four_clicks_accept_and_the_file_holds_the_library_mask(server, tiny_mod
         browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 720})
-            errors = []
+            errors, requests = [], []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url)
+            page.on("request", lambda r: requests.append(r.url))
+            # As dextr serve prints it: the token in the fragment, which browsers never send.
+            page.goto(f"{url}#token={TOKEN}")
             page.wait_for_function("window.dextr && dextr.state.current && dextr.state.current.img",
                                    timeout=60_000)
             assert page.inner_text("#image-name") == "bear.jpg"
@@ -123,6 +130,11 @@ def test_four_clicks_accept_and_the_file_holds_the_library_mask(server, tiny_mod
             page.keyboard.press("Enter")
             assert "Set four points first" in page.inner_text("#message")
             assert not errors
+            # The token travels in a header only: no request the page made (the photo and the
+            # API calls included) carries it in its URL, where access logs would keep it.
+            assert any("/api/" in u for u in requests) and any("bear.jpg" in u for u in requests)
+            assert not [u for u in requests if "token=" in u or TOKEN in u]
+            assert "token" not in page.url  # and it left the address bar
         finally:
             browser.close()
 
