@@ -142,6 +142,7 @@ class PredictSettings(BatchedInferenceSettings):
     ray: Optional[str] = None  # --coco/--points-file on Ray: local, auto or ray://HOST:10001
     workers: int = _setting(1, minimum=1)  # Ray model actors
     gpus_per_worker: float = _setting(0.0, minimum=0.0)  # 0: CPU actors
+    threads_per_worker: Optional[int] = _setting(None, minimum=1)  # CPU actors' torch threads; default: CPUs / workers
 
 
 @dataclass

@@ -118,6 +118,9 @@ def predict(
         "--workers", help="With --ray: model workers (default 1).", show_default=False)] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(
         "--gpus-per-worker", help="With --ray: GPUs per worker (default 0: CPU workers).", show_default=False)] = None,
+    threads_per_worker: Annotated[Optional[int], typer.Option(
+        "--threads-per-worker", min=1, help="With --ray: torch threads of each CPU worker, which reserves as many "
+        "CPUs (default: the cluster's CPUs shared among the workers).", show_default=False)] = None,
 ) -> None:
     """Predict object masks from four extreme-point clicks per object.
 
@@ -135,7 +138,8 @@ def predict(
     """
     cfg = load_config(config)
     ps = settings(cfg.predict, model=model, device=device, batch_size=batch_size, threshold=threshold,
-                  precision=precision, runtime=runtime, ray=ray, workers=workers, gpus_per_worker=gpus_per_worker)
+                  precision=precision, runtime=runtime, ray=ray, workers=workers, gpus_per_worker=gpus_per_worker,
+                  threads_per_worker=threads_per_worker)
     if ray is not None and (coco_in is None and (points_file is None or output_format == "coco")):
         raise typer.BadParameter("--ray goes with --coco FILE --out OUT.json or --points-file FILE "
                                  "--out-dir DIR", param_hint="--ray")
@@ -189,7 +193,8 @@ def predict(
     if on_ray:
         _predict_on_ray(net, ps, source if coco_in is not None else objects, out if coco_in is not None else out_dir,
                         images=images, points_from=points_from or "annotations", polygons=polygons,
-                        prob=prob, threshold=thr, force=force)
+                        prob=prob, threshold=thr, force=force,
+                        inputs=[coco_in if coco_in is not None else points_file, model, cfg.source])
         return
     if coco_out:
         _predict_coco(net, source, out, polygons=polygons, category=category, images=images,
@@ -268,13 +273,15 @@ def _predict_coco(net, source, out: Path, *, polygons, category, images, points_
                   f"(file names relative to {esc(result.images_root)}: read it with --images)", highlight=False)
 
 
-def _predict_on_ray(net, ps, source, out: Path, *, images, points_from, polygons, prob, threshold, force) -> None:
+def _predict_on_ray(net, ps, source, out: Path, *, images, points_from, polygons, prob, threshold, force,
+                    inputs) -> None:
     from dextr_lib.formats.coco import CocoFile
     from dextr_lib.workflows.cluster import RaySettings, predict_coco_ray, predict_objects_ray
 
-    rs = RaySettings(address=ps.ray, workers=ps.workers, gpus_per_worker=ps.gpus_per_worker)
+    rs = RaySettings(address=ps.ray, workers=ps.workers, gpus_per_worker=ps.gpus_per_worker,
+                     threads=ps.threads_per_worker)
     kw = dict(threshold=threshold, batch_size=ps.batch_size, precision=ps.precision, runtime=ps.runtime,
-              device=ps.device or ("cuda" if ps.gpus_per_worker else "cpu"), force=force)
+              device=ps.device or ("cuda" if ps.gpus_per_worker else "cpu"), force=force, inputs=inputs)
     warnings: List[str] = []
     with progress_bar("Predicting", rate="objects") as update:
         if isinstance(source, CocoFile):

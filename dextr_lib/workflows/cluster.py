@@ -29,7 +29,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -41,8 +41,10 @@ from ..formats.objects import ObjectsFile, check_photos
 from ..inference.device import torch_threads
 from ..inference.engine import resolve_threshold
 from ..model import DextrModel
-from ..utils.fileio import atomic_write_text, check_output
-from .predict import _scored_masks, coco_annotation, coco_jobs, coco_output, mask_paths, read_photo
+from ..utils.fileio import atomic_write_text, check_outputs
+from .predict import (
+    _scored_masks, coco_annotation, coco_files, coco_jobs, coco_output, mask_paths, objects_files, read_photo,
+)
 
 PathLike = Union[str, os.PathLike]
 ProgressFn = Optional[Callable[[int, int], None]]
@@ -225,7 +227,9 @@ class RaySettings:
             node of) or ``ray://HOST:10001`` (a Ray client connection).
         workers: model actors.
         gpus_per_worker: GPUs per actor (0: CPU actors).
-        threads: torch CPU threads per actor (CPU actors reserve as many CPUs).
+        threads: torch CPU threads per actor (CPU actors reserve as many CPUs); None: the
+            cluster's CPUs shared among the workers (:func:`worker_threads`). Masks are bit-exact
+            to one process run with the same thread count.
         photos_per_batch: photos per actor call (objects are batched across them).
         shard_photos: photos per shard.
     """
@@ -233,7 +237,7 @@ class RaySettings:
     address: str = "local"
     workers: int = 1
     gpus_per_worker: float = 0.0
-    threads: int = 1
+    threads: Optional[int] = None
     photos_per_batch: int = 4
     shard_photos: int = SHARD_PHOTOS
 
@@ -243,6 +247,14 @@ def _connect(ray, address: str) -> None:
         return  # a caller's ray.init (tests, notebooks) is used as it is
     ray.init(address=None if address == "local" else address, logging_level=logging.WARNING,
              include_dashboard=False, configure_logging=True)
+
+
+def worker_threads(cpus_per_node: Sequence[float], workers: int) -> int:
+    """Torch threads per CPU actor when none are given: the cluster's CPUs shared among
+    ``workers`` actors, at least 1 and at most one node's CPUs (an actor runs on one node, and
+    reserves as many CPUs as threads, so a larger count would never be scheduled)."""
+    cpus = [int(c) for c in cpus_per_node if c >= 1] or [1]
+    return max(1, min(sum(cpus) // max(1, workers), max(cpus)))
 
 
 def _run_pipeline(
@@ -257,6 +269,8 @@ def _run_pipeline(
     if hasattr(ctx, "enable_operator_progress_bars"):
         ctx.enable_operator_progress_bars = False
     gpu = rs.gpus_per_worker > 0
+    threads = rs.threads or (1 if gpu else worker_threads(
+        [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")], rs.workers))
     ds = ray.data.from_items([{"photo": i} for i in photos], override_num_blocks=max(1, len(photos) // 8))
     # decoding is light beside the network: read tasks reserve no CPU so they never wait behind
     # CPU actors holding every core; their number is capped instead
@@ -264,10 +278,10 @@ def _run_pipeline(
                 ray_remote_args_fn=lambda: {"max_retries": RAY_RETRIES})
     ds = ds.map_batches(
         _Predictor, fn_constructor_kwargs={"payload": ray.put(payload), "device": device,
-                                           "threads": rs.threads, "encode": encode},
+                                           "threads": threads, "encode": encode},
         batch_size=rs.photos_per_batch, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=rs.workers),
-        num_gpus=rs.gpus_per_worker if gpu else 0, num_cpus=1 if gpu else rs.threads,
+        num_gpus=rs.gpus_per_worker if gpu else 0, num_cpus=1 if gpu else threads,
         ray_remote_args_fn=lambda: {"max_restarts": RAY_RETRIES, "max_task_retries": RAY_RETRIES})
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i, r in zip(batch["photo"], batch["result"]):
@@ -277,15 +291,16 @@ def _run_pipeline(
 def _drive(
     inputs: List[Any], read, encode, model: DextrModel, settings: Dict[str, Any], parts: Path,
     rs: RaySettings, device: str, n_objects: Sequence[int], on_progress: ProgressFn,
-    check_new: Callable[[], None],
+    check: Callable[[bool], None],
 ) -> Tuple[ShardStore, ClusterResult]:
-    """Run the shards that are not finished; the store then holds every shard."""
+    """Run the shards that are not finished; the store then holds every shard. ``check(resuming)``
+    checks the outputs before any work (``resuming``: the parts folder holds these shards, so
+    outputs an interrupted run wrote may be replaced)."""
     shards = plan_shards(len(inputs), rs.shard_photos)
     settings_key = json.dumps([model_hash(model), settings], sort_keys=True, default=str)
     store = ShardStore(parts, [shard_key(settings_key, [inputs[i] for i in s]) for s in shards],
                        {k: v for k, v in settings.items()})
-    if not store.resumable():
-        check_new()  # outputs of an earlier run of the same shards may be replaced, others not
+    check(store.resumable())
     store.start()
     result = ClusterResult()
     total = sum(n_objects)
@@ -343,6 +358,7 @@ def predict_coco_ray(
     runtime: Optional[str] = None,
     device: str = "cpu",
     force: bool = False,
+    inputs: Iterable[PathLike] = (),
     on_progress: ProgressFn = None,
     on_warning: Optional[Callable[[str], None]] = None,
 ) -> ClusterResult:
@@ -357,6 +373,7 @@ def predict_coco_ray(
         ray_settings: where and how the pipeline runs.
         runtime: the runner (default: the model's); device: the workers' device.
         force: replace an existing ``out_path``.
+        inputs: the other files the caller read (the model, the config), never replaced.
 
     Returns:
         A :class:`ClusterResult`; photos that failed to read are in ``errors`` (their
@@ -364,11 +381,13 @@ def predict_coco_ray(
 
     Raises:
         MissingExtraError: Ray is not installed. DatasetError: as for ``predict_coco``.
-        OutputError: ``out_path`` exists (without ``force``) or is the input.
+        OutputError: ``out_path`` exists (without ``force``) or is an input (the COCO file, a
+            photo it names, ``inputs``).
     """
     require_ray()
     out_path = Path(out_path)
-    check_output(out_path, inputs=[p for p in (source.path,) if p is not None], force=force, what="COCO file")
+    check_outputs([(out_path, "--out", "COCO file")],
+                  inputs=[source.path, *coco_files(source, images_dir), *inputs], force=force)
     thr = resolve_threshold(threshold, model.preprocess)
     root, jobs = coco_jobs(source, images_dir=images_dir, points_from=points_from, on_warning=on_warning)
     files = [root / str(img["file_name"]) for img, _ in jobs]
@@ -382,7 +401,7 @@ def predict_coco_ray(
 
     store, result = _drive(inputs, read, _encode_coco(thr, polygons, jobs, kw), model, settings,
                            out_path.parent / f"{out_path.name}.parts", ray_settings, device,
-                           [len(t) for _, t in jobs], on_progress, lambda: None)
+                           [len(t) for _, t in jobs], on_progress, lambda resuming: None)
     out = coco_output(source, out_path)
     for k in range(len(store.keys)):
         for i, photo in zip(plan_shards(len(jobs), ray_settings.shard_photos)[k], _shard(store, k)):
@@ -425,6 +444,7 @@ def predict_objects_ray(
     runtime: Optional[str] = None,
     device: str = "cpu",
     force: bool = False,
+    inputs: Iterable[PathLike] = (),
     on_progress: ProgressFn = None,
 ) -> ClusterResult:
     """:func:`~dextr_lib.workflows.predict.predict_objects` on Ray: the same mask files, then
@@ -434,29 +454,31 @@ def predict_objects_ray(
 
     Args:
         ray_settings: where and how the pipeline runs; the rest as for ``predict_objects``
-            (``runtime``: the runner, default the model's; ``device``: the workers' device).
+            (``runtime``: the runner, default the model's; ``device``: the workers' device;
+            ``inputs``: the other files the caller read, the points file, model and config).
 
     Raises:
         MissingExtraError: Ray is not installed. DatasetError: an entry without a photo.
-        OutputError: an existing mask (without ``force``, unless an interrupted run of the
-            same shards wrote it), or a mask that would replace a photo.
+        OutputError: an existing mask or ``index.json`` (without ``force``, unless an interrupted
+            run of the same shards wrote it), or one that would replace an input (a photo or
+            label file the points file names, ``inputs``), checked before any work by
+            :func:`~dextr_lib.utils.fileio.check_outputs` as for ``predict_objects``.
     """
     require_ray()
     check_photos(objects)
     thr = resolve_threshold(threshold, model.preprocess)
     out_dir = Path(out_dir)
     entries, flat = mask_paths(objects, out_dir)
-    photos = [e.image for e in entries]
     starts = np.cumsum([0] + [len(e.objects) for e in entries])
     paths = [[os.fspath(p) for p in flat[a:b]] for a, b in zip(starts[:-1], starts[1:])]
     index = out_dir / "index.json"
 
-    def check_new() -> None:
-        for p in flat + [index]:
-            check_output(p, inputs=photos, force=force, option="--out-dir", what="mask")
+    outputs = [*((p, "--out-dir", "mask") for p in flat), (index, "--out-dir", "mask index")]
+    read_files = [*objects_files(objects), *inputs]
 
-    for p in flat:  # never a photo, even when resuming
-        check_output(p, inputs=photos, force=True, option="--out-dir", what="mask")
+    def check(resuming: bool) -> None:  # an input is never replaced, even when resuming
+        check_outputs(outputs, inputs=read_files, force=force or resuming)
+
     inputs = [[_file_id(e.image), objects.exif_transpose, e.height, e.width, p,
                [o.points.tolist() for o in e.objects]] for e, p in zip(entries, paths)]
     kw = dict(batch_size=batch_size, precision=precision, runtime=runtime)
@@ -467,7 +489,7 @@ def predict_objects_ray(
 
     store, result = _drive(inputs, read, _encode_masks(thr, prob, entries, paths, kw), model, settings,
                            out_dir / ".parts", ray_settings, device, [len(e.objects) for e in entries],
-                           on_progress, check_new)
+                           on_progress, check)
     listing = []
     for k in range(len(store.keys)):
         for i, photo in zip(plan_shards(len(entries), ray_settings.shard_photos)[k], _shard(store, k)):

@@ -8,14 +8,16 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from dextr_lib.errors import MissingExtraError
+from dextr_lib.errors import MissingExtraError, OutputError
 from dextr_lib.workflows import cluster
-from dextr_lib.workflows.cluster import ShardStore, model_hash, plan_shards, require_ray, shard_key
+from dextr_lib.workflows.cluster import (
+    ShardStore, model_hash, plan_shards, require_ray, shard_key, worker_threads,
+)
 
 
 def test_shards_cover_every_photo_once():
@@ -63,18 +65,44 @@ def test_missing_ray_names_the_extra(monkeypatch):
         require_ray()
 
 
+def test_worker_threads_share_the_cpus_and_fit_a_node():
+    assert worker_threads([16], 2) == 8
+    assert worker_threads([2], 1) == 2 and worker_threads([2], 4) == 1
+    assert worker_threads([8, 8, 8], 2) == 8  # 12 each would fit no node
+    assert worker_threads([], 1) == 1
+
+
 # -- on a local Ray (slow) ---------------------------------------------------------------------
 
+REPO = Path(__file__).resolve().parents[2]
+
+# Run in a child process that the test kills: it stops (sleeps) inside the progress callback once
+# STOP_AT shards are on disk, so the kill lands after exactly that many, whatever the load.
 _SCRIPT = textwrap.dedent("""
-    import sys, ray
+    import sys, time, ray
+    from pathlib import Path
     sys.path.insert(0, {repo!r})
     from tests.helpers.models import new_tiny_model
     from dextr_lib.formats.coco import CocoFile
     from dextr_lib.workflows.cluster import RaySettings, predict_coco_ray
+    parts = Path({out!r} + ".parts")
+
+    def progress(done, total):
+        if len(list(parts.glob("shard-*.json"))) >= {stop_at}:
+            print("STOPPED", flush=True)
+            time.sleep(600)
+
     ray.init(num_cpus=2, include_dashboard=False)
-    predict_coco_ray(new_tiny_model(), CocoFile.load({src!r}), {out!r}, RaySettings(shard_photos=1),
-                     images_dir={images!r}, on_progress=lambda d, n: print(d, n, flush=True))
+    predict_coco_ray(new_tiny_model(), CocoFile.load({src!r}), {out!r}, RaySettings(shard_photos=1, threads=1),
+                     images_dir={images!r}, on_progress=progress)
 """)
+
+
+def _photos(shared_data, n=4):
+    images = shared_data / "coco128seg" / "images"
+    stems = sorted(p.stem for p in images.glob("*.jpg"))[:n]
+    masks = [m for s in stems for m in sorted((shared_data / "coco128seg" / "masks").glob(f"{s}_mask*.png"))]
+    return images, masks
 
 
 @pytest.fixture
@@ -82,17 +110,49 @@ def coco_in(shared_data, tmp_path):
     """A COCO file of 4 coco128seg photos' objects (area >= 256), with their extreme points."""
     from dextr_lib.workflows.points import instances_from_masks
 
-    images = shared_data / "coco128seg" / "images"
-    stems = sorted(p.stem for p in images.glob("*.jpg"))[:4]
-    masks = [m for s in stems for m in sorted((shared_data / "coco128seg" / "masks").glob(f"{s}_mask*.png"))]
+    images, masks = _photos(shared_data)
     cf = instances_from_masks(masks, images / "x.json", kind="mask", image_dir=images, min_area=256)
     cf.save(tmp_path / "in.json")
     return tmp_path / "in.json", images
 
 
-@pytest.mark.slow
-def test_ray_gives_the_file_of_one_process_and_resumes(coco_in, tmp_path, tiny_model):
+@pytest.fixture
+def objects_in(shared_data):
+    """The same objects as a points file (each object's source: its ground-truth mask file)."""
+    from dextr_lib.formats.objects import ObjectsFile
+    from dextr_lib.workflows.points import points_from_masks
+
+    images, masks = _photos(shared_data)
+    return ObjectsFile(points_from_masks(masks, kind="mask", image_dir=images, min_area=256))
+
+
+def _ray_session():
     ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    return ray
+
+
+def test_an_output_never_replaces_an_input(objects_in, tmp_path, tiny_model):
+    """The one rule (fileio.check_outputs) before any Ray work: a mask over a label file the points
+    file names, or over a file the caller read, is refused even with force."""
+    pytest.importorskip("ray")
+    from dextr_lib.workflows.predict import mask_paths
+
+    out_dir = tmp_path / "masks"
+    first = mask_paths(objects_in, out_dir)[1][0]
+    out_dir.mkdir()
+    first.write_bytes(b"model")
+    with pytest.raises(OutputError, match="--out-dir"):
+        cluster.predict_objects_ray(tiny_model, objects_in, out_dir, cluster.RaySettings(), force=True,
+                                    inputs=[first])
+    objects_in.images[0].objects[0].source = str(first)
+    with pytest.raises(OutputError, match="--out-dir"):
+        cluster.predict_objects_ray(tiny_model, objects_in, out_dir, cluster.RaySettings(), force=True)
+    assert first.read_bytes() == b"model" and not (out_dir / ".parts").exists()
+
+
+@pytest.mark.slow
+def test_ray_gives_the_file_of_one_process(coco_in, tmp_path, tiny_model):
     from dextr_lib.formats.coco import CocoFile
     from dextr_lib.inference.device import torch_threads
     from dextr_lib.workflows.predict import predict_coco
@@ -100,36 +160,79 @@ def test_ray_gives_the_file_of_one_process_and_resumes(coco_in, tmp_path, tiny_m
     src, images = coco_in
     with torch_threads(1):  # the actors' thread count: CPU convolutions sum in a thread-dependent order
         predict_coco(tiny_model, CocoFile.load(src), tmp_path / "one.json", images_dir=images).save()
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray = _ray_session()
     try:
         r = cluster.predict_coco_ray(tiny_model, CocoFile.load(src), tmp_path / "ray.json",
-                                     cluster.RaySettings(workers=2, shard_photos=1), images_dir=images)
+                                     cluster.RaySettings(workers=2, threads=1, shard_photos=1), images_dir=images)
     finally:
         ray.shutdown()
     assert r.shards_run == 4 and not r.errors
     assert (tmp_path / "ray.json").read_text() == (tmp_path / "one.json").read_text()
     assert not (tmp_path / "ray.json.parts").exists()
 
-    # killed after its first shard, then run again: only the missing shards are predicted
-    out = tmp_path / "resumed.json"
-    script = _SCRIPT.format(repo=os.getcwd(), src=str(src), out=str(out), images=str(images))
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_with_only_the_missing_shards(coco_in, tmp_path, tiny_model, monkeypatch):
+    from dextr_lib.formats.coco import CocoFile
+    from dextr_lib.inference.device import torch_threads
+    from dextr_lib.workflows.predict import predict_coco
+
+    ray = pytest.importorskip("ray")
+    src, images = coco_in
+    with torch_threads(1):
+        predict_coco(tiny_model, CocoFile.load(src), tmp_path / "one.json", images_dir=images).save()
+    out, stop_at = tmp_path / "resumed.json", 2
+    script = _SCRIPT.format(repo=str(REPO), src=str(src), out=str(out), images=str(images), stop_at=stop_at)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
-    parts = tmp_path / "resumed.json.parts"
-    deadline = time.monotonic() + 240
-    while not list(parts.glob("shard-*.json")) and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, f"the run to interrupt ended first:\n{proc.communicate()[0]}"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    kept = len(list(parts.glob("shard-*.json")))
-    assert 1 <= kept < 4 and not out.exists()
+    try:
+        line = proc.stdout.readline()  # blocks until the child stops in its callback, or ends
+        assert line.strip() == "STOPPED", f"the run ended before it was killed:\n{line}{proc.communicate()[0]}"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    parts = Path(f"{out}.parts")
+    kept = {p.name: p.read_bytes() for p in parts.glob("shard-*.json")}
+    assert len(kept) == stop_at and (parts / "manifest.json").exists() and not out.exists()
+
+    # resumed: the pipeline gets only the missing shards' photos, and writes only those shards
+    sent, written = [], []
+    run_pipeline, write = cluster._run_pipeline, cluster.ShardStore.write
+    monkeypatch.setattr(cluster, "_run_pipeline", lambda photos, *a: (sent.extend(photos), run_pipeline(photos, *a))[1])
+    monkeypatch.setattr(cluster.ShardStore, "write", lambda self, k, p: (written.append(self.path(k).name), write(self, k, p))[1])
+    monkeypatch.setattr(cluster.ShardStore, "remove", lambda self: None)  # to compare the kept shards
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         r = cluster.predict_coco_ray(tiny_model, CocoFile.load(src), out,
-                                     cluster.RaySettings(shard_photos=1), images_dir=images)
+                                     cluster.RaySettings(shard_photos=1, threads=1), images_dir=images)
     finally:
         ray.shutdown()
-    assert (r.shards_kept, r.shards_run) == (kept, 4 - kept)
+    missing = sorted(f"shard-{k:06d}.json" for k in range(4) if f"shard-{k:06d}.json" not in kept)
+    assert (r.shards_kept, r.shards_run) == (stop_at, 4 - stop_at)
+    assert sorted(written) == missing and sorted(sent) == [int(n[6:12]) for n in missing]
+    assert all((parts / n).read_bytes() == b for n, b in kept.items())  # the kept shards untouched
     assert out.read_text() == (tmp_path / "one.json").read_text()
     assert json.loads(out.read_text())["annotations"]
+
+
+@pytest.mark.slow
+def test_ray_writes_the_masks_of_one_process(objects_in, tmp_path, tiny_model):
+    from dextr_lib.inference.device import torch_threads
+    from dextr_lib.workflows.predict import predict_objects
+
+    with torch_threads(1):
+        one = predict_objects(tiny_model, objects_in, tmp_path / "one").written
+    ray = _ray_session()
+    try:
+        r = cluster.predict_objects_ray(tiny_model, objects_in, tmp_path / "ray",
+                                        cluster.RaySettings(workers=2, threads=1, shard_photos=2))
+        with pytest.raises(OutputError, match="exists"):  # a finished run's masks are not replaced
+            cluster.predict_objects_ray(tiny_model, objects_in, tmp_path / "ray", cluster.RaySettings())
+    finally:
+        ray.shutdown()
+    assert r.objects == len(one) and not r.errors
+    index = json.loads((tmp_path / "ray" / "index.json").read_text())
+    listed = [Path(m) for photo in index["photos"] for m in photo["masks"]]
+    assert [p.name for p in listed] == [p.name for p in one]
+    assert all(p.read_bytes() == (tmp_path / "one" / p.name).read_bytes() for p in listed)
+    assert not (tmp_path / "ray" / ".parts").exists()
