@@ -1,7 +1,9 @@
 """``dextr eval``: how good is a model? IoU and boundary F on every object of a dataset."""
 from __future__ import annotations
 
+import fnmatch
 import math
+import os
 from collections import Counter
 from pathlib import Path
 from typing import List, Optional
@@ -12,7 +14,7 @@ from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
 from dextr_lib.errors import OutputError
-from dextr_lib.utils.fileio import check_outputs, check_writable_dir, shown_path
+from dextr_lib.utils.fileio import check_outputs, check_writable_dir, same_file, shown_path
 
 from .._console import console, err_console, esc, warn
 from .._datasets import open_dataset
@@ -147,6 +149,14 @@ def _check_outputs(json_out, csv_out, overlays, dataset, inputs, force: bool, pl
                   inputs=inputs, force=force)
     if overlays is not None:
         check_writable_dir(overlays, option="--overlays")
+        # The overlays' names are known after the evaluation, but all match worst*.png: an
+        # input so named in that folder could be replaced, even with --force.
+        for src in inputs:
+            if src is not None and fnmatch.fnmatch(os.path.basename(os.fspath(src)), "worst*.png") \
+                    and same_file(os.path.dirname(os.path.abspath(os.fspath(src))), overlays):
+                raise OutputError(f"refusing to write overlays into {shown_path(overlays)}: it holds "
+                                  f"{shown_path(src)}, an input of this command named like an overlay "
+                                  "(worst*.png); choose another --overlays folder")
         if not force and overlays.is_dir() and any(overlays.glob("worst*.png")):
             raise OutputError(f"{shown_path(overlays)} already holds overlays (worst*.png); pass "
                               "--force to write beside them, or choose another --overlays folder")

@@ -36,6 +36,7 @@ from ..errors import ConfigError, DatasetError, JobError
 from ..inference.device import resolve_device
 from ..model import DextrModel, create_model, load_model
 from ..utils import distributed
+from ..utils.fileio import check_clearable
 from ..weights.architectures import check_architecture
 from .curves import plot_curves
 from .folder import JobDir
@@ -213,6 +214,8 @@ class TrainingJob:
             if folder.exists() and not overwrite:
                 raise JobError(f"job {name!r} already exists at {folder.root}; resume it (--resume), start it again "
                                "(--overwrite), or use another name")
+            if folder.exists():  # --overwrite empties it: never with the model it starts from
+                check_clearable(folder.root, inputs=[settings.from_model and os.path.expanduser(settings.from_model)])
         _on_main(precheck)
         s = resolve_settings(settings)
         if s.from_model is None:

@@ -218,6 +218,31 @@ def check_outputs(
         seen.append((path, option))
 
 
+def check_clearable(folder: PathLike, *, inputs: Iterable[Optional[PathLike]] = (),
+                    option: str = "--overwrite") -> None:
+    """Check, before any work, that clearing ``folder`` (its contents replaced by a new output)
+    removes none of the command's inputs: the folder form of :func:`check_output`'s rule.
+
+    Args:
+        folder: the folder to be emptied.
+        inputs: every file the command reads; names that are not files (a zoo model name) are
+            skipped.
+        option: the option that asked for the clearing, for the message.
+
+    Raises:
+        OutputError: an input lies in ``folder`` (by real path: symlinks followed).
+    """
+    root = os.path.realpath(os.fspath(folder))
+    for src in inputs:
+        if src is None or not os.path.exists(os.fspath(src)):
+            continue
+        real = os.path.realpath(os.fspath(src))
+        if os.path.commonpath([root, real]) == root:
+            raise OutputError(f"refusing to clear {shown_path(folder)} ({option}): it holds "
+                              f"{shown_path(src)}, an input of this command; move that file out first "
+                              "or use another name")
+
+
 def check_writable_dir(folder: PathLike, *, option: str = "--out") -> None:
     """``folder`` exists (or its nearest existing parent does) and is writable.
 

@@ -233,3 +233,18 @@ def test_sweep_never_changes_the_main_threshold(label_data, tmp_path):
         assert sorted({0.3, 0.9, main}) == [s["threshold"] for s in data["sweep"]]
     assert data["model"]["source"] == str(tmp_path / "m.pt")
     assert data["dataset"]["image_pat"] == [str(label_data / "images" / "*.png")]
+
+
+def test_overlays_never_replace_a_photo(label_data, crop_model_file):
+    # Overlays are named worst<rank>_...png once the evaluation ranks them: photos so named in
+    # the --overlays folder are refused before any work, even with --force.
+    for name in ("img0", "img1"):
+        (label_data / "images" / f"{name}.png").rename(label_data / "images" / f"worst_{name}.png")
+        (label_data / "labels" / f"{name}_mask.png").rename(label_data / "labels" / f"worst_{name}_mask.png")
+    before = {p: p.read_bytes() for p in (label_data / "images").iterdir()}
+    result = runner.invoke(app, ["eval", "-m", str(crop_model_file), *_dataset_args(label_data), "--device", "cpu",
+                                 "--overlays", str(label_data / "images"), "--worst", "2", "--force"])
+    assert result.exit_code == 1, result.output
+    assert "refusing to write overlays into" in result.output and "worst_img0.png" in result.output
+    assert "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in (label_data / "images").iterdir()} == before

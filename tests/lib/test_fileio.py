@@ -89,3 +89,22 @@ def test_shown_path_escapes_undecodable_bytes():
 def test_describe_os_error():
     e = OSError(28, "No space left on device")
     assert fileio.describe_os_error(e, "a.pt") == "cannot write a.pt: no space left on device"
+
+
+def test_check_clearable_refuses_a_folder_holding_an_input(tmp_path):
+    job = tmp_path / "job"
+    (job / "checkpoints").mkdir(parents=True)
+    model = job / "checkpoints" / "best.pt"
+    model.write_bytes(b"m")
+    link = tmp_path / "start.pt"
+    link.symlink_to(model)
+    for src in (model, link, job / "." / "checkpoints" / "best.pt"):  # by its real path
+        with pytest.raises(OutputError, match="refusing to clear .*job.*an input"):
+            fileio.check_clearable(job, inputs=[src])
+    outside = tmp_path / "other.pt"
+    outside.write_bytes(b"o")
+    fileio.check_clearable(job, inputs=[outside, None, "resunet18.sbd"])  # zoo names are not files
+    sibling = tmp_path / "job2" / "m.pt"  # a name that starts like the folder is not in it
+    sibling.parent.mkdir()
+    sibling.write_bytes(b"s")
+    fileio.check_clearable(job, inputs=[sibling])

@@ -16,7 +16,7 @@ import dextr_lib
 from dextr_lib.config import ConfigError, TrainSettings, config_from_dict
 from dextr_lib.core.geometry import extreme_points_from_mask
 from dextr_lib.data import build_dataset
-from dextr_lib.errors import DatasetError, JobError
+from dextr_lib.errors import DatasetError, JobError, OutputError
 from dextr_lib.inference.preprocessing import get_profile, image_to_tensor
 from dextr_lib.training import (
     Callbacks, JobDir, TrainingInterrupted, TrainingJob, TrainingState, balanced_bce_with_logits, lr_factor,
@@ -308,6 +308,13 @@ def test_finetune_records_the_real_model_and_validates_it_first(tmp_path):
     assert rows[0]["train_loss"] is None and rows[0]["is_best"]
     # Epoch 0 is the starting model: its validation equals the start job's own.
     assert rows[0]["val_miou"] == pytest.approx(start.folder.read_metrics()[-1]["val_miou"], abs=1e-9)
+    # --overwrite of the job that holds the starting model would delete it: refused, kept.
+    best = start.folder.best_path.read_bytes()
+    for from_model in (start.folder.best_path, tmp_path / "jobs" / "start" / "." / "checkpoints" / "best.pt"):
+        with pytest.raises(OutputError, match="refusing to clear .*start.*holds .*best.pt, an input"):
+            TrainingJob.create(TrainSettings(**{**ft.to_dict(), "from_model": str(from_model)}), "start",
+                               tmp_path / "jobs", overwrite=True)
+    assert start.folder.best_path.read_bytes() == best and start.folder.metrics_path.is_file()
 
 
 def test_resume_accepts_equal_values_refuses_different_ones_and_extends(tmp_path, monkeypatch):
