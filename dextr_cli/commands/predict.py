@@ -26,8 +26,8 @@ from .._progress import progress_bar
 _POINT = re.compile(r"^\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*,\s*([-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 
 
-def _parse_points(values: List[str]) -> np.ndarray:
-    """``["X,Y"] * 4`` -> ``(4, 2)`` ``[y, x]`` (usage errors exit 2)."""
+def _parse_xy(values: List[str], option: str = "--points") -> List[List[float]]:
+    """``["X,Y", ...]`` -> ``[[x, y], ...]`` floats (a malformed one is a usage error, exit 2)."""
     xy = []
     for v in values:
         m = _POINT.match(v)
@@ -35,7 +35,25 @@ def _parse_points(values: List[str]) -> np.ndarray:
             xy.append([float(m.group(1)), float(m.group(2))])
         except (AttributeError, ValueError):
             raise typer.BadParameter(f"expected X,Y (column,row), e.g. 120,45; got {v!r}",
-                                     param_hint="--points") from None
+                                     param_hint=option) from None
+    return xy
+
+
+def _parse_clicks(values: Optional[List[str]], option: str) -> Optional[np.ndarray]:
+    """Repeated ``--positive``/``--negative`` ``X,Y`` -> ``(k, 2)`` ``[y, x]`` (``None``: none given)."""
+    if not values:
+        return None
+    xy = _parse_xy(values, option)
+    if not np.isfinite(xy).all():
+        raise typer.BadParameter(f"expected finite X,Y numbers, got {' '.join(values)}", param_hint=option)
+    from dextr_lib.core.geometry import xy_to_yx  # after the usage checks: the library loads torch
+
+    return xy_to_yx(xy)
+
+
+def _parse_points(values: List[str]) -> np.ndarray:
+    """``["X,Y"] * 4`` -> ``(4, 2)`` ``[y, x]`` (usage errors exit 2)."""
+    xy = _parse_xy(values)
     if len(xy) != 4:
         raise typer.BadParameter(
             f"expected exactly 4 points (the object's left-most, right-most, top and bottom), "
@@ -73,6 +91,12 @@ def predict(
     points: Annotated[Optional[List[str]], typer.Option(
         "--points", "-p", help="One extreme point as X,Y = column,row in pixels, as image viewers "
         "show them; give it 4 times (left, right, top, bottom, any order).", show_default=False)] = None,
+    positive: Annotated[Optional[List[str]], typer.Option(
+        "--positive", help="A correction click X,Y on a part the mask should include (repeat it "
+        "for more), after the four --points.", show_default=False)] = None,
+    negative: Annotated[Optional[List[str]], typer.Option(
+        "--negative", help="A correction click X,Y on a part the mask should leave out (repeat "
+        "it); needs a model with the negative-click channel.", show_default=False)] = None,
     points_file: Annotated[Optional[Path], typer.Option(
         "--points-file", exists=True, dir_okay=False,
         help="objects.json from `dextr points-from-mask` (many images/objects).", show_default=False)] = None,
@@ -130,6 +154,8 @@ def predict(
 
       dextr predict photo.jpg -m model.pt -p 12,80 -p 300,95 -p 150,10 -p 160,240 --overlay overlay.png
 
+      dextr predict photo.jpg -m model.pt -p 12,80 -p 300,95 -p 150,10 -p 160,240 --positive 150,120 -o corrected.png
+
       dextr predict -m model.pt --points-file objects.json --out-dir masks/
 
       dextr predict -m model.pt --points-file objects.json --format coco --out result.json
@@ -148,6 +174,9 @@ def predict(
     if fmt not in ("png", "coco"):
         raise typer.BadParameter(f"expected png or coco, got {fmt!r}", param_hint="--format")
     coco_out = coco_in is not None or fmt == "coco"
+    if (positive or negative) and (points_file is not None or coco_in is not None):
+        raise typer.BadParameter("--positive and --negative go with IMAGE and --points (objects.json and "
+                                 "COCO files carry their own correction clicks)", param_hint="--positive")
     if coco_out:
         if coco_in is None and points_from is not None:
             raise typer.BadParameter("--points-from goes with --coco", param_hint="--points-from")
@@ -163,6 +192,8 @@ def predict(
         if out_dir is not None:
             raise typer.BadParameter("--out-dir goes with --points-file; use --out", param_hint="--out-dir")
         pts = _parse_points(points)
+        clicks = {name: _parse_clicks(values, f"--{name}")
+                  for name, values in (("positive", positive), ("negative", negative))}
         out = out or Path(f"{image.stem}_dextr.png")  # not *_mask.png: that reads as ground truth
         check_outputs([(out, "--out", "mask"), (overlay, "--overlay", "overlay")],
                       inputs=[image, model, cfg.source], force=force)
@@ -203,7 +234,8 @@ def predict(
         return
     if points_file is None:
         rgb = read_image(image)
-        mask = net.predict_image(rgb, [pts], **kw)[0]
+        mask = net.predict_image(rgb, [pts], **{k: None if c is None else [c] for k, c in clicks.items()},
+                                 **kw)[0]
         write_mask(mask, out, prob)
         binary = mask >= thr if prob else mask
         console.print(f"Wrote mask {esc(out)} ({rgb.shape[1]}x{rgb.shape[0]}, "

@@ -342,6 +342,38 @@ def extreme_points_to_coco(points_yx: Any) -> List[List[Union[int, float]]]:
     return [[_plain_number(pts[i, 1]), _plain_number(pts[i, 0])] for i in _DEXTR_OF_COCO]
 
 
+#: The fields of an annotation that hold its correction clicks after the extreme points
+#: (positive, then negative), each ``[[x, y], ...]`` like ``extreme_points``.
+CLICK_FIELDS = ("positive_points", "negative_points")
+
+
+def clicks_to_coco(points_yx: Any) -> List[List[Union[int, float]]]:
+    """Correction clicks ``(k, 2)`` ``[y, x]`` -> ``[[x, y], ...]`` as stored beside
+    ``extreme_points`` (``positive_points``, ``negative_points``; click order kept)."""
+    pts = np.asarray(points_yx, dtype=np.float64).reshape(-1, 2)
+    return [[_plain_number(x), _plain_number(y)] for y, x in pts]
+
+
+def clicks_from_coco(clicks: Any, *, where: str = "clicks") -> np.ndarray:
+    """An annotation's ``positive_points``/``negative_points`` (``[[x, y], ...]``, or a flat
+    ``[x, y, ...]`` list) -> ``(k, 2)`` float64 ``[y, x]``; ``None`` -> ``(0, 2)``.
+
+    Raises:
+        DatasetError: not a list of numeric ``[x, y]`` pairs.
+    """
+    try:
+        pts = np.asarray([] if clicks is None else clicks, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        pts = None
+    if pts is not None and pts.size == 0:
+        pts = pts.reshape(0, 2)
+    elif pts is not None and pts.ndim == 1 and len(pts) % 2 == 0:
+        pts = pts.reshape(-1, 2)
+    if pts is None or pts.ndim != 2 or pts.shape[1] != 2 or not np.isfinite(pts).all():
+        raise DatasetError(f"{where}: expected a list of [x, y] points, got {_shown(clicks)}")
+    return pts[:, ::-1].copy()
+
+
 def extreme_points_from_coco(extreme_points: Any, *, where: str = "extreme_points") -> np.ndarray:
     """COCO ``extreme_points`` (``[x, y]`` top, left, bottom, right) -> ``(4, 2)`` float64
     ``[y, x]`` in dextr's order left, right, top, bottom.
@@ -372,6 +404,8 @@ def annotation_from_mask(
     points_yx: Optional[Any] = None,
     score: Optional[float] = None,
     polygons: bool = False,
+    positive_yx: Optional[Any] = None,
+    negative_yx: Optional[Any] = None,
 ) -> Dict[str, Any]:
     """A COCO annotation for one object mask.
 
@@ -384,11 +418,15 @@ def annotation_from_mask(
             rule (omitted for an empty mask).
         score: a confidence to store (e.g. the mean foreground probability), or None.
         polygons: store polygon outlines instead of the exact compressed RLE.
+        positive_yx, negative_yx: correction clicks ``(k, 2)`` ``[y, x]`` after the extreme
+            points, stored as ``positive_points``/``negative_points`` ``[[x, y], ...]`` when
+            there are any.
 
     Returns:
         ``{"id", "image_id", "category_id", "segmentation", "area", "bbox", "iscrowd": 0,
-        "extreme_points"[, "score"]}``; ``bbox`` is ``[x, y, w, h]`` tight around the pixels,
-        ``area`` the pixel count of the stored segmentation.
+        "extreme_points"[, "positive_points", "negative_points", "score"]}``; ``bbox`` is
+        ``[x, y, w, h]`` tight around the pixels, ``area`` the pixel count of the stored
+        segmentation.
     """
     mask = np.asarray(mask) != 0
     if mask.ndim != 2:
@@ -405,6 +443,9 @@ def annotation_from_mask(
         ann["extreme_points"] = extreme_points_to_coco(points_yx)
     elif mask.any():
         ann["extreme_points"] = extreme_points_to_coco(extreme_points_from_mask(mask))
+    for key, clicks in zip(CLICK_FIELDS, (positive_yx, negative_yx)):
+        if clicks is not None and len(clicks):
+            ann[key] = clicks_to_coco(clicks)
     if score is not None:
         ann["score"] = float(score)
     return ann
@@ -538,6 +579,8 @@ class CocoFile:
             _checked(ann["segmentation"], img["height"], img["width"], f"{where}: 'segmentation'")
         if "extreme_points" in ann:
             extreme_points_from_coco(ann["extreme_points"], where=f"{where}: 'extreme_points'")
+        for key in CLICK_FIELDS:
+            clicks_from_coco(ann.get(key), where=f"{where}: {key!r}")
 
     # -- reading and writing
     @classmethod
@@ -545,8 +588,9 @@ class CocoFile:
         """Read and check an instances JSON file.
 
         Every entry is checked against the COCO schema (ids, sizes, category ids, bbox, area,
-        iscrowd, score, segmentation, extreme_points), so what was read can be decoded and
-        served: a bad value is named with its annotation (or image) id and field.
+        iscrowd, score, segmentation, extreme_points, positive_points, negative_points), so what
+        was read can be decoded and served: a bad value is named with its annotation (or image)
+        id and field.
 
         Raises:
             DatasetError: missing or unreadable file, invalid JSON, or an inconsistent file

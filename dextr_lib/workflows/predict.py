@@ -19,8 +19,8 @@ from ..core.geometry import extreme_points_from_mask
 from ..core.images import read_image
 from ..errors import DatasetError, MismatchError
 from ..formats.coco import (
-    CocoFile, annotation_from_mask, common_folder, decode_segmentation, extreme_points_from_coco, image_file_name,
-    read_coco_image,
+    CLICK_FIELDS, CocoFile, annotation_from_mask, clicks_from_coco, common_folder, decode_segmentation,
+    extreme_points_from_coco, image_file_name, read_coco_image,
 )
 from ..formats.masks import MaskNamer, write_mask
 from ..formats.objects import ImageEntry, ObjectsFile, check_photos
@@ -62,7 +62,8 @@ def predict_objects(
     """Predict every object of a parsed ``objects.json`` and write one mask file per object.
 
     Each photo is decoded once; objects are batched across photos; masks are written as each
-    batch comes out.
+    batch comes out. An object's ``positive``/``negative`` correction clicks go into its
+    prediction (:meth:`DextrModel.predict`).
 
     Args:
         model: the model.
@@ -82,6 +83,8 @@ def predict_objects(
 
     Raises:
         MismatchError: a photo whose size differs from the entry's ``height``/``width``.
+        CorrectionError: negative clicks for a model that takes none (before any work), or a
+            correction outside its object's crop.
         OutputError: a mask that cannot be written, or one that exists (without ``force``) or
             is a photo of the points file; checked for every object before predicting.
     """
@@ -89,9 +92,11 @@ def predict_objects(
     entries, paths = mask_paths(objects, out_dir)
     check_outputs([(path, "--out-dir", "mask") for path in paths],
                   inputs=[*objects_files(objects), *inputs], force=force)
+    check_negatives(model, (o.negative for e in entries for o in e.objects))
     result = BatchResult(Path(out_dir))
 
-    items = ((read_photo(entry, objects.exif_transpose), np.stack([o.points for o in entry.objects]))
+    items = ((read_photo(entry, objects.exif_transpose), np.stack([o.points for o in entry.objects]),
+              per_object([o.positive for o in entry.objects]), per_object([o.negative for o in entry.objects]))
              for entry in entries)
     masks = model.predict_iter(items, batch_size=batch_size, device=device,
                                threshold=None if prob else thr, precision=precision)
@@ -140,24 +145,43 @@ def read_photo(entry: ImageEntry, exif_transpose: bool) -> np.ndarray:
     return rgb
 
 
+_NO_CLICKS = np.zeros((0, 2))
+
+
+def per_object(clicks: Sequence[Optional[np.ndarray]]) -> Optional[List[np.ndarray]]:
+    """One image's per-object correction clicks (``None`` or ``(k, 2)`` ``[y, x]`` each) as
+    :meth:`DextrModel.predict_iter` takes them: ``None`` when no object has any."""
+    out = [_NO_CLICKS if c is None else c for c in clicks]
+    return out if any(len(c) for c in out) else None
+
+
+def check_negatives(model: DextrModel, negatives: Iterable[Optional[np.ndarray]]) -> None:
+    """Refuse before any work the negative clicks (``None`` or ``(k, 2)`` per object) of a
+    model that takes none (:class:`~dextr_lib.errors.CorrectionError`, saying how to get one)."""
+    model.preprocess.check_negatives([n for n in negatives if n is not None])
+
+
 def _scored_masks(
     model: DextrModel, photos: Iterable[Tuple[np.ndarray, Sequence[Tuple[Any, np.ndarray]]]],
     threshold: float, **kw: Any,
 ) -> Iterator[Tuple[Any, np.ndarray, np.ndarray, float]]:
-    """``(tag, points, binary mask, score)`` per object of ``photos``, streamed through the engine.
+    """``(*entry, binary mask, score)`` per object entry of ``photos``, streamed through the engine.
 
     Args:
-        photos: ``(rgb, [(tag, (4, 2) [y, x] points), ...])`` per photo, read lazily (a photo is
-            read when the engine needs it, objects batched across photos).
+        photos: ``(rgb, [entry, ...])`` per photo, read lazily (a photo is read when the engine
+            needs it, objects batched across photos); an entry is ``(tag, (4, 2) [y, x] points)``
+            or ``(tag, points, positive, negative)`` with ``None`` or ``(k, 2)`` ``[y, x]``
+            correction clicks.
         threshold: in ``[0, 1]``.
         kw: ``batch_size``, ``precision``... as for :meth:`DextrModel.predict_iter`.
     """
-    waiting: deque = deque()  # the engine reads ahead of the masks it yields: (tag, points) wait here
+    waiting: deque = deque()  # the engine reads ahead of the masks it yields: the entries wait here
 
-    def items() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    def items() -> Iterator[tuple]:
         for rgb, objs in photos:
             waiting.extend(objs)
-            yield rgb, np.stack([pts for _, pts in objs])
+            clicks = [per_object([o[k] if len(o) > k else None for o in objs]) for k in (2, 3)]
+            yield (rgb, np.stack([o[1] for o in objs]), *clicks)
 
     for prob in model.predict_iter(items(), threshold=None, **kw):
         yield (*waiting.popleft(), *mask_and_score(prob, threshold))
@@ -190,14 +214,16 @@ def predict_points_file(
 
     Returns:
         A :class:`CocoFile` (its ``images_root`` set): one image per photo, one annotation per
-        object with its mask, the clicks as ``extreme_points`` and ``score`` (mean probability
-        over the mask).
+        object with its mask, the clicks as ``extreme_points`` (and its correction clicks as
+        ``positive_points``/``negative_points``) and ``score`` (mean probability over the mask).
 
     Raises:
         DatasetError: an entry without a photo, a photo that does not exist or lies outside
             ``images_dir`` (checked before any work).
+        CorrectionError: as for :func:`predict_objects`.
     """
     check_photos(objects)
+    check_negatives(model, (o.negative for e in objects.images for o in e.objects))
     thr = resolve_threshold(threshold, model.preprocess)
     cf = CocoFile(path=out_path)
     cid = cf.category_id(category)
@@ -213,13 +239,15 @@ def predict_points_file(
                 rgb = read_photo(entry, objects.exif_transpose)
                 iid = cf.add_image(names[entry.image], *rgb.shape[:2])
                 last = len(entry.objects) - 1
-                yield rgb, [((iid, i == last), o.points) for i, o in enumerate(entry.objects)]
+                yield rgb, [((iid, i == last), o.points, o.positive, o.negative)
+                            for i, o in enumerate(entry.objects)]
 
     done = 0
-    for (iid, last), points, mask, score in _scored_masks(model, photos(), thr, batch_size=batch_size,
-                                                          precision=precision):
+    for (iid, last), points, pos, neg, mask, score in _scored_masks(model, photos(), thr, batch_size=batch_size,
+                                                                    precision=precision):
         cf.add_annotation(annotation_from_mask(mask, ann_id=None, image_id=iid, category_id=cid,
-                                               points_yx=points, score=score, polygons=polygons))
+                                               points_yx=points, score=score, polygons=polygons,
+                                               positive_yx=pos, negative_yx=neg))
         done += 1
         if last and on_progress is not None:  # progress per photo, as its last mask comes
             on_progress(done, total)
@@ -242,11 +270,12 @@ def predict_coco(
 ) -> CocoFile:
     """Predict the mask of every annotation of a COCO file; a new file (not saved) holds them.
 
-    The clicks of an annotation are its ``extreme_points`` (with ``points_from="annotations"``),
-    else the extreme points of its segmentation by the paper's rule. Crowd annotations, and
+    The clicks of an annotation are its ``extreme_points`` and its correction clicks
+    ``positive_points``/``negative_points`` (with ``points_from="annotations"``), else the
+    extreme points of its segmentation by the paper's rule (:func:`coco_clicks`). Crowd annotations, and
     annotations with neither, are left out (reported through ``on_warning``). The new file keeps
     the images, categories and each annotation's id, image, category and other fields; it
-    replaces ``segmentation``, ``area``, ``bbox``, ``extreme_points`` and ``score``.
+    replaces ``segmentation``, ``area``, ``bbox``, the clicks and ``score``.
 
     Args:
         model: a :class:`~dextr_lib.model.DextrModel`.
@@ -260,20 +289,23 @@ def predict_coco(
 
     Raises:
         DatasetError: a missing image file (named), a malformed segmentation or extreme_points.
+        CorrectionError: as for :func:`predict_objects`.
     """
     warn = on_warning or (lambda msg: None)
     thr = resolve_threshold(threshold, model.preprocess)
     root, jobs = coco_jobs(source, images_dir=images_dir, points_from=points_from, on_warning=warn)
+    objs = [[((img, ann, k == len(todo) - 1), pts, *coco_clicks(ann, points_from))
+             for k, (ann, pts) in enumerate(todo)] for img, todo in jobs]
+    check_negatives(model, (o[3] for image_objs in objs for o in image_objs))
     out = coco_output(source, out_path)
     out.images_root = root  # the new file names the same photos, relative to the same folder
     total = sum(len(t) for _, t in jobs)
-    photos = ((read_coco_image(root / str(img["file_name"]), img["height"], img["width"]),
-               [((img, ann, k == len(todo) - 1), pts) for k, (ann, pts) in enumerate(todo)])
-              for img, todo in jobs)
+    photos = ((read_coco_image(root / str(img["file_name"]), img["height"], img["width"]), image_objs)
+              for (img, _), image_objs in zip(jobs, objs))
     done = 0
-    for (img, ann, last), pts, mask, score in _scored_masks(model, photos, thr, batch_size=batch_size,
-                                                            precision=precision):
-        out.add_annotation(coco_annotation(img, ann, pts, mask, score, polygons))
+    for (img, ann, last), pts, pos, neg, mask, score in _scored_masks(model, photos, thr, batch_size=batch_size,
+                                                                      precision=precision):
+        out.add_annotation(coco_annotation(img, ann, pts, mask, score, polygons, positive=pos, negative=neg))
         done += 1
         if last and on_progress is not None:  # progress per image, as its last mask comes
             on_progress(done, total)
@@ -345,9 +377,23 @@ def coco_output(source: CocoFile, out_path: PathLike) -> CocoFile:
 
 
 def coco_annotation(img: dict, ann: dict, points: np.ndarray, mask: np.ndarray, score: float,
-                    polygons: bool) -> dict:
+                    polygons: bool, *, positive: Optional[np.ndarray] = None,
+                    negative: Optional[np.ndarray] = None) -> dict:
     """``ann`` with its predicted ``(H, W)`` bool ``mask``: segmentation, area, bbox, the
-    ``(4, 2)`` ``[y, x]`` clicks as extreme_points and the score replaced, other fields kept."""
+    ``(4, 2)`` ``[y, x]`` clicks as extreme_points, the ``(k, 2)`` ``[y, x]`` correction clicks
+    it was predicted with (none: the old ones are dropped) and the score replaced, other fields kept."""
     new = annotation_from_mask(mask, ann_id=ann["id"], image_id=img["id"], category_id=ann["category_id"],
-                               points_yx=points, score=score, polygons=polygons)
-    return {**ann, **new}
+                               points_yx=points, score=score, polygons=polygons,
+                               positive_yx=positive, negative_yx=negative)
+    return {**{k: v for k, v in ann.items() if k not in CLICK_FIELDS}, **new}
+
+
+def coco_clicks(ann: dict, points_from: str = "annotations") -> Tuple[np.ndarray, np.ndarray]:
+    """A COCO annotation's positive and negative correction clicks, ``(k, 2)`` ``[y, x]`` each,
+    where its ``extreme_points`` are the clicks (``points_from="annotations"``); none where the
+    points come from its mask (the corrections were made for other extreme points)."""
+    if points_from != "annotations" or ann.get("extreme_points") is None:
+        return _NO_CLICKS, _NO_CLICKS
+    pos, neg = (clicks_from_coco(ann.get(key), where=f"annotation {ann.get('id')}: {key!r}")
+                for key in CLICK_FIELDS)
+    return pos, neg
