@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 import torch
 import torch.nn as nn
 
-from ..errors import DeviceError, ExportError, MissingExtraError, UnknownNameError
+from ..errors import CheckpointError, DeviceError, ExportError, MissingExtraError, UnknownNameError
 from .device import module_device
 
 #: Runtime names accepted by ``runtime=`` and ``--runtime``.
@@ -98,7 +98,8 @@ class OnnxRuntimeRunner(Runner):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        with _refusal(self.name, graph):
+            self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
 
@@ -117,19 +118,36 @@ class OpenVinoRunner(Runner):
         super().__init__(precision)
         ov = require("openvino", "the openvino runtime")
         core = ov.Core()
-        model = core.read_model(graph) if isinstance(graph, str) else core.read_model(graph, b"")
         config = {
             "INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
         }
-        self.compiled = core.compile_model(model, "CPU", config)
+        with _refusal(self.name, graph):
+            model = core.read_model(graph) if isinstance(graph, str) else core.read_model(graph, b"")
+            self.compiled = core.compile_model(model, "CPU", config)
         self._request = self.compiled.create_infer_request()
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs.detach().to("cpu", torch.float32).contiguous().numpy()
         out = self._request.infer({0: x})
         return torch.from_numpy(next(iter(out.values())).copy())
+
+
+@contextlib.contextmanager
+def _refusal(runtime: str, graph: Union[bytes, str]):
+    """A graph that passed dextr's load checks but that the runtime refuses (an operator it has
+    no kernel for, a malformed node) is a :class:`CheckpointError` of one line, not the
+    runtime's own exception types and multi-line reports."""
+    try:
+        yield
+    except Exception as e:  # each runtime raises its own (pybind, RuntimeError) types
+        what = graph if isinstance(graph, str) else "the ONNX model"
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # ONNX Runtime says it on its first line, OpenVINO after a 'Check ... failed' preamble.
+        reason = next((line for line in reversed(lines) if not line.endswith(":")), type(e).__name__)
+        reason = reason.split(" failed:", 1)[-1].lstrip("- ")  # ORT's "Load model from <path> failed:"
+        raise CheckpointError(f"{runtime} cannot run {what}: {reason[:300]}") from e
 
 
 def make_runner(

@@ -113,3 +113,20 @@ def test_a_named_pipe_named_like_a_model_is_not_read(tmp_path, photo, suffix):
 def test_a_graph_that_does_not_take_the_metadata_s_crops_is_refused(tmp_path, photo):
     bad = _write_onnx(tmp_path / "mismatch.onnx", {**Preprocess().to_dict(), "target_size": 512})
     _one_line(_predict(photo, bad), "mismatch.onnx", "shape ?x4x64x64", "(N, C, 512, 512)")
+
+
+@pytest.mark.parametrize("runtime, words", [
+    ("onnxruntime", "No Op registered for NoSuchOp"),
+    ("openvino", "No conversion rule found for operations: NoSuchOp"),
+])
+def test_a_graph_the_runtime_refuses_is_one_line(tmp_path, photo, runtime, words):
+    pytest.importorskip(runtime)
+    # Passes dextr's load checks (metadata, shapes, no external data); the runtime has no
+    # kernel for the operator.
+    model = onnx.load_from_string(_write_onnx(tmp_path / "op.onnx").read_bytes())
+    model.graph.node[0].op_type = "NoSuchOp"
+    (tmp_path / "op.onnx").write_bytes(model.SerializeToString())
+    r = runner.invoke(app, ["predict", str(photo), "-m", str(tmp_path / "op.onnx"), *POINTS, "--device", "cpu",
+                            "--runtime", runtime, "--out", str(tmp_path / "mask.png")])
+    _one_line(r, f"{runtime} cannot run", "op.onnx", words)
+    assert not (tmp_path / "mask.png").exists()
