@@ -8,14 +8,16 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path, PurePosixPath
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from fastapi import HTTPException
 from filelock import FileLock, Timeout
 
 from ..errors import DatasetError
-from ..formats.coco import CocoFile, annotation_from_mask, extreme_points_from_coco
+from ..formats.coco import (
+    CLICK_FIELDS, CocoFile, annotation_from_mask, clicks_from_coco, extreme_points_from_coco,
+)
 from ..utils.fileio import os_error_cause
 
 #: Top-level entry of the file where the server keeps the highest annotation id it ever gave, so
@@ -109,6 +111,12 @@ class AnnotationStore:
             return None
         return extreme_points_from_coco(ann["extreme_points"], where=f"annotation {ann.get('id')}")
 
+    def clicks_yx(self, ann: Dict[str, Any]) -> Tuple[np.ndarray, np.ndarray]:
+        """An annotation's positive and negative correction clicks, each ``(k, 2)`` ``[y, x]``."""
+        pos, neg = (clicks_from_coco(ann.get(key), where=f"annotation {ann.get('id')}: {key!r}")
+                    for key in CLICK_FIELDS)
+        return pos, neg
+
     def mask(self, ann_id: int) -> np.ndarray:
         return self.coco.annotation_mask(ann_id)
 
@@ -130,9 +138,11 @@ class AnnotationStore:
 
     def add(self, file_name: str, height: int, width: int, mask: np.ndarray,
             points_yx: np.ndarray, category: str, score: Optional[float],
-            content_key: Optional[str] = None) -> Dict[str, Any]:
+            content_key: Optional[str] = None, positive: Optional[np.ndarray] = None,
+            negative: Optional[np.ndarray] = None) -> Dict[str, Any]:
         """Store a new object and save the file; returns its annotation. ``content_key``: an
-        uploaded photo's hash, kept in its image entry."""
+        uploaded photo's hash, kept in its image entry; ``positive``/``negative``: its correction
+        clicks ``(k, 2)`` ``[y, x]`` (stored when there are any)."""
         with self._lock:
             before = self.coco.to_dict()
             extra = {CONTENT_FIELD: content_key} if content_key is not None else {}
@@ -140,7 +150,8 @@ class AnnotationStore:
             self._last_id += 1
             ann = annotation_from_mask(mask, ann_id=self._last_id, image_id=iid,
                                        category_id=self.coco.category_id(category),
-                                       points_yx=points_yx, score=score)
+                                       points_yx=points_yx, score=score,
+                                       **_stored_clicks(positive, negative))
             aid = self.coco.add_annotation(ann)
             self.coco.extra[SERVER_ENTRY] = {"last_annotation_id": self._last_id}
             self._save(before)
@@ -148,15 +159,17 @@ class AnnotationStore:
 
     def replace(self, ann_id: int, *, mask: Optional[np.ndarray] = None,
                 points_yx: Optional[np.ndarray] = None, category: Optional[str] = None,
-                score: Optional[float] = None) -> Dict[str, Any]:
-        """Change an object's mask (with its points and score) and/or its category; save."""
+                score: Optional[float] = None, positive: Optional[np.ndarray] = None,
+                negative: Optional[np.ndarray] = None) -> Dict[str, Any]:
+        """Change an object's mask (with its points, clicks and score) and/or its category; save."""
         with self._lock:
             before = self.coco.to_dict()
             old = self.coco.annotation(ann_id)
             cid = self.coco.category_id(category) if category is not None else old["category_id"]
             if mask is not None:
                 new = annotation_from_mask(mask, ann_id=ann_id, image_id=old["image_id"],
-                                           category_id=cid, points_yx=points_yx, score=score)
+                                           category_id=cid, points_yx=points_yx, score=score,
+                                           **_stored_clicks(positive, negative))
             else:
                 new = {**old, "category_id": cid}
             self.coco.replace_annotation(ann_id, new)
@@ -186,3 +199,10 @@ class AnnotationStore:
             cause = os_error_cause(e.__cause__ if isinstance(e.__cause__, OSError) else e)
             raise HTTPException(503, f"cannot save the annotations file {self.path}: {cause}; "
                                      "nothing was changed (fix that and try again)") from None
+
+
+def _stored_clicks(positive: Optional[np.ndarray], negative: Optional[np.ndarray]) -> Dict[str, Any]:
+    """``annotation_from_mask``'s click arguments: only kinds with clicks (files stay as before
+    for objects made from the four points alone)."""
+    return {key: clicks for key, clicks in (("positive_yx", positive), ("negative_yx", negative))
+            if clicks is not None and len(clicks)}

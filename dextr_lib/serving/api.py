@@ -79,14 +79,29 @@ def check_points(points_xy: List[List[float]], photo: Photo) -> np.ndarray:
 def points_xy_of(points_yx: Optional[np.ndarray]) -> Optional[List[List[float]]]:
     if points_yx is None:
         return None
-    return [[float(x), float(y)] for y, x in np.asarray(points_yx)]
+    return [[float(x), float(y)] for y, x in np.asarray(points_yx).reshape(-1, 2)]
+
+
+def decode_mask(text: str, photo: Photo) -> np.ndarray:
+    """An edited mask sent as a base64 PNG of the whole photo -> ``(H, W)`` bool (non-zero =
+    object); 400 when it is no image or not the photo's size (checked before decoding)."""
+    try:
+        with PIL.Image.open(io.BytesIO(base64.b64decode(text, validate=True))) as im:
+            if im.size != (photo.width, photo.height):
+                raise HTTPException(400, f"the mask is {im.size[0]}x{im.size[1]}, the photo "
+                                         f"{photo.width}x{photo.height}; send a mask of the whole photo")
+            return np.asarray(im.convert("L")) != 0
+    except (binascii.Error, ValueError, OSError, PIL.UnidentifiedImageError, SyntaxError):
+        raise HTTPException(400, "the mask is not a base64 PNG (or other image) file") from None
 
 
 def object_out(state: ServerState, ann: Dict[str, Any], image_id: str) -> ObjectOut:
     store = state.annotations
+    positive, negative = store.clicks_yx(ann)
     return ObjectOut(
         id=int(ann["id"]), image_id=image_id, category=store.category_name(ann["category_id"]),
-        points=points_xy_of(store.points_yx(ann)), bbox=[float(v) for v in ann["bbox"]],
+        points=points_xy_of(store.points_yx(ann)), positive=points_xy_of(positive),
+        negative=points_xy_of(negative), bbox=[float(v) for v in ann["bbox"]],
         area=int(ann["area"]), score=ann.get("score"),
     )
 
@@ -98,10 +113,20 @@ def find_annotation(state: ServerState, ann_id: int) -> Dict[str, Any]:
         raise HTTPException(404, f"no object with id {ann_id} in the annotations file") from None
 
 
-def run_prediction(state: ServerState, image_id: str, points_xy, threshold) -> Tuple[Photo, np.ndarray, Prediction]:
-    photo = state.images.photo(image_id)
-    pts = check_points(points_xy, photo)
-    return photo, pts, state.predictor.predict(photo.key, photo.rgb, pts, threshold)
+def clicks_yx(positive_xy, negative_xy) -> Dict[str, np.ndarray]:
+    """The request's correction clicks ``[x, y]`` as the predictor's ``positive``/``negative``
+    ``(k, 2)`` ``[y, x]`` keyword arguments."""
+    return {"positive": xy_to_yx(positive_xy).reshape(-1, 2),
+            "negative": xy_to_yx(negative_xy).reshape(-1, 2)}
+
+
+def run_prediction(state: ServerState, photo: Photo, req) -> Tuple[np.ndarray, Dict[str, np.ndarray], Prediction]:
+    """Predict ``req``'s object (its points, clicks and threshold) on ``photo``; a click the
+    model cannot use (a negative one without the channel, one outside the crop) is the
+    library's ``CorrectionError``, answered 400."""
+    pts = check_points(req.points, photo)
+    clicks = clicks_yx(req.positive, req.negative)
+    return pts, clicks, state.predictor.predict(photo.key, photo.rgb, pts, req.threshold, **clicks)
 
 
 # -- model and images ----------------------------------------------------------------------------
@@ -111,7 +136,9 @@ def model_info(state: ServerState = Depends(get_state)) -> ModelInfo:
     m = state.predictor.model
     return ModelInfo(arch=m.arch, profile=m.preprocess.name, target_size=m.preprocess.target_size,
                      device=str(m.device), precision=state.predictor.precision,
-                     threshold=state.predictor.threshold, dextr_version=__version__)
+                     threshold=state.predictor.threshold,
+                     takes_negatives=bool(getattr(m, "takes_negatives", False)),
+                     dextr_version=__version__)
 
 
 @router.get("/images", response_model=ImageList,
@@ -163,7 +190,7 @@ def image_file(image_id: str, state: ServerState = Depends(get_state)) -> Respon
 # -- predictions ---------------------------------------------------------------------------------
 @router.post("/predict", response_model=PredictResponse,
              responses=error_responses(400, 401, 404, 413, 422),
-             summary="The mask of an object from its four extreme points")
+             summary="The mask of an object from its four extreme points (and correction clicks)")
 def predict(req: PredictRequest, state: ServerState = Depends(get_state)) -> PredictResponse:
     t0 = time.perf_counter()
     if req.image is not None:
@@ -172,10 +199,9 @@ def predict(req: PredictRequest, state: ServerState = Depends(get_state)) -> Pre
         except (binascii.Error, ValueError):
             raise HTTPException(400, "image is not valid base64") from None
         photo = state.images.photo_from_bytes(data)
-        pts = check_points(req.points, photo)
-        pred = state.predictor.predict(photo.key, photo.rgb, pts, req.threshold)
     else:
-        photo, pts, pred = run_prediction(state, req.image_id, req.points, req.threshold)
+        photo = state.images.photo(req.image_id)
+    _, clicks, pred = run_prediction(state, photo, req)
     box = mask_box(pred.mask)
     bbox = [0.0] * 4 if box is None else [float(box[0]), float(box[1]),
                                           float(box[2] - box[0] + 1), float(box[3] - box[1] + 1)]
@@ -184,6 +210,7 @@ def predict(req: PredictRequest, state: ServerState = Depends(get_state)) -> Pre
         image_id=req.image_id, width=photo.width, height=photo.height, format=req.format,
         mask=mask, bbox=bbox, area=int(pred.mask.sum()), score=pred.score, threshold=pred.threshold,
         points=[[float(x), float(y)] for x, y in req.points],
+        positive=points_xy_of(clicks["positive"]), negative=points_xy_of(clicks["negative"]),
         timing=Timing(model_ms=pred.model_ms, total_ms=(time.perf_counter() - t0) * 1000),
     )
 
@@ -197,13 +224,16 @@ def annotations(state: ServerState = Depends(get_state)) -> Dict[str, Any]:
 
 @router.post("/objects", response_model=ObjectOut, status_code=201,
              responses=error_responses(400, 401, 404, 413, 422, 503),
-             summary="Accept an object: its mask is stored in the annotations file at once")
+             summary="Accept an object: its mask (predicted, or the edited one sent) and clicks "
+                     "are stored in the annotations file at once")
 def create_object(req: ObjectCreate, state: ServerState = Depends(get_state)) -> ObjectOut:
-    photo, pts, pred = run_prediction(state, req.image_id, req.points, req.threshold)
+    photo = state.images.photo(req.image_id)
+    pts, clicks, pred = run_prediction(state, photo, req)
+    mask, score = (pred.mask, pred.score) if req.mask is None else (decode_mask(req.mask, photo), None)
     upload = state.images.is_upload(req.image_id)
     ann = state.annotations.add(state.coco_name(req.image_id), photo.height, photo.width,
-                                pred.mask, pts, req.category, pred.score,
-                                content_key=photo.key if upload else None)
+                                mask, pts, req.category, score,
+                                content_key=photo.key if upload else None, **clicks)
     return object_out(state, ann, req.image_id)
 
 
@@ -212,15 +242,22 @@ def create_object(req: ObjectCreate, state: ServerState = Depends(get_state)) ->
 def update_object(ann_id: int, req: ObjectUpdate, state: ServerState = Depends(get_state)) -> ObjectOut:
     ann = find_annotation(state, ann_id)
     image_id = state.image_id_for(state.annotations.file_name_of(ann))
-    if req.points is None:
+    if not req.model_fields_set & {"points", "positive", "negative", "mask"}:
         new = state.annotations.replace(ann_id, category=req.category)
     else:
-        photo, pts, pred = run_prediction(state, image_id, req.points, req.threshold)
+        if req.points is None:  # new clicks or mask on the stored extreme points
+            stored = state.annotations.points_yx(ann)
+            if stored is None:
+                raise HTTPException(400, f"object {ann_id} has no extreme points: send the four points")
+            req = req.model_copy(update={"points": points_xy_of(stored)})
+        photo = state.images.photo(image_id)
         if (photo.height, photo.width) != state.annotations.image_size(ann):
             raise HTTPException(409, f"{image_id} is now {photo.width}x{photo.height}, not the size "
                                      f"object {ann_id} was annotated on")
-        new = state.annotations.replace(ann_id, mask=pred.mask, points_yx=pts,
-                                        category=req.category, score=pred.score)
+        pts, clicks, pred = run_prediction(state, photo, req)
+        mask, score = (pred.mask, pred.score) if req.mask is None else (decode_mask(req.mask, photo), None)
+        new = state.annotations.replace(ann_id, mask=mask, points_yx=pts,
+                                        category=req.category, score=score, **clicks)
     return object_out(state, new, image_id)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
@@ -28,8 +28,9 @@ from .state import ServerState, get_state
 
 router = APIRouter(tags=["cvat"])
 
-HELP = ("Click the object's left-most, right-most, top and bottom points (at least four; with "
-        "more, the outermost four are used). Served by dextr serve.")
+HELP = ("Click the object's left-most, right-most, top and bottom points; more positive points "
+        "inside correct the mask (the outermost four are the extreme points){negatives}. "
+        "Served by dextr serve.")
 
 
 class CvatInvocation(BaseModel):
@@ -41,7 +42,10 @@ class CvatInvocation(BaseModel):
                        json_schema_extra=BASE64)
     pos_points: List[PointXY] = Field(..., description="Clicked points [x, y], canvas coordinates "
                                       "(at least 4).", json_schema_extra={"minItems": 4})
-    neg_points: List[PointXY] = Field(default_factory=list, description="Ignored: DEXTR has none.")
+    neg_points: List[PointXY] = Field(
+        default_factory=list, description="Negative corrections [x, y], canvas coordinates (only a "
+        "model that takes negative clicks: min_neg_points 0; otherwise min_neg_points is -1 and "
+        "CVAT sends none).")
     obj_bbox: Optional[Any] = None
     threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
 
@@ -56,6 +60,7 @@ def function_spec(state: ServerState, port: Optional[int]) -> Dict[str, Any]:
     """The nuclio function record CVAT reads (``LambdaFunction.__init__``); ``httpPort`` is
     where CVAT's ``direct`` invoke method posts (this server's port)."""
     m = state.predictor.model
+    negatives = bool(getattr(m, "takes_negatives", False))
     return {
         "metadata": {
             "name": state.cvat_function,
@@ -65,9 +70,10 @@ def function_spec(state: ServerState, port: Optional[int]) -> Dict[str, Any]:
                 "framework": "pytorch",
                 "spec": "",
                 "min_pos_points": "4",
-                "min_neg_points": "-1",
+                "min_neg_points": "0" if negatives else "-1",
                 "version": "2",
-                "help_message": HELP,
+                "help_message": HELP.format(negatives="; negative points mark what is not the object"
+                                            if negatives else ""),
             },
         },
         "spec": {"description": f"Deep Extreme Cut, {m.arch} ({m.preprocess.name} profile), "
@@ -76,13 +82,23 @@ def function_spec(state: ServerState, port: Optional[int]) -> Dict[str, Any]:
     }
 
 
-def extreme_four(points_xy: List[List[float]]) -> np.ndarray:
-    """CVAT sends four or more clicks; DEXTR takes the extreme ones: the left-most, right-most,
-    top and bottom point, as ``(4, 2)`` ``[y, x]`` pixel indices (canvas coordinate - 0.5)."""
-    pts = np.asarray(points_xy, dtype=np.float64) - 0.5
-    xy = [pts[np.argmin(pts[:, 0])], pts[np.argmax(pts[:, 0])],
-          pts[np.argmin(pts[:, 1])], pts[np.argmax(pts[:, 1])]]
-    return np.asarray(xy)[:, ::-1].copy()
+def extreme_and_corrections(points_xy: List[List[float]]) -> Tuple[np.ndarray, np.ndarray]:
+    """CVAT sends four or more positive clicks: the extreme ones (left-most, right-most, top and
+    bottom, four distinct clicks) are the extreme points, the others positive corrections.
+
+    Returns:
+        ``(4, 2)`` extreme points and ``(k, 2)`` corrections, ``[y, x]`` pixel indices (canvas
+        coordinate - 0.5).
+    """
+    pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2) - 0.5
+    chosen: List[int] = []
+    # Each extreme is taken among the clicks not chosen yet, so a click extreme in two
+    # directions (a corner) is used once and four clicks are always four extreme points.
+    for key in (pts[:, 0], -pts[:, 0], pts[:, 1], -pts[:, 1]):
+        order = [i for i in np.argsort(key, kind="stable") if i not in chosen]
+        chosen.append(int(order[0]))
+    rest = [i for i in range(len(pts)) if i not in chosen]
+    return pts[chosen][:, ::-1].copy(), pts[rest][:, ::-1].copy().reshape(-1, 2)
 
 
 @router.get("/api/functions", summary="CVAT: the function list (a nuclio dashboard's)",
@@ -133,7 +149,10 @@ def interact(body: CvatInvocation, state: ServerState) -> CvatMask:
     except (binascii.Error, ValueError):
         raise HTTPException(400, "image is not valid base64") from None
     photo = state.images.photo_from_bytes(data, "the frame")
-    pred = state.predictor.predict(photo.key, photo.rgb, extreme_four(body.pos_points), body.threshold)
+    extreme, positive = extreme_and_corrections(body.pos_points)
+    negative = np.asarray(body.neg_points, dtype=np.float64).reshape(-1, 2)[:, ::-1] - 0.5
+    pred = state.predictor.predict(photo.key, photo.rgb, extreme, body.threshold,
+                                   positive=positive, negative=negative)
     box = mask_box(pred.mask)
     if box is None:
         return CvatMask(mask=[[0]], bounds=[0, 0, 0, 0], points=[])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 import numpy as np
@@ -76,7 +76,7 @@ class Predictor:
             hit = self._recent.get(key)
             if hit is not None:
                 self._recent.move_to_end(key)
-                return hit
+                return replace(hit, model_ms=0.0)  # the network did not run for this request
             t0 = time.perf_counter()
             prob = self.model.predict_image(rgb, [pts], batch_size=1, precision=self._requested,
                                             **corrections)[0]

@@ -26,6 +26,17 @@ FOUR_POINTS = {"minItems": 4, "maxItems": 4}
 BASE64 = {"pattern": r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}
 #: A class name with something in it (the name is stripped).
 CLASS_NAME = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+#: Most correction clicks of one kind per object (a bound on the request, far above use).
+MAX_CLICKS = 100
+#: Correction clicks after the four extreme points, ``[x, y]`` like them.
+Clicks = Annotated[List[PointXY], Field(max_length=MAX_CLICKS)]
+POSITIVE = ("Positive corrections [x, y] after the extreme points: pixels that belong to the "
+            "object (every model takes them).")
+NEGATIVE = ("Negative corrections [x, y]: pixels that do not belong to the object (only a model "
+            "whose takes_negatives is true, GET /api/model; others answer 400).")
+EDITED_MASK = ("The object's final mask as a base64 PNG of the whole image (non-zero = object), "
+               "e.g. after brush edits; stored instead of the prediction (score then null). "
+               "Default: the prediction for the points and clicks.")
 
 
 class ErrorOut(BaseModel):
@@ -74,6 +85,8 @@ class PredictRequest(BaseModel):
     points: List[PointXY] = Field(
         ..., description="The four extreme points [x, y] (column, row), any order.",
         examples=[[[101, 318], [463, 395], [213, 216], [447, 432]]], json_schema_extra=FOUR_POINTS)
+    positive: Clicks = Field(default_factory=list, description=POSITIVE)
+    negative: Clicks = Field(default_factory=list, description=NEGATIVE)
     format: MaskFormat = Field(
         "png", description="png: base64 8-bit PNG (255 = object); rle: COCO compressed RLE; "
         "polygon: COCO polygons [[x0, y0, x1, y1, ...], ...].")
@@ -110,6 +123,8 @@ class PredictResponse(BaseModel):
     score: float = Field(..., description="Mean probability over the mask's pixels (0 if empty).")
     threshold: float
     points: List[List[float]]
+    positive: List[List[float]] = Field(default_factory=list)
+    negative: List[List[float]] = Field(default_factory=list)
     timing: Timing
 
 
@@ -140,6 +155,8 @@ class ObjectOut(BaseModel):
     category: str
     points: Optional[List[List[float]]] = Field(
         None, description="The extreme points [x, y] it was made from (left, right, top, bottom).")
+    positive: List[List[float]] = Field(default_factory=list, description="Its positive corrections [x, y].")
+    negative: List[List[float]] = Field(default_factory=list, description="Its negative corrections [x, y].")
     bbox: List[float]
     area: int
     score: Optional[float] = None
@@ -160,6 +177,9 @@ class ObjectCreate(BaseModel):
 
     image_id: ImageId
     points: List[PointXY] = Field(..., json_schema_extra=FOUR_POINTS)
+    positive: Clicks = Field(default_factory=list, description=POSITIVE)
+    negative: Clicks = Field(default_factory=list, description=NEGATIVE)
+    mask: Optional[str] = Field(None, description=EDITED_MASK, json_schema_extra=BASE64)
     category: CLASS_NAME
     threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
 
@@ -172,11 +192,16 @@ class ObjectCreate(BaseModel):
 
 
 class ObjectUpdate(BaseModel):
-    """Re-edit an object: new points (the mask is predicted again) and/or a new class."""
+    """Re-edit an object: new points, clicks or mask (any of them: the mask is predicted again
+    from the points, the stored ones if not given, and the clicks, or ``mask`` is stored) and/or
+    a new class."""
 
     model_config = ConfigDict(extra="forbid")
 
     points: Optional[Annotated[List[PointXY], Field(json_schema_extra=FOUR_POINTS)]] = None
+    positive: Clicks = Field(default_factory=list, description=POSITIVE)
+    negative: Clicks = Field(default_factory=list, description=NEGATIVE)
+    mask: Optional[str] = Field(None, description=EDITED_MASK, json_schema_extra=BASE64)
     category: Optional[CLASS_NAME] = None
     threshold: Optional[Annotated[float, Field(ge=0.0, le=1.0)]] = None
 
@@ -193,6 +218,8 @@ class ModelInfo(BaseModel):
     device: str
     precision: str
     threshold: float
+    takes_negatives: bool = Field(..., description="Whether the model takes negative correction "
+                                  "clicks (a negative-click input channel).")
     dextr_version: str
 
 

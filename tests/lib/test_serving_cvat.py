@@ -13,6 +13,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from dextr_lib.inference.engine import resolve_threshold  # noqa: E402
 from dextr_lib.serving import close_app, create_app  # noqa: E402
 
 # The synthetic disk's extreme pixels [x, y], as CVAT's canvas gives clicks on their centres.
@@ -39,9 +40,9 @@ def frame(tmp_path, synthetic_sample):
     return image, path.read_bytes()
 
 
-def cvat_payload(frame_bytes, pos_points, threshold=None):
+def cvat_payload(frame_bytes, pos_points, threshold=None, neg_points=()):
     """``LambdaFunction.invoke``'s payload for an interactor (``startswith_box`` false)."""
-    data = {"frame": 0, "pos_points": pos_points, "neg_points": [], "threshold": threshold}
+    data = {"frame": 0, "pos_points": pos_points, "neg_points": list(neg_points), "threshold": threshold}
     data = {k: v for k, v in data.items() if v is not None}
     payload = {}
     if data.get("threshold"):
@@ -111,12 +112,23 @@ def test_interactor_call_returns_the_library_mask(client, frame, tiny_model, rou
     assert poly[:, 1].min() >= ys.min() - 0.5 and poly[:, 1].max() <= ys.max() + 1.5
 
 
-def test_more_than_four_clicks_use_the_extreme_ones_and_threshold_is_read(client, frame, tiny_model):
+def test_more_than_four_clicks_are_extreme_points_and_corrections(client, frame, tiny_model):
     image, data = frame
     inner = [[40.5, 30.5], [45.5, 25.5]]
-    four = client.post("/", json=cvat_payload(data, CANVAS)).json()
     six = client.post("/", json=cvat_payload(data, inner[:1] + CANVAS + inner[1:])).json()
-    assert six == four
+    pts = np.array(PIXELS, float)[:, ::-1]
+    positive = np.array(inner)[:, ::-1] - 0.5
+    expected = tiny_model.predict([image], [pts], positive=[positive],
+                                  threshold=resolve_threshold(None, tiny_model.preprocess))[0]
+    assert expected.any()
+    np.testing.assert_array_equal(cvat_ui_mask(six, 64, 80), expected)
+    # CVAT's min_neg_points is -1 for this model; a client sending negatives anyway is told why.
+    r = client.post("/", json=cvat_payload(data, CANVAS, neg_points=[[30.5, 20.5]]))
+    assert r.status_code == 400 and "negative" in r.json()["detail"]
+
+
+def test_threshold_is_read(client, frame, tiny_model):
+    image, data = frame
     pts = np.array(PIXELS, float)[:, ::-1]
     for thr in (0.2, 0.8):
         got = client.post("/", json=cvat_payload(data, CANVAS, threshold=thr)).json()
