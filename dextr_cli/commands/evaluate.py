@@ -63,7 +63,8 @@ def _render(report: EvalReport, model_name: str) -> None:
 
     summaries = {"model": report.summary(), **{b: report.summary(b) for b in BASELINES}}
     table = Table(title=f"{esc(model_name)} at threshold {report.threshold:g} on {report.n_objects} objects "
-                  f"({len({r.image for r in report.results})} images)")
+                  f"({len({r.image for r in report.results})} images); "
+                  + ("takes negative clicks" if report.takes_negatives else "no negative clicks"))
     table.add_column("metric")
     for name in ("model", "box baseline", "quadrilateral baseline"):
         table.add_column(name, justify="right")

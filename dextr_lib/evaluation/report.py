@@ -121,6 +121,12 @@ class EvalReport:
         return self.n_objects / self.seconds if self.seconds > 0 else math.nan
 
     @property
+    def takes_negatives(self) -> bool:
+        """Whether the evaluated model takes negative correction clicks (its profile's
+        ``negative_clicks``: a fifth input channel)."""
+        return bool(self.model.get("preprocess", {}).get("negative_clicks", False))
+
+    @property
     def mean_iou(self) -> float:
         """The model's mean IoU over objects at the main threshold (the paper's metric)."""
         return self.summary()["mean_iou"]

@@ -68,7 +68,7 @@ def test_eval_table_json_csv_and_overlays(label_data, crop_model_file, tmp_path)
     ])
     assert result.exit_code == 0, result.output
     for text in ("box baseline", "quadrilateral baseline", "mean IoU", "boundary F", "threshold sweep",
-                 "objects/s"):
+                 "objects/s", "no negative clicks"):
         assert text in result.output
     report = json.loads((out / "report.json").read_text())
     assert report["summary"]["objects"] == 3 and report["summary"]["threshold"] == 0.5
