@@ -531,7 +531,7 @@ def _download(url: str, link: Link, links: Links, max_mb: float) -> bytes:
     is refused), at most ``max_mb`` MB, within the timeout."""
     tokens = [t for t in dict.fromkeys([link.access_token, os.environ.get(ENV_TOKEN)]) if t]
     limit = int(max_mb * 2**20)
-    hostname = link.hostname or "{0}://{1}".format(*_origin(url))
+    hostname = link.hostname or "://".join(_origin(url))
     for token in tokens or [None]:
         try:
             headers = {} if token is None else {

@@ -7,8 +7,12 @@ tests skip where it is absent. Make it once (Python >= 3.10, about 1 GB)::
     ~/.cache/dextr-test-venvs/labelstudio/bin/pip install label-studio
 
 (``$DEXTR_LABELSTUDIO_VENV`` points elsewhere.) The first test checks the brush RLE against the
-SDK's decoder and encoder; the second connects ``dextr serve`` to a running Label Studio and
-sends four smart keypoints the way the browser does.
+SDK's decoder and encoder. The others share one Label Studio as it ships (legacy tokens off)
+and one ``dextr serve --token`` given a personal access token in ``$LABEL_STUDIO_API_KEY``,
+connected with Basic auth: four smart keypoints sent the way the browser sends them, then the
+same four clicks in Label Studio's page in headless Chromium (Playwright; skipped without it).
+``$DEXTR_LABELSTUDIO_MODEL`` names a model to use instead of the tiny random one (a trained
+one makes a real mask); ``$DEXTR_SCREENSHOT=path.png`` keeps the page's screenshot.
 """
 from __future__ import annotations
 
@@ -22,12 +26,15 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import PIL.Image
 import pytest
 
 from dextr_lib.formats.brush import brush_to_mask, decode_brush, mask_to_brush
+from dextr_lib.serving.labelstudio import split_points
+from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.slow
 
@@ -43,10 +50,15 @@ CONFIG = """<View>
   </KeyPointLabels>
 </View>"""
 
+SERVER_TOKEN = "dextr-server-token"
+USER = ("dextr@example.com", "dextr-test-password")
+# The extreme points of the first pedestrian of FudanPed00001.png ([y, x]: left, right, top,
+# bottom, the order split_points gives), from its Penn-Fudan mask.
+PEDESTRIAN_YX = np.array([[397, 159], [427, 301], [181, 233], [430, 262]])
 # One line: `label-studio shell` is an interactive console, where a block needs a blank line.
-ENABLE_LEGACY_TOKENS = ("from organizations.models import Organization; "
-                        "[setattr(o.jwt, 'legacy_api_tokens_enabled', True) or o.jwt.save() "
-                        "for o in Organization.objects.all()]\n")
+MAKE_PAT = ("from jwt_auth.models import LSAPIToken; from users.models import User; "
+            "print('PAT=' + LSAPIToken.for_user(User.objects.get(email='dextr@example.com'))"
+            ".get_full_jwt())\n")
 SDK_ROUND_TRIP = """
 import json, sys
 import numpy as np
@@ -112,9 +124,9 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> N
     pytest.fail(f"{url} did not answer within {timeout:.0f} s: {log.read_text()[-3000:]}")
 
 
-def _api(base: str, method: str, path: str, body=None, *, files=None):
-    """Label Studio's REST API with the user token; JSON in and out."""
-    headers = {"Authorization": f"Token {TOKEN}"}
+def _api(base: str, method: str, path: str, body=None, *, files=None, token: str):
+    """Label Studio's REST API with an access token; JSON in and out."""
+    headers = {"Authorization": f"Bearer {token}"}
     data = None
     if files is not None:
         boundary = "dextrboundary0123456789"
@@ -146,22 +158,35 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def test_label_studio_gets_dextr_masks_from_four_keypoints(tmp_path, shared_data, tiny_model):
+def _keypoints(points_yx, h, w):
+    """Smart keypoints as Label Studio's editor sends them (the centres of the pixels)."""
+    return [{"id": f"k{i}", "type": "keypointlabels", "from_name": "kp", "to_name": "image",
+             "original_width": w, "original_height": h, "image_rotation": 0,
+             "is_positive": True, "origin": "manual",
+             "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h, "width": 0.5,
+                       "keypointlabels": ["person"]}} for i, (y, x) in enumerate(points_yx)]
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """Label Studio with a project holding one Penn-Fudan photo, and ``dextr serve --token``
+    connected to it as an interactive ML backend (Basic auth), both stopped afterwards."""
     _need("label_studio")
-    photo = shared_data / "pennfudan" / "images" / "FudanPed00001.png"
+    photo = SHARED_DATA / "pennfudan" / "images" / "FudanPed00001.png"
     if not photo.exists():
         pytest.skip(f"{photo} is absent")
-    trained = Path("/tmp/models/jobs/peds/best.pt")
-    model_path = trained if trained.exists() else tmp_path / "tiny.pt"
-    if not trained.exists():
-        tiny_model.save(model_path)
     import dextr_lib
+    from tests.helpers.models import new_tiny_model
 
+    tmp_path = tmp_path_factory.mktemp("labelstudio")
+    model_path = Path(os.environ.get("DEXTR_LABELSTUDIO_MODEL") or tmp_path / "tiny.pt")
+    if not os.environ.get("DEXTR_LABELSTUDIO_MODEL"):
+        new_tiny_model().save(model_path)
     model = dextr_lib.load_model(model_path)
     ls_port, dextr_port = _free_port(), _free_port()
     ls = f"http://127.0.0.1:{ls_port}"
-    env = {**os.environ, "LABEL_STUDIO_USERNAME": "dextr@example.com",
-           "LABEL_STUDIO_PASSWORD": "dextr-test-password", "LABEL_STUDIO_USER_TOKEN": TOKEN,
+    env = {**os.environ, "LABEL_STUDIO_USERNAME": USER[0], "LABEL_STUDIO_PASSWORD": USER[1],
+           "LABEL_STUDIO_USER_TOKEN": TOKEN,
            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true", "ML_BLOCK_LOCAL_IP": "false",
            "SSRF_PROTECTION_ENABLED": "false", "LABEL_STUDIO_BASE_DATA_DIR": str(tmp_path / "ls"),
            "HOST": ls, "DJANGO_DB": "sqlite",
@@ -173,11 +198,13 @@ def test_label_studio_gets_dextr_masks_from_four_keypoints(tmp_path, shared_data
     data_dir = ["--data-dir", str(tmp_path / "ls")]
     subprocess.run([ls_bin, "init", "dextr", *data_dir], env=env, stdout=ls_log.open("w"),
                    stderr=subprocess.STDOUT, timeout=900, check=True)
-    # Label Studio >= 1.20 refuses the legacy token it sends to ML backends at setup unless the
-    # organization allows legacy tokens (docs/labelstudio.md: the switch a user turns on).
-    shell = subprocess.run([ls_bin, "shell", *data_dir], env=env, input=ENABLE_LEGACY_TOKENS,
+    # Legacy tokens stay off, as Label Studio >= 1.20 ships: the token Label Studio sends dextr
+    # at setup is refused and dextr uses the user's personal access token instead.
+    shell = subprocess.run([ls_bin, "shell", *data_dir], env=env, input=MAKE_PAT,
                            text=True, capture_output=True, timeout=300, check=True)
-    assert "Error" not in shell.stdout + shell.stderr, shell.stdout + shell.stderr
+    pat = next((line.split("PAT=", 1)[1].strip() for line in shell.stdout.splitlines()
+                if "PAT=" in line), None)
+    assert pat, shell.stdout + shell.stderr
     times["init"] = time.monotonic() - t0
     ls_proc = subprocess.Popen(
         [ls_bin, "start", "dextr", "--no-browser", "--port", str(ls_port),
@@ -185,48 +212,123 @@ def test_label_studio_gets_dextr_masks_from_four_keypoints(tmp_path, shared_data
         env=env, stdout=ls_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     dextr_proc = subprocess.Popen(
         [sys.executable, "-m", "dextr_cli", "serve", "-m", str(model_path), "--port",
-         str(dextr_port), "--annotations", str(tmp_path / "ann.json")],
+         str(dextr_port), "--annotations", str(tmp_path / "ann.json"), "--token", SERVER_TOKEN],
+        env={**os.environ, "LABEL_STUDIO_API_KEY": pat},
         stdout=dextr_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{dextr_port}/labelstudio/health", 120, dextr_proc, dextr_log)
         _wait_http(f"{ls}/health", 600, ls_proc, ls_log)
         times["start"] = time.monotonic() - t0
-        project = _api(ls, "POST", "/api/projects", {"title": "dextr", "label_config": CONFIG})
+        req = urllib.request.Request(f"{ls}/api/token/refresh/", method="POST",
+                                     data=json.dumps({"refresh": pat}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            access = json.loads(r.read())["access"]
+        project = _api(ls, "POST", "/api/projects", {"title": "dextr", "label_config": CONFIG},
+                       token=access)
         pid = project["id"]
-        _api(ls, "POST", f"/api/projects/{pid}/import", files=(photo.name, photo.read_bytes()))
-        (task,) = _api(ls, "GET", f"/api/tasks?project={pid}")["tasks"]
+        _api(ls, "POST", f"/api/projects/{pid}/import", files=(photo.name, photo.read_bytes()),
+             token=access)
+        (task,) = _api(ls, "GET", f"/api/tasks?project={pid}", token=access)["tasks"]
         t1 = time.monotonic()
         backend = _api(ls, "POST", "/api/ml", {
             "url": f"http://127.0.0.1:{dextr_port}/labelstudio", "project": pid,
-            "title": "dextr", "is_interactive": True})
-        backend = _api(ls, "GET", f"/api/ml/{backend['id']}")
+            "title": "dextr", "is_interactive": True, "auth_method": "BASIC_AUTH",
+            "basic_auth_user": "dextr", "basic_auth_pass": SERVER_TOKEN}, token=access)
+        backend = _api(ls, "GET", f"/api/ml/{backend['id']}", token=access)
         assert backend["state"] == "CO", backend  # connected
         times["connect"] = time.monotonic() - t1
-
-        image = np.asarray(PIL.Image.open(photo).convert("RGB"))
-        h, w = image.shape[:2]
-        pts_yx = np.array([[181, 230], [300, 159], [430, 240], [300, 301]])  # a pedestrian's box
-        clicks = [{"id": f"k{i}", "type": "keypointlabels", "from_name": "kp", "to_name": "image",
-                   "original_width": w, "original_height": h, "image_rotation": 0,
-                   "is_positive": True, "origin": "manual",
-                   "value": {"x": (x + 0.5) * 100 / w, "y": (y + 0.5) * 100 / h, "width": 0.5,
-                             "keypointlabels": ["person"]}} for i, (y, x) in enumerate(pts_yx)]
-        t2 = time.monotonic()
-        answer = _api(ls, "POST", f"/api/ml/{backend['id']}/interactive-annotating",
-                      {"task": task["id"], "context": {"result": clicks[:3]}})
-        times["three_points"] = time.monotonic() - t2
-        assert not (answer.get("data") or {}).get("result"), answer
-        t3 = time.monotonic()
-        answer = _api(ls, "POST", f"/api/ml/{backend['id']}/interactive-annotating",
-                      {"task": task["id"], "context": {"result": clicks}})
-        times["four_points"] = time.monotonic() - t3
-        (region,) = answer["data"]["result"]
-        assert region["value"]["brushlabels"] == ["person"]
-        got = brush_to_mask(region["value"]["rle"], h, w)
-        expected = model.predict([image], [pts_yx], threshold=model.preprocess.threshold)[0]
-        np.testing.assert_array_equal(got, expected)
-        assert got.any()
+        yield SimpleNamespace(ls=ls, access=access, project=pid, task=task["id"],
+                              backend=backend["id"], model=model,
+                              image=np.asarray(PIL.Image.open(photo).convert("RGB")), times=times)
     finally:
         _stop(dextr_proc)
         _stop(ls_proc)
         print("Label Studio e2e timings (s):", {k: round(v, 2) for k, v in times.items()})
+
+
+def test_label_studio_gets_dextr_masks_from_four_keypoints(live):
+    image, model = live.image, live.model
+    h, w = image.shape[:2]
+    clicks = _keypoints(PEDESTRIAN_YX, h, w)
+    t2 = time.monotonic()
+    answer = _api(live.ls, "POST", f"/api/ml/{live.backend}/interactive-annotating",
+                  {"task": live.task, "context": {"result": clicks[:3]}}, token=live.access)
+    live.times["three_points"] = time.monotonic() - t2
+    assert not (answer.get("data") or {}).get("result"), answer
+    t3 = time.monotonic()
+    answer = _api(live.ls, "POST", f"/api/ml/{live.backend}/interactive-annotating",
+                  {"task": live.task, "context": {"result": clicks}}, token=live.access)
+    live.times["four_points"] = time.monotonic() - t3
+    (region,) = answer["data"]["result"]
+    assert region["value"]["brushlabels"] == ["person"]
+    got = brush_to_mask(region["value"]["rle"], h, w)
+    expected = model.predict([image], [PEDESTRIAN_YX], threshold=model.preprocess.threshold)[0]
+    np.testing.assert_array_equal(got, expected)
+    assert got.any()
+
+
+def test_four_smart_keypoint_clicks_in_label_studio_show_the_dextr_mask(live, tmp_path):
+    """Label Studio's labeling page in headless Chromium: Auto-Annotation on, the smart keypoint
+    tool, four clicks on the pedestrian's extreme points; the suggestion appears and holds the
+    library's mask for the points the page sent."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from tests.cli.test_serve_browser import CHROMIUM_ARGS, chromium
+
+    image, model = live.image, live.model
+    h, w = image.shape[:2]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            page.goto(f"{live.ls}/user/login/")
+            page.fill("input[name=email]", USER[0])
+            page.fill("input[name=password]", USER[1])
+            page.click("button[type=submit]")
+            page.wait_for_load_state("networkidle")
+            t0 = time.monotonic()
+            page.goto(f"{live.ls}/projects/{live.project}/data?task={live.task}")
+            page.wait_for_function(
+                "[...document.querySelectorAll('img')].some(i => i.complete && "
+                f"i.naturalWidth === {w} && i.getBoundingClientRect().width > 200)")
+            live.times["page"] = time.monotonic() - t0
+            page.get_by_text("Auto-Annotation").click()
+            # Without this setting each keypoint unselects the label and the next click is lost.
+            page.locator("button[aria-label='Settings']").last.click()
+            page.get_by_text("Keep label selected after creating a region").click()
+            page.keyboard.press("Escape")
+            page.locator("button.lsf-tool_smart[aria-label='key-point-tool']").dispatch_event(
+                "click")
+            page.locator(".lsf-label", has_text="person").nth(1).click()  # the keypoints' label
+            # The photo as shown: its top-left corner and scale, to click its pixels.
+            x0, y0, scale = page.evaluate(
+                "(() => { const i = [...document.querySelectorAll('img')].filter(i => "
+                f"i.naturalWidth === {w}).sort((a, b) => b.getBoundingClientRect().width - "
+                "a.getBoundingClientRect().width)[0]; const r = i.getBoundingClientRect(); "
+                "return [r.x, r.y, r.width / i.naturalWidth]; })()")
+            t1 = time.monotonic()
+            for y, x in PEDESTRIAN_YX[:3]:
+                page.mouse.click(x0 + (x + 0.5) * scale, y0 + (y + 0.5) * scale)
+                page.wait_for_timeout(300)
+            y, x = PEDESTRIAN_YX[3]
+            with page.expect_response(lambda r: "interactive-annotating" in r.url) as info:
+                page.mouse.click(x0 + (x + 0.5) * scale, y0 + (y + 0.5) * scale)
+            page.get_by_text("1 suggestions").wait_for()
+            live.times["browser_fourth_click_to_suggestion"] = time.monotonic() - t1
+            page.wait_for_timeout(1000)  # the mask is drawn after the counter
+            shot = Path(os.environ.get("DEXTR_SCREENSHOT") or tmp_path / "labelstudio.png")
+            page.screenshot(path=str(shot))
+            sent = info.value.request.post_data_json["context"]["result"]
+            answer = info.value.json()
+        finally:
+            browser.close()
+    assert len(sent) == 4 and all(r["type"] == "keypointlabels" for r in sent)
+    (region,) = answer["data"]["result"]
+    xy = np.array([[r["value"]["x"] * w / 100, r["value"]["y"] * h / 100] for r in sent])
+    extreme_yx, more, _ = split_points(xy, np.zeros((0, 2)))
+    assert len(more) == 0
+    np.testing.assert_allclose(extreme_yx, PEDESTRIAN_YX, atol=1.5)  # screen pixels round
+    expected = model.predict([image], [extreme_yx], threshold=model.preprocess.threshold)[0]
+    np.testing.assert_array_equal(brush_to_mask(region["value"]["rle"], h, w), expected)
+    assert expected.any()
