@@ -43,7 +43,8 @@ from ..inference.engine import resolve_threshold
 from ..model import DextrModel
 from ..utils.fileio import atomic_write_text, check_outputs
 from .predict import (
-    _scored_masks, coco_annotation, coco_files, coco_jobs, coco_output, mask_paths, objects_files, read_photo,
+    _scored_masks, check_negatives, coco_annotation, coco_files, coco_jobs, coco_output, entry_clicks, mask_paths,
+    objects_files, read_photo,
 )
 
 PathLike = Union[str, os.PathLike]
@@ -334,11 +335,11 @@ def _drive(
 
 def _encode_coco(thr: float, polygons: bool, jobs, kw: Dict[str, Any]):
     def encode(model: DextrModel, photos: List[Tuple[int, np.ndarray]]) -> Iterator[str]:
-        items = ((rgb, [((i, k), pts) for k, (_, pts) in enumerate(jobs[i][1])]) for i, rgb in photos)
+        items = ((rgb, [((i, k), *clicks) for k, (_, *clicks) in enumerate(jobs[i][1])]) for i, rgb in photos)
         anns: Dict[int, list] = {i: [] for i, _ in photos}
-        for (i, k), pts, mask, score in _scored_masks(model, items, thr, **kw):
+        for (i, k), pts, pos, neg, mask, score in _scored_masks(model, items, thr, **kw):
             img, todo = jobs[i]
-            anns[i].append(coco_annotation(img, todo[k][0], pts, mask, score, polygons))
+            anns[i].append(coco_annotation(img, todo[k][0], pts, mask, score, polygons, positive=pos, negative=neg))
         return (json.dumps({"annotations": anns[i]}) for i, _ in photos)
     return encode
 
@@ -381,6 +382,7 @@ def predict_coco_ray(
 
     Raises:
         MissingExtraError: Ray is not installed. DatasetError: as for ``predict_coco``.
+        CorrectionError: negative clicks for a model that takes none (before any work).
         OutputError: ``out_path`` exists (without ``force``) or is an input (the COCO file, a
             photo it names, ``inputs``).
     """
@@ -390,9 +392,11 @@ def predict_coco_ray(
                   inputs=[source.path, *coco_files(source, images_dir), *inputs], force=force)
     thr = resolve_threshold(threshold, model.preprocess)
     root, jobs = coco_jobs(source, images_dir=images_dir, points_from=points_from, on_warning=on_warning)
+    check_negatives(model, (neg for _, todo in jobs for *_, neg in todo))
     files = [root / str(img["file_name"]) for img, _ in jobs]
     inputs = [[_file_id(f), img["height"], img["width"], img["id"],
-               [[a["id"], np.asarray(p).tolist()] for a, p in todo]] for f, (img, todo) in zip(files, jobs)]
+               [[a["id"], *(np.asarray(c).tolist() for c in clicks)] for a, *clicks in todo]]
+              for f, (img, todo) in zip(files, jobs)]
     kw = dict(batch_size=batch_size, precision=precision, runtime=runtime)
     settings = {"task": "coco", "threshold": thr, "polygons": polygons, **kw}
 
@@ -423,7 +427,7 @@ def _shard(store: ShardStore, k: int) -> List[Dict[str, Any]]:
 
 def _encode_masks(thr: Optional[float], prob: bool, entries, paths: List[List[str]], kw: Dict[str, Any]):
     def encode(model: DextrModel, photos: List[Tuple[int, np.ndarray]]) -> Iterator[str]:
-        items = ((rgb, np.stack([o.points for o in entries[i].objects])) for i, rgb in photos)
+        items = ((rgb, *entry_clicks(entries[i])) for i, rgb in photos)
         owners = [(i, p) for i, _ in photos for p in paths[i]]
         for (_, path), mask in zip(owners, model.predict_iter(items, threshold=None if prob else thr, **kw)):
             write_mask(mask, path, prob)
@@ -459,6 +463,7 @@ def predict_objects_ray(
 
     Raises:
         MissingExtraError: Ray is not installed. DatasetError: an entry without a photo.
+        CorrectionError: negative clicks for a model that takes none (before any work).
         OutputError: an existing mask or ``index.json`` (without ``force``, unless an interrupted
             run of the same shards wrote it), or one that would replace an input (a photo or
             label file the points file names, ``inputs``), checked before any work by
@@ -466,6 +471,7 @@ def predict_objects_ray(
     """
     require_ray()
     check_photos(objects)
+    check_negatives(model, (o.negative for e in objects.images for o in e.objects))
     thr = resolve_threshold(threshold, model.preprocess)
     out_dir = Path(out_dir)
     entries, flat = mask_paths(objects, out_dir)
@@ -480,7 +486,8 @@ def predict_objects_ray(
         check_outputs(outputs, inputs=read_files, force=force or resuming)
 
     inputs = [[_file_id(e.image), objects.exif_transpose, e.height, e.width, p,
-               [o.points.tolist() for o in e.objects]] for e, p in zip(entries, paths)]
+               [[None if c is None else np.asarray(c).tolist() for c in (o.points, o.positive, o.negative)]
+                for o in e.objects]] for e, p in zip(entries, paths)]
     kw = dict(batch_size=batch_size, precision=precision, runtime=runtime)
     settings = {"task": "masks", "threshold": thr, "prob": prob, **kw}
 

@@ -95,9 +95,7 @@ def predict_objects(
     check_negatives(model, (o.negative for e in entries for o in e.objects))
     result = BatchResult(Path(out_dir))
 
-    items = ((read_photo(entry, objects.exif_transpose), np.stack([o.points for o in entry.objects]),
-              per_object([o.positive for o in entry.objects]), per_object([o.negative for o in entry.objects]))
-             for entry in entries)
+    items = ((read_photo(entry, objects.exif_transpose), *entry_clicks(entry)) for entry in entries)
     masks = model.predict_iter(items, batch_size=batch_size, device=device,
                                threshold=None if prob else thr, precision=precision)
     for path, mask in zip(paths, masks):
@@ -153,6 +151,15 @@ def per_object(clicks: Sequence[Optional[np.ndarray]]) -> Optional[List[np.ndarr
     :meth:`DextrModel.predict_iter` takes them: ``None`` when no object has any."""
     out = [_NO_CLICKS if c is None else c for c in clicks]
     return out if any(len(c) for c in out) else None
+
+
+def entry_clicks(entry: ImageEntry) -> Tuple[np.ndarray, Optional[List[np.ndarray]], Optional[List[np.ndarray]]]:
+    """A points-file entry's clicks as :meth:`DextrModel.predict_iter` takes them: its objects'
+    ``(n, 4, 2)`` ``[y, x]`` extreme points, and their positive and negative corrections
+    (:func:`per_object`)."""
+    objs = entry.objects
+    return (np.stack([o.points for o in objs]), per_object([o.positive for o in objs]),
+            per_object([o.negative for o in objs]))
 
 
 def check_negatives(model: DextrModel, negatives: Iterable[Optional[np.ndarray]]) -> None:
@@ -294,8 +301,8 @@ def predict_coco(
     warn = on_warning or (lambda msg: None)
     thr = resolve_threshold(threshold, model.preprocess)
     root, jobs = coco_jobs(source, images_dir=images_dir, points_from=points_from, on_warning=warn)
-    objs = [[((img, ann, k == len(todo) - 1), pts, *coco_clicks(ann, points_from))
-             for k, (ann, pts) in enumerate(todo)] for img, todo in jobs]
+    objs = [[((img, ann, k == len(todo) - 1), *clicks) for k, (ann, *clicks) in enumerate(todo)]
+            for img, todo in jobs]
     check_negatives(model, (o[3] for image_objs in objs for o in image_objs))
     out = coco_output(source, out_path)
     out.images_root = root  # the new file names the same photos, relative to the same folder
@@ -312,8 +319,9 @@ def predict_coco(
     return out
 
 
-#: One COCO image's objects to predict: ``(image entry, [(annotation, (4, 2) [y, x] points), ...])``.
-CocoJob = Tuple[dict, List[Tuple[dict, np.ndarray]]]
+#: One COCO image's objects to predict: ``(image entry, [(annotation, (4, 2) [y, x] points,
+#: (k, 2) [y, x] positive and negative corrections (:func:`coco_clicks`)), ...])``.
+CocoJob = Tuple[dict, List[Tuple[dict, np.ndarray, np.ndarray, np.ndarray]]]
 
 
 def coco_jobs(
@@ -324,7 +332,8 @@ def coco_jobs(
     folder its images are read from (arguments as for :func:`predict_coco`).
 
     Raises:
-        DatasetError: a missing image file (named), a malformed segmentation or extreme_points.
+        DatasetError: a missing image file (named), a malformed segmentation, extreme_points or
+            correction clicks.
     """
     if points_from not in ("annotations", "masks"):
         raise DatasetError(f"points_from must be 'annotations' or 'masks', got {points_from!r}")
@@ -351,7 +360,7 @@ def coco_jobs(
             if pts is None:
                 no_points += 1
                 continue
-            todo.append((ann, pts))
+            todo.append((ann, pts, *coco_clicks(ann, points_from)))
         if todo:
             jobs.append((img, todo))
     missing = [str(root / str(img["file_name"])) for img, _ in jobs

@@ -1,7 +1,9 @@
-"""The Ray workflow (dextr_lib.workflows.cluster): shards, keys, manifest and assembly (fast, no
-Ray); the pipeline on a local Ray against one process, and a killed run resumed (slow)."""
+"""The Ray workflow (dextr_lib.workflows.cluster): shards, keys, manifest and assembly, and the
+workflows with correction clicks through the pipeline's stages in this process (fast, no Ray);
+the pipeline on a local Ray against one process, and a killed run resumed (slow)."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -10,13 +12,20 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 
-from dextr_lib.errors import MissingExtraError, OutputError
+from dextr_lib.errors import CorrectionError, MissingExtraError, OutputError
 from dextr_lib.workflows import cluster
+from dextr_lib.formats.coco import CocoFile
+from dextr_lib.formats.objects import ImageEntry, ObjectEntry, ObjectsFile
+from dextr_lib.inference.device import torch_threads
+from dextr_lib.weights.surgery import input_conv
+from dextr_lib.workflows import predict
 from dextr_lib.workflows.cluster import (
-    ShardStore, model_hash, plan_shards, require_ray, shard_key, worker_threads,
+    RaySettings, ShardStore, model_hash, plan_shards, require_ray, shard_key, worker_threads,
 )
 
 
@@ -70,6 +79,120 @@ def test_worker_threads_share_the_cpus_and_fit_a_node():
     assert worker_threads([2], 1) == 2 and worker_threads([2], 4) == 1
     assert worker_threads([8, 8, 8], 2) == 8  # 12 each would fit no node
     assert worker_threads([], 1) == 1
+
+
+# -- corrections through the pipeline's stages, in this process (fast) --------------------------
+
+POSITIVE_YX = np.array([[22.0, 33.0]])  # inside the synthetic disk's crop
+NEGATIVE_YX = np.array([[40.0, 50.0], [20.0, 30.0]])
+
+
+def _in_process(photos, read, encode, payload, rs, device):
+    """cluster._run_pipeline without Ray: the same reader and model actor (rebuilt from the payload
+    the workers get, one torch thread), batches of ``rs.photos_per_batch`` photos, in this process."""
+    model = cluster._Predictor(payload, device, 1, encode)
+    rows = [cluster._Reader(read)({"photo": i}) for i in photos]
+    for s in range(0, len(rows), rs.photos_per_batch):
+        batch = {k: np.empty(len(rows[s:s + rs.photos_per_batch]), dtype=object) for k in ("photo", "image", "error")}
+        for j, row in enumerate(rows[s:s + rs.photos_per_batch]):
+            for k in batch:
+                batch[k][j] = row[k]
+        out = model(batch)
+        yield from zip(out["photo"], out["result"])
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """The workflows run their pipeline in this process; ``ray.get`` of the payload is itself."""
+    monkeypatch.setattr(cluster, "require_ray", lambda: type("FakeRay", (), {"get": staticmethod(lambda x: x)}))
+    monkeypatch.setattr(cluster, "_run_pipeline", _in_process)
+
+
+@pytest.fixture(scope="module")
+def negative_model(tiny_model):
+    """``tiny_model`` with a negative-click channel that acts as a negated extreme-point heatmap
+    (a fresh channel is zero: negatives would change nothing)."""
+    model = copy.deepcopy(tiny_model).add_negative_channel()
+    with torch.no_grad():
+        conv = input_conv(model.net)[1].weight
+        conv[:, -1].copy_(-conv[:, 3])
+    return model
+
+
+def _clicked_objects(tmp_path, synthetic_sample, n_photos=3):
+    """A points file of ``n_photos`` copies of the synthetic photo: the disk with a positive and
+    two negative corrections, and a shifted copy without."""
+    image, _, pts = synthetic_sample
+    entries = []
+    for k in range(n_photos):
+        PIL.Image.fromarray(np.roll(image, k, axis=1)).save(tmp_path / f"photo{k}.png")
+        entries.append(ImageEntry(str(tmp_path / f"photo{k}.png"), [
+            ObjectEntry(pts, label=1, positive=POSITIVE_YX, negative=NEGATIVE_YX), ObjectEntry(pts + 2, label=2)],
+            64, 80))
+    return ObjectsFile(entries)
+
+
+def test_negatives_change_the_mask(negative_model, synthetic_sample):
+    image, _, pts = synthetic_sample
+    plain, negated = negative_model.predict_image(image, [pts, pts], negative=[[], NEGATIVE_YX])
+    assert not np.array_equal(plain, negated)  # else the tests below could not see negatives dropped
+
+
+def test_ray_coco_with_clicks_is_the_file_of_one_process(tmp_path, synthetic_sample, negative_model, no_ray):
+    objects = _clicked_objects(tmp_path, synthetic_sample)
+    predict.predict_points_file(negative_model, objects, tmp_path / "in.json", images_dir=tmp_path).save()
+    source = CocoFile.load(tmp_path / "in.json")
+    assert len([a for a in source.annotations if a.get("negative_points")]) == 3
+    with torch_threads(1):
+        predict.predict_coco(negative_model, source, tmp_path / "one.json", images_dir=tmp_path).save()
+    r = cluster.predict_coco_ray(negative_model, source, tmp_path / "ray.json",
+                                 RaySettings(shard_photos=2, photos_per_batch=2), images_dir=tmp_path)
+    assert (r.shards_run, r.objects, r.errors) == (2, 6, [])
+    assert (tmp_path / "ray.json").read_text() == (tmp_path / "one.json").read_text()
+    # and the clicks were used, not only copied: without them the masks differ
+    bare = CocoFile.load(tmp_path / "in.json")
+    for ann in bare.annotations:
+        ann.pop("positive_points", None), ann.pop("negative_points", None)
+    cluster.predict_coco_ray(negative_model, bare, tmp_path / "bare.json", RaySettings(), images_dir=tmp_path)
+    segs = [[a["segmentation"] for a in json.loads((tmp_path / f).read_text())["annotations"]]
+            for f in ("ray.json", "bare.json")]
+    assert segs[0][1::2] == segs[1][1::2] and segs[0][0] != segs[1][0]
+
+
+def test_ray_masks_with_clicks_are_the_files_of_one_process(tmp_path, synthetic_sample, negative_model, no_ray):
+    objects = _clicked_objects(tmp_path, synthetic_sample)
+    with torch_threads(1):
+        one = predict.predict_objects(negative_model, objects, tmp_path / "one", prob=True).written
+    r = cluster.predict_objects_ray(negative_model, objects, tmp_path / "ray", RaySettings(shard_photos=2), prob=True)
+    assert (r.shards_run, r.objects, r.errors) == (2, 6, [])
+    assert all((tmp_path / "ray" / p.name).read_bytes() == p.read_bytes() for p in one)
+    without = predict.predict_objects(negative_model, ObjectsFile([ImageEntry(e.image, [
+        ObjectEntry(o.points, label=o.label) for o in e.objects], 64, 80) for e in objects.images]),
+        tmp_path / "bare", prob=True).written
+    assert without[0].read_bytes() != one[0].read_bytes()
+
+
+def test_the_shard_key_follows_the_clicks(tmp_path, synthetic_sample, negative_model, no_ray, monkeypatch):
+    """A changed correction click makes its shard be predicted again; the other shards are kept."""
+    objects = _clicked_objects(tmp_path, synthetic_sample)
+    monkeypatch.setattr(cluster.ShardStore, "remove", lambda self: None)  # keep the parts, as an interrupted run
+    rs = RaySettings(shard_photos=1)
+    cluster.predict_objects_ray(negative_model, objects, tmp_path / "ray", rs)
+    objects.images[2].objects[0].positive = POSITIVE_YX + 1
+    r = cluster.predict_objects_ray(negative_model, objects, tmp_path / "ray", rs, force=True)
+    assert (r.shards_kept, r.shards_run) == (2, 1)
+
+
+def test_negatives_on_a_model_without_the_channel_are_refused_before_any_write(
+        tmp_path, synthetic_sample, tiny_model, negative_model, no_ray):
+    objects = _clicked_objects(tmp_path, synthetic_sample, n_photos=1)
+    predict.predict_points_file(negative_model, objects, tmp_path / "in.json", images_dir=tmp_path).save()
+    with pytest.raises(CorrectionError, match="negative"):
+        cluster.predict_objects_ray(tiny_model, objects, tmp_path / "masks", RaySettings())
+    with pytest.raises(CorrectionError, match="negative"):
+        cluster.predict_coco_ray(tiny_model, CocoFile.load(tmp_path / "in.json"), tmp_path / "out.json",
+                                 RaySettings(), images_dir=tmp_path)
+    assert not (tmp_path / "masks").exists() and not list(tmp_path.glob("out.json*"))
 
 
 # -- on a local Ray (slow) ---------------------------------------------------------------------
