@@ -224,6 +224,11 @@ def live(tmp_path_factory):
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=60) as r:
             access = json.loads(r.read())["access"]
+        # The premise: the legacy token (the one Label Studio sends dextr at setup) is refused.
+        legacy = urllib.request.Request(f"{ls}/api/projects",
+                                        headers={"Authorization": f"Token {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(legacy, timeout=60)
         project = _api(ls, "POST", "/api/projects", {"title": "dextr", "label_config": CONFIG},
                        token=access)
         pid = project["id"]
