@@ -17,8 +17,8 @@ its reason (its shard is redone on the next run, in case the photo was fixed); t
 The final COCO file (or the mask folder's ``index.json``) is written atomically at the end, and
 the parts folder removed.
 
-Ray's retries handle a lost worker: read tasks and model actors are restarted
-(:data:`RAY_RETRIES` times).
+Ray Data's fault tolerance handles a lost worker: its read tasks are retried and its model
+actors restarted (Ray Data's defaults, which need no deprecated ``ray_remote_args``).
 """
 from __future__ import annotations
 
@@ -52,8 +52,6 @@ ProgressFn = Optional[Callable[[int, int], None]]
 
 #: Photos per shard: a crash loses at most this many photos' work per worker.
 SHARD_PHOTOS = 32
-#: Retries of a read task, and restarts of a model actor, after a lost worker.
-RAY_RETRIES = 3
 _MANIFEST_FORMAT = "dextr-shards"
 
 
@@ -275,15 +273,13 @@ def _run_pipeline(
     ds = ray.data.from_items([{"photo": i} for i in photos], override_num_blocks=max(1, len(photos) // 8))
     # decoding is light beside the network: read tasks reserve no CPU so they never wait behind
     # CPU actors holding every core; their number is capped instead
-    ds = ds.map(_Reader(read), num_cpus=0, compute=ray.data.TaskPoolStrategy(size=max(2, rs.workers)),
-                ray_remote_args_fn=lambda: {"max_retries": RAY_RETRIES})
+    ds = ds.map(_Reader(read), num_cpus=0, compute=ray.data.TaskPoolStrategy(size=max(2, rs.workers)))
     ds = ds.map_batches(
         _Predictor, fn_constructor_kwargs={"payload": ray.put(payload), "device": device,
                                            "threads": threads, "encode": encode},
         batch_size=rs.photos_per_batch, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=rs.workers),
-        num_gpus=rs.gpus_per_worker if gpu else 0, num_cpus=1 if gpu else threads,
-        ray_remote_args_fn=lambda: {"max_restarts": RAY_RETRIES, "max_task_retries": RAY_RETRIES})
+        num_gpus=rs.gpus_per_worker if gpu else 0, num_cpus=1 if gpu else threads)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for i, r in zip(batch["photo"], batch["result"]):
             yield int(i), str(r)
