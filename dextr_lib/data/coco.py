@@ -157,10 +157,10 @@ def build_coco_dataset(
     if points_from not in POINT_SOURCES:
         raise DatasetError(f"points_from must be one of {', '.join(POINT_SOURCES)}, got {points_from!r}")
     ann_path = Path(annotations).expanduser()
-    root = Path(images_dir).expanduser() if images_dir is not None else ann_path.parent
+    cf = coco_io.CocoFile.load(ann_path)
+    root = cf.photos_root(images_dir)
     if images_dir is not None and not root.is_dir():
         raise DatasetError(f"COCO images folder not found: {root}")
-    cf = coco_io.CocoFile.load(ann_path)
     cat_names = cf.categories
     keep_cats = None
     if categories:

@@ -557,6 +557,14 @@ class CocoFile:
             self._annotations[aid] = ann
             self._by_image.setdefault(ann["image_id"], {})[aid] = None
 
+    def photos_root(self, images_dir: Optional[PathLike] = None) -> Path:
+        """The folder a reader joins with the ``file_name`` entries (detectron2's
+        ``image_root``): ``images_dir`` (``--images``) when given, else the file's own folder
+        (``.`` for a file not read from disk) — the one default of every COCO reader."""
+        if images_dir is not None:
+            return Path(images_dir).expanduser()
+        return self.path.parent if self.path is not None else Path(".")
+
     def _check_annotation(self, ann: Dict[str, Any], where: str) -> None:
         """The schema of one annotation of a file being read (the fields dextr and pycocotools
         use; others are kept as they are)."""

@@ -112,17 +112,9 @@ def objects_files(objects: ObjectsFile) -> List[str]:
     return [p for e in objects.images for p in (e.image, *(o.source for o in e.objects)) if p]
 
 
-def images_root(source: CocoFile, images_dir: Optional[PathLike] = None) -> Path:
-    """The folder a COCO file's ``file_name`` entries are relative to: ``images_dir``, else the
-    file's own folder."""
-    if images_dir is not None:
-        return Path(images_dir)
-    return source.path.parent if source.path is not None else Path(".")
-
-
 def coco_files(source: CocoFile, images_dir: Optional[PathLike] = None) -> List[Path]:
-    """The photos a COCO file names (under :func:`images_root`; no output may replace one)."""
-    root = images_root(source, images_dir)
+    """The photos a COCO file names (under :meth:`CocoFile.photos_root`; no output may replace one)."""
+    root = source.photos_root(images_dir)
     return [root / str(img["file_name"]) for img in source.images if img.get("file_name")]
 
 
@@ -338,7 +330,7 @@ def coco_jobs(
     if points_from not in ("annotations", "masks"):
         raise DatasetError(f"points_from must be 'annotations' or 'masks', got {points_from!r}")
     warn = on_warning or (lambda msg: None)
-    root = images_root(source, images_dir)
+    root = source.photos_root(images_dir)
     jobs: List[CocoJob] = []
     crowd = no_points = 0
     for img in source.images:

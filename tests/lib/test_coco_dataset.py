@@ -12,6 +12,7 @@ from dextr_lib.data import build_dataset
 from dextr_lib.errors import DatasetError, MismatchError
 from dextr_lib.evaluation.evaluator import evaluate
 from dextr_lib.formats import coco
+from dextr_lib.inference.preprocessing import get_profile
 from dextr_lib.workflows.predict import predict_coco
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -157,12 +158,7 @@ class _RecordingModel:
     """Stands in for a DextrModel (and its engine): records the points it gets, returns the box
     of the points."""
 
-    class preprocess:
-        threshold = 0.5
-
-        @staticmethod
-        def to_dict():
-            return {}
+    preprocess = get_profile("dextr")  # threshold 0.5, takes no negative clicks
 
     arch, meta, device, runtime = "fake", {}, "cpu", "torch"
 
@@ -180,7 +176,7 @@ class _RecordingModel:
         return self
 
     def run(self, items):
-        return (self._box(image, p) for image, points in items for p in points)
+        return (self._box(image, p) for image, points, *_clicks in items for p in points)
 
     def predict_iter(self, items, **kw):
         return self.run(items)
