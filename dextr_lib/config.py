@@ -382,6 +382,12 @@ TRAIN_PRESETS: Dict[str, Dict[str, Any]] = {
     "cpu-small": dict(arch="resunet18", target_size=128, pretrained=False, opt_type="adam",
                       learning_rate=1e-3, lr_sched="poly", batch_size=8, num_epochs=12,
                       iters_per_epoch=100, val_every_n_epochs=4),
+    # Fine-tune a 4-click model (e.g. one trained with cpu-small) into a corrective one on a laptop
+    # CPU: the negative-click channel is added, and 4 x 100 steps train on up to 3 simulated
+    # corrections per sample (docs/training.md "Presets": measured time and NoC).
+    "cpu-corrections": dict(corrections=3, opt_type="adam", learning_rate=1e-3, pretrained_lr_factor=0.5,
+                            lr_sched="poly", batch_size=8, num_epochs=4, iters_per_epoch=100,
+                            val_every_n_epochs=2),
     # The paper's settings (Maninis et al. 2018; DEXTR-PyTorch's train_pascal.py) as far as this
     # schema expresses them, for GPUs: PSP ResNet-101 at 512 px, SGD momentum 0.9 at a constant
     # 1e-8 on the per-pixel *sum* (= 2.6e-3 on our per-pixel mean at 512 x 512), weight decay
