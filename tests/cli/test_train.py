@@ -141,6 +141,28 @@ def test_finetune_records_the_model_it_trains_and_validates_it_first(trained_job
     assert _epochs(tmp_path / "ft") == [0, 1]
 
 
+def test_finetune_with_corrections_adds_the_negative_channel_without_changing_the_start(trained_job, data,
+                                                                                        tmp_path):
+    job, _ = trained_job
+    start = job / "checkpoints" / "best.pt"
+
+    def finetune(name, *extra):
+        r = runner.invoke(app, [
+            "finetune", name, "--from", str(start), "--jobs-dir", str(tmp_path), "--dataset", "custom_mask",
+            "--image-pat", str(data / "images/*.png"), "--target-pat", str(data / "masks/*.png"),
+            "--val-image-pat", str(data / "images/p0.png"), "--val-target-pat", str(data / "masks/*.png"),
+            "--batch-size", "2", "--iters-per-epoch", "1", "--num-epochs", "1", "--seed", "2", *extra])
+        assert r.exit_code == 0, r.output
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    plain, corr = finetune("plain"), finetune("corr", "--corrections", "2")
+    assert not dextr_lib.DextrModel.load(start, map_location="cpu").takes_negatives
+    model = dextr_lib.DextrModel.load(tmp_path / "corr" / "checkpoints" / "last.pt", map_location="cpu")
+    assert model.takes_negatives and load_config(tmp_path / "corr" / "config.toml").train.corrections == 2
+    # The zero-initialised channel: the converted model validates exactly like the one it came from.
+    assert corr[0]["val_miou"] == plain[0]["val_miou"] and corr[0]["val_loss"] == plain[0]["val_loss"]
+
+
 def test_finetune_on_voc_mini(trained_job, shared_data, tmp_path):
     job, _ = trained_job
     conf = tmp_path / "dextr.toml"
