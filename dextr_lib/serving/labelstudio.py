@@ -42,6 +42,7 @@ from typing_extensions import Annotated
 from ..errors import DextrError
 from ..formats.brush import mask_to_brush
 from ..version import __version__
+from .cvat import extreme_and_corrections
 from .images import Photo, _ByteBoundedCache
 from .schemas import error_responses
 from .state import ServerState, get_state
@@ -334,7 +335,7 @@ def _from_task_data(task: Dict[str, Any], config: LabelingConfig, link: Link, li
     """Masks for keypoints stored in a task's data: every data value that is a list of
     ``keypointlabels`` results is one object (with at least four positive points)."""
     regions = []
-    for value in (task.get("data") or {}).values():
+    for value in _task_data(task).values():
         if not isinstance(value, list) or not value or not all(
                 isinstance(v, dict) and str(v.get("type", "")).lower() == "keypointlabels"
                 for v in value):
@@ -349,11 +350,18 @@ def _from_task_data(task: Dict[str, Any], config: LabelingConfig, link: Link, li
     return regions
 
 
+def _task_data(task: Dict[str, Any]) -> Dict[str, Any]:
+    data = task.get("data") or {}
+    if not isinstance(data, dict):
+        raise HTTPException(400, f"the task's data is not an object of fields (got {type(data).__name__})")
+    return data
+
+
 def _region(task: Dict[str, Any], points: List[Keypoint], config: LabelingConfig,
             link: Link, links: Links, state: ServerState) -> Dict[str, Any]:
     """One ``brushlabels`` region from keypoints (at least four positive) on the task's image."""
     field, brush_name, to_name = config.target(points[0].to_name)
-    url = (task.get("data") or {}).get(field)
+    url = _task_data(task).get(field)
     if not isinstance(url, str) or not url:
         raise HTTPException(400, f"the task has no image URL in data.{field}")
     photo = fetch_photo(url, link, links, state)
@@ -381,7 +389,8 @@ def _region(task: Dict[str, Any], points: List[Keypoint], config: LabelingConfig
 
 def split_points(positive_xy: np.ndarray, negative_xy: np.ndarray
                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label Studio clicks -> DEXTR's inputs, all ``[y, x]`` pixel indices.
+    """Label Studio clicks -> DEXTR's inputs, all ``[y, x]`` pixel indices, by CVAT's rule
+    (:func:`~dextr_lib.serving.cvat.extreme_and_corrections`).
 
     Args:
         positive_xy: ``(P, 2)`` positive clicks ``[x, y]`` in continuous image coordinates
@@ -389,29 +398,21 @@ def split_points(positive_xy: np.ndarray, negative_xy: np.ndarray
         negative_xy: ``(N, 2)`` negative clicks, the same.
 
     Returns:
-        ``(4, 2)`` extreme points (the left-most, right-most, top and bottom positive clicks),
-        ``(P - 4, 2)`` the other positive clicks, ``(N, 2)`` the negative clicks.
+        ``(4, 2)`` extreme points (the left-most, right-most, top and bottom positive clicks,
+        four distinct ones), ``(P - 4, 2)`` the other positive clicks, ``(N, 2)`` the negative
+        clicks.
     """
-    pos = np.asarray(positive_xy, np.float64).reshape(-1, 2) - 0.5
+    extreme, more = extreme_and_corrections(positive_xy)
     neg = np.asarray(negative_xy, np.float64).reshape(-1, 2) - 0.5
-    chosen = [int(np.argmin(pos[:, 0])), int(np.argmax(pos[:, 0])),
-              int(np.argmin(pos[:, 1])), int(np.argmax(pos[:, 1]))]
-    rest = [i for i in range(len(pos)) if i not in chosen]
-    return pos[chosen][:, ::-1].copy(), pos[rest][:, ::-1].copy(), neg[:, ::-1].copy()
+    return extreme, more, neg[:, ::-1].copy()
 
 
 def _run(state: ServerState, photo: Photo, extreme_yx: np.ndarray, positive_yx: np.ndarray,
          negative_yx: np.ndarray) -> Tuple[np.ndarray, float]:
     """The mask and score; positive clicks beyond four and negative clicks go to the model as
-    corrections."""
-    corrections = {}
-    if len(positive_yx) or len(negative_yx):
-        if not hasattr(state.predictor.model, "takes_negatives"):
-            raise HTTPException(400, "this dextr takes exactly four extreme points per object: "
-                                     "remove the extra keypoints (positive beyond four, or the "
-                                     "Alt-click negative ones)")
-        corrections = {"positive": positive_yx, "negative": negative_yx}
-    pred = state.predictor.predict(photo.key, photo.rgb, extreme_yx, **corrections)
+    corrections (one it cannot use is the library's CorrectionError, answered 400)."""
+    pred = state.predictor.predict(photo.key, photo.rgb, extreme_yx, positive=positive_yx,
+                                   negative=negative_yx)
     return pred.mask, pred.score
 
 

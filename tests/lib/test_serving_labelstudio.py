@@ -139,11 +139,8 @@ def test_negative_points(client, sample, tiny_model):
     h, w = image.shape[:2]
     clicks = [keypoint(y, x, h, w) for y, x in pts] + [keypoint(5, 5, h, w, positive=False)]
     r = client.post("/labelstudio/predict", json=predict_body(clicks))
-    if tiny_model.takes_negatives:
-        assert r.status_code == 200
-    else:  # the model has no negative-click input: said so, not a 500
-        assert r.status_code == 400
-        assert "negative" in r.json()["detail"]
+    assert not tiny_model.takes_negatives  # no negative-click input: said so, not a 500
+    assert r.status_code == 400 and "negative" in r.json()["detail"]
     # A negative click does not count towards the four.
     r = client.post("/labelstudio/predict", json=predict_body(clicks[1:]))
     assert r.status_code == 200 and r.json()["results"] == [None]
@@ -198,6 +195,27 @@ def test_missing_or_foreign_images_get_a_clear_400(client, sample, url, words, m
                     json=predict_body([keypoint(y, x, h, w) for y, x in pts], {"image": url}))
     assert r.status_code == 400
     assert words in r.json()["detail"]
+
+
+def test_task_data_that_is_not_an_object_is_a_400_or_an_empty_prediction(client, sample):
+    image, pts = sample
+    h, w = image.shape[:2]
+    body = predict_body([keypoint(y, x, h, w) for y, x in pts])
+    body["tasks"] = [{"id": 1, "data": "photo.png"}]
+    r = client.post("/labelstudio/predict", json=body)  # interactive: the click is answered
+    assert r.status_code == 400 and "data is not an object" in r.json()["detail"]
+    body = predict_body(None)
+    body["tasks"] = [{"id": 1, "data": [1, 2]}]
+    r = client.post("/labelstudio/predict", json=body)  # opening a task never fails
+    assert r.status_code == 200 and r.json()["results"][0]["result"] == []
+
+
+def test_a_corner_click_is_one_extreme_point_as_in_cvat():
+    # The top-left click is both the left-most and the top one: four clicks stay four
+    # distinct extreme points (the same rule as the CVAT interactor).
+    extreme, more, neg = split_points([[1, 1], [9, 5], [5, 2], [4, 9]], [[3, 3]])
+    assert sorted(map(tuple, extreme.tolist())) == [(0.5, 0.5), (1.5, 4.5), (4.5, 8.5), (8.5, 3.5)]
+    assert more.shape == (0, 2) and neg.tolist() == [[2.5, 2.5]]
 
 
 def _jwt(claims):
