@@ -91,6 +91,9 @@ def decode_mask(text: str, photo: Photo) -> np.ndarray:
                 raise HTTPException(400, f"the mask is {im.size[0]}x{im.size[1]}, the photo "
                                          f"{photo.width}x{photo.height}; send a mask of the whole photo")
             return np.asarray(im.convert("L")) != 0
+    except PIL.Image.DecompressionBombError:  # past the pixel limit, so larger than any photo
+        raise HTTPException(400, f"the mask is larger than the photo ({photo.width}x{photo.height}); "
+                                 "send a mask of the whole photo") from None
     except (binascii.Error, ValueError, OSError, PIL.UnidentifiedImageError, SyntaxError):
         raise HTTPException(400, "the mask is not a base64 PNG (or other image) file") from None
 

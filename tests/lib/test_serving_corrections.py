@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
+import zlib
 
 import numpy as np
 import PIL.Image
@@ -13,12 +15,10 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
 from pycocotools.coco import COCO  # noqa: E402
 
 from dextr_lib.core.geometry import xy_to_yx  # noqa: E402
 from dextr_lib.inference.engine import resolve_threshold  # noqa: E402
-from dextr_lib.serving import close_app, create_app  # noqa: E402
 from tests.helpers.models import negatives_cut_model  # noqa: E402
 
 # The synthetic disk's left, right, top and bottom pixels, and clicks inside it, as [x, y].
@@ -33,27 +33,30 @@ def cut_model():
 
 
 @pytest.fixture
-def serve(tmp_path, synthetic_sample):
-    image, _, _ = synthetic_sample
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    PIL.Image.fromarray(image).save(folder / "disk.png")
+def serve(make_client, photos, tmp_path):
+    """``serve(model)``: a client of a new app on ``photos`` (``disk.png``), the first one's
+    annotations in ``ann.json``."""
     apps = []
 
     def make(model):
-        app = create_app(model, folder, tmp_path / f"ann{len(apps) or ''}.json", classes=["disk"])
-        apps.append(app)
-        return TestClient(app, base_url="http://localhost")
+        apps.append(model)
+        return make_client(photos, tmp_path / f"ann{len(apps) - 1 or ''}.json", model=model, classes=["disk"])
 
-    yield make
-    for app in apps:
-        close_app(app)
+    return make
 
 
 def png_b64(mask: np.ndarray) -> str:
     buf = io.BytesIO()
     PIL.Image.fromarray(mask.astype(np.uint8) * 255).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that states a size and holds no pixels (PIL refuses to open one past its limit)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IEND", b""))
 
 
 def library_mask(model, image, positive=(), negative=()):
@@ -130,6 +133,7 @@ def test_accepted_object_stores_its_clicks_and_the_edited_mask(serve, cut_model,
 @pytest.mark.parametrize("mask, words", [
     (png_b64(np.ones((10, 10), bool)), "10x10, the photo 80x64"),
     (base64.b64encode(b"not a png").decode(), "not a base64 PNG"),
+    (base64.b64encode(png_header(100_000, 100_000)).decode(), "larger than the photo"),  # no 500
 ])
 def test_a_wrong_edited_mask_is_refused(serve, tiny_model, mask, words, tmp_path):
     r = serve(tiny_model).post("/api/objects", json={"image_id": "disk.png", "points": POINTS,
