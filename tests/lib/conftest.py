@@ -21,8 +21,8 @@ def photos(tmp_path, synthetic_sample):
 
 @pytest.fixture
 def make_client(tmp_path, tiny_model):
-    """``make(images, annotations=tmp_path/ann.json, base_url=..., **create_app options)`` ->
-    a TestClient of a new app with ``tiny_model``; every app is closed (its lock released) at
+    """``make(images, annotations=tmp_path/ann.json, base_url=..., model=tiny_model, **create_app
+    options)`` -> a TestClient of a new app; every app is closed (its lock released) at
     teardown."""
     pytest.importorskip("httpx")
     TestClient = pytest.importorskip("fastapi.testclient").TestClient
@@ -30,8 +30,8 @@ def make_client(tmp_path, tiny_model):
 
     apps = []
 
-    def make(images=None, annotations=None, base_url="http://localhost", **kw):
-        app = create_app(tiny_model, images, annotations or tmp_path / "ann.json", **kw)
+    def make(images=None, annotations=None, base_url="http://localhost", model=None, **kw):
+        app = create_app(model or tiny_model, images, annotations or tmp_path / "ann.json", **kw)
         apps.append(app)
         return TestClient(app, base_url=base_url)
 

@@ -10,15 +10,12 @@ import threading
 from types import SimpleNamespace
 
 import numpy as np
-import PIL.Image
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from fastapi.testclient import TestClient  # noqa: E402
 
 from dextr_lib.formats.brush import brush_to_mask  # noqa: E402
-from dextr_lib.serving import close_app, create_app  # noqa: E402
 from dextr_lib.serving.labelstudio import jwt_claims, split_points  # noqa: E402
 
 CONFIG = """<View>
@@ -35,18 +32,14 @@ URL = "/data/local-files/?d=photos/disk.png"  # served from the app's --images f
 
 
 @pytest.fixture
-def sample(tmp_path, synthetic_sample):
+def sample(synthetic_sample):
     image, _, points_yx = synthetic_sample
-    (tmp_path / "photos").mkdir()
-    PIL.Image.fromarray(image).save(tmp_path / "photos" / "disk.png")
     return image, np.asarray(points_yx)
 
 
 @pytest.fixture
-def client(tmp_path, tiny_model, sample):
-    app = create_app(tiny_model, tmp_path / "photos", tmp_path / "ann.json")
-    yield TestClient(app, base_url="http://localhost")  # the server answers loopback names
-    close_app(app)
+def client(make_client, photos):
+    return make_client(photos)  # photos/disk.png is URL's file
 
 
 def keypoint(y, x, h, w, *, positive=True, label="disk"):
@@ -348,21 +341,17 @@ def test_jwt_claims_tells_legacy_tokens_from_jwts():
         assert jwt_claims(legacy) is None
 
 
-def test_a_server_token_is_accepted_as_basic_auth_password(tmp_path, tiny_model, sample):
+def test_a_server_token_is_accepted_as_basic_auth_password(tmp_path, make_client, photos):
     """Label Studio authenticates to ML backends only with Basic auth (user and password in the
     Model settings): the password carries `dextr serve --token`."""
-    app = create_app(tiny_model, tmp_path / "photos", tmp_path / "ann2.json", token="s3cret")
-    try:
-        c = TestClient(app, base_url="http://localhost")
+    c = make_client(photos, tmp_path / "ann2.json", token="s3cret")
 
-        def basic(user_pass):
-            return {"Authorization": "Basic " + base64.b64encode(user_pass.encode()).decode()}
+    def basic(user_pass):
+        return {"Authorization": "Basic " + base64.b64encode(user_pass.encode()).decode()}
 
-        assert c.get("/labelstudio/health", headers=basic("anyone:s3cret")).status_code == 200
-        assert c.post("/labelstudio/webhook", json={"action": "X"},
-                      headers=basic("dextr:s3cret")).status_code == 200
-        for bad in (basic("dextr:wrong"), basic("s3cret:"), {"Authorization": "Basic %%%"}, {}):
-            r = c.get("/labelstudio/health", headers=bad)
-            assert r.status_code == 401 and "Basic auth password" in r.json()["detail"]
-    finally:
-        close_app(app)
+    assert c.get("/labelstudio/health", headers=basic("anyone:s3cret")).status_code == 200
+    assert c.post("/labelstudio/webhook", json={"action": "X"},
+                  headers=basic("dextr:s3cret")).status_code == 200
+    for bad in (basic("dextr:wrong"), basic("s3cret:"), {"Authorization": "Basic %%%"}, {}):
+        r = c.get("/labelstudio/health", headers=bad)
+        assert r.status_code == 401 and "Basic auth password" in r.json()["detail"]
