@@ -96,7 +96,8 @@ class LimitError(DextrError, ValueError):
 
 
 class DistributedError(DextrError):
-    """A multi-process (torchrun) job whose processes cannot start or lost one another."""
+    """A multi-process (torchrun) job whose processes cannot start or lost one another, or a
+    Ray cluster that cannot be started or reached."""
 
 
 class MissingExtraError(DextrError, ImportError):

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import numpy as np
 import torch
 
-from ..errors import DextrError, MissingExtraError
+from ..errors import DextrError, DistributedError, MissingExtraError
 from ..formats.coco import CocoFile, read_coco_image
 from ..formats.masks import write_mask
 from ..formats.objects import ObjectsFile, check_photos
@@ -244,8 +244,12 @@ class RaySettings:
 def _connect(ray, address: str) -> None:
     if ray.is_initialized():
         return  # a caller's ray.init (tests, notebooks) is used as it is
-    ray.init(address=None if address == "local" else address, logging_level=logging.WARNING,
-             include_dashboard=False, configure_logging=True)
+    try:
+        ray.init(address=None if address == "local" else address, logging_level=logging.WARNING,
+                 include_dashboard=False, configure_logging=True)
+    except (ValueError, ConnectionError, RuntimeError) as e:
+        raise DistributedError(f"cannot start or reach Ray at --ray {address!r}: {e} (expected local, "
+                               "auto or ray://HOST:10001)") from None
 
 
 def worker_threads(cpus_per_node: Sequence[float], workers: int) -> int:

@@ -17,7 +17,7 @@ import PIL.Image
 import pytest
 import torch
 
-from dextr_lib.errors import CorrectionError, MissingExtraError, OutputError
+from dextr_lib.errors import CorrectionError, DistributedError, MissingExtraError, OutputError
 from dextr_lib.workflows import cluster
 from dextr_lib.formats.coco import CocoFile
 from dextr_lib.formats.objects import ImageEntry, ObjectEntry, ObjectsFile
@@ -72,6 +72,20 @@ def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingExtraError, match=r"pip install 'dextr\[ray\]'"):
         require_ray()
+
+
+@pytest.mark.parametrize("failure", [ValueError("Invalid address format: bogus"),
+                                     ConnectionError("Could not find any running Ray instance")])
+def test_a_ray_address_that_cannot_be_reached_is_one_error(failure):
+    class FakeRay:  # what ray.init raises for a malformed address, or no cluster there
+        def is_initialized(self):
+            return False
+
+        def init(self, **kw):
+            raise failure
+
+    with pytest.raises(DistributedError, match=r"--ray 'bogus'.*ray://"):
+        cluster._connect(FakeRay(), "bogus")
 
 
 def test_worker_threads_share_the_cpus_and_fit_a_node():
