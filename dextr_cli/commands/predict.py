@@ -11,7 +11,7 @@ import typer
 from typing_extensions import Annotated
 
 from dextr_lib.config import load_config
-from dextr_lib.core.geometry import MAX_COORDINATE, as_points_array  # NumPy only, no torch
+from dextr_lib.core.geometry import MAX_COORDINATE, as_points_array, xy_to_yx  # NumPy only, no torch
 from dextr_lib.errors import InvalidPointsError
 from dextr_lib.utils.fileio import check_outputs
 
@@ -46,8 +46,6 @@ def _parse_clicks(values: Optional[List[str]], option: str) -> Optional[np.ndarr
     xy = _parse_xy(values, option)
     if not np.isfinite(xy).all():
         raise typer.BadParameter(f"expected finite X,Y numbers, got {' '.join(values)}", param_hint=option)
-    from dextr_lib.core.geometry import xy_to_yx  # after the usage checks: the library loads torch
-
     return xy_to_yx(xy)
 
 
