@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..core.geometry import check_points_in_image
-from ..core.images import ImageLike, to_rgb_array
+from ..core.images import to_rgb_array
 from ..errors import InvalidValueError
 from .device import default_batch_size, torch_threads
 from .preprocessing import Preprocess, as_corrections, image_to_tensor

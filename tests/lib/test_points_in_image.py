@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 
-import numpy as np
-import PIL.Image
 import pytest
 from typer.testing import CliRunner
 
