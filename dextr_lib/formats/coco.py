@@ -38,7 +38,7 @@ import numpy as np
 from ..core.geometry import EXTREME_POINT_ORDER, extreme_points_from_mask
 from ..core.images import read_image
 from ..errors import DatasetError, InvalidPointsError, MismatchError
-from ..utils.fileio import atomic_write_text
+from ..utils.fileio import atomic_write_text, read_json
 from ..utils.limits import check_pixels
 
 PathLike = Union[str, os.PathLike]
@@ -607,17 +607,7 @@ class CocoFile:
             LimitError: an image stated larger than the pixel limit.
         """
         path = Path(path)
-        if path.exists() and not path.is_file():  # a pipe would hang the read
-            raise DatasetError(f"cannot read COCO file {path}: not a regular file")
-        try:
-            with open(path, "rb") as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            raise DatasetError(f"COCO file not found: {path}") from None
-        except RecursionError:
-            raise DatasetError(f"cannot read COCO file {path}: JSON nested too deeply") from None
-        except (OSError, ValueError) as e:  # ValueError: invalid JSON or UTF-8
-            raise DatasetError(f"cannot read COCO file {path}: {e}") from None
+        data = read_json(path, "COCO file")
         return cls(data, path=path)
 
     def to_dict(self) -> Dict[str, Any]:

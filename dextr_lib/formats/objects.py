@@ -45,7 +45,7 @@ import numpy as np
 
 from ..core.geometry import EXTREME_POINT_ORDER, as_points_array, xy_to_yx, yx_to_xy
 from ..errors import DatasetError, InvalidPointsError
-from ..utils.fileio import atomic_write_text, os_error_cause, shown_path
+from ..utils.fileio import atomic_write_text, read_json
 from ..utils.limits import check_objects
 
 FORMAT = "dextr-objects"
@@ -147,22 +147,7 @@ def read_objects(path: PathLike) -> "ObjectsFile":
         InvalidPointsError: malformed points.
     """
     path = Path(path)
-    shown = shown_path(path)
-    if path.exists() and not path.is_file():  # a pipe would hang the read
-        raise DatasetError(f"cannot read points file {shown}: not a regular file")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"points file not found: {shown}") from None
-    except OSError as e:
-        raise DatasetError(f"cannot read points file {shown}: {os_error_cause(e)}") from None
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"cannot read points file {shown}: not UTF-8 text ({e.reason} at byte "
-                           f"{e.start})") from None
-    except RecursionError:
-        raise DatasetError(f"cannot read points file {shown}: JSON nested too deeply") from None
-    except ValueError as e:  # json.JSONDecodeError, or an integer with too many digits
-        raise DatasetError(f"cannot read points file {shown}: invalid JSON ({e})") from None
+    data = read_json(path, "points file")
     return objects_from_dict(data, base_dir=path.parent, source=str(path))
 
 

@@ -1,16 +1,18 @@
-"""Writing files safely: atomic writes (readers, and a crash at any moment, see the old file or
-the whole new one), OS errors turned into one line naming the file, and the output checks every
-command runs before it works (no overwriting without being asked, never an input)."""
+"""Files in and out safely: atomic writes (readers, and a crash at any moment, see the old file or
+the whole new one), OS errors turned into one line naming the file, the output checks every
+command runs before it works (no overwriting without being asked, never an input), and the one
+reader of a user's JSON file."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import stat
 from contextlib import contextmanager
-from typing import IO, Iterable, Iterator, Optional, Union
+from typing import IO, Any, Iterable, Iterator, Optional, Union
 
-from ..errors import OutputError
+from ..errors import DatasetError, OutputError
 
 PathLike = Union[str, os.PathLike]
 
@@ -52,6 +54,37 @@ def shown_path(path: object) -> str:
     if not _has_surrogates(text):
         return text
     return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def read_json(path: PathLike, what: str) -> Any:
+    """The parsed content of a user's JSON file (a COCO or points file), or one line naming it.
+
+    Args:
+        path: the file.
+        what: its kind in messages, e.g. ``"COCO file"``.
+
+    Raises:
+        DatasetError: ``WHAT not found: PATH``, or ``cannot read WHAT PATH: ...`` for a folder or
+            pipe (a pipe would hang the read), an OS error, text that is not UTF-8, invalid JSON
+            or nesting too deep for the parser.
+    """
+    shown = shown_path(path)
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise DatasetError(f"cannot read {what} {shown}: not a regular file")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{what} not found: {shown}") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read {what} {shown}: {os_error_cause(e)}") from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"cannot read {what} {shown}: not UTF-8 text ({e.reason} at byte "
+                           f"{e.start})") from None
+    except RecursionError:
+        raise DatasetError(f"cannot read {what} {shown}: JSON nested too deeply") from None
+    except ValueError as e:  # json.JSONDecodeError, or an integer with too many digits
+        raise DatasetError(f"cannot read {what} {shown}: invalid JSON ({e})") from None
 
 
 def describe_os_error(e: OSError, path: Optional[PathLike] = None, action: str = "write") -> str:
