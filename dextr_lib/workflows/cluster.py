@@ -293,14 +293,14 @@ def _drive(
     inputs: List[Any], read, encode, model: DextrModel, settings: Dict[str, Any], parts: Path,
     rs: RaySettings, device: str, n_objects: Sequence[int], on_progress: ProgressFn,
     check: Callable[[bool], None],
-) -> Tuple[ShardStore, ClusterResult]:
-    """Run the shards that are not finished; the store then holds every shard. ``check(resuming)``
-    checks the outputs before any work (``resuming``: the parts folder holds these shards, so
-    outputs an interrupted run wrote may be replaced)."""
+) -> Tuple[ShardStore, List[range], ClusterResult]:
+    """Run the shards that are not finished; the store then holds every shard (``shards``: the
+    photo indices of each). ``inputs`` describes each photo for the shard keys.
+    ``check(resuming)`` checks the outputs before any work (``resuming``: the parts folder holds
+    these shards, so outputs an interrupted run wrote may be replaced)."""
     shards = plan_shards(len(inputs), rs.shard_photos)
     settings_key = json.dumps([model_hash(model), settings], sort_keys=True, default=str)
-    store = ShardStore(parts, [shard_key(settings_key, [inputs[i] for i in s]) for s in shards],
-                       {k: v for k, v in settings.items()})
+    store = ShardStore(parts, [shard_key(settings_key, [inputs[i] for i in s]) for s in shards], settings)
     check(store.resumable())
     store.start()
     result = ClusterResult()
@@ -328,7 +328,14 @@ def _drive(
                 result.shards_run += 1
             if on_progress is not None:
                 on_progress(done, total)
-    return store, result
+    return store, shards, result
+
+
+def _photo_results(store: ShardStore, shards: List[range]) -> Iterator[Tuple[int, Dict[str, Any]]]:
+    """``(photo index, its result as written)`` for every photo, shard by shard (errors
+    included), for the assembly."""
+    for k, photos in enumerate(shards):
+        yield from zip(photos, json.loads(store.path(k).read_text())["photos"])
 
 
 # -- the two workflows -------------------------------------------------------------------------
@@ -394,7 +401,7 @@ def predict_coco_ray(
     root, jobs = coco_jobs(source, images_dir=images_dir, points_from=points_from, on_warning=on_warning)
     check_negatives(model, (neg for _, todo in jobs for *_, neg in todo))
     files = [root / str(img["file_name"]) for img, _ in jobs]
-    inputs = [[_file_id(f), img["height"], img["width"], img["id"],
+    described = [[_file_id(f), img["height"], img["width"], img["id"],
                [[a["id"], *(np.asarray(c).tolist() for c in clicks)] for a, *clicks in todo]]
               for f, (img, todo) in zip(files, jobs)]
     kw = dict(batch_size=batch_size, precision=precision, runtime=runtime)
@@ -403,26 +410,20 @@ def predict_coco_ray(
     def read(i: int) -> np.ndarray:
         return read_coco_image(files[i], jobs[i][0]["height"], jobs[i][0]["width"])
 
-    store, result = _drive(inputs, read, _encode_coco(thr, polygons, jobs, kw), model, settings,
-                           out_path.parent / f"{out_path.name}.parts", ray_settings, device,
-                           [len(t) for _, t in jobs], on_progress, lambda resuming: None)
+    store, shards, result = _drive(described, read, _encode_coco(thr, polygons, jobs, kw), model, settings,
+                                   out_path.parent / f"{out_path.name}.parts", ray_settings, device,
+                                   [len(t) for _, t in jobs], on_progress, lambda resuming: None)
     out = coco_output(source, out_path)
-    for k in range(len(store.keys)):
-        for i, photo in zip(plan_shards(len(jobs), ray_settings.shard_photos)[k], _shard(store, k)):
-            if "error" in photo:
-                result.errors.append({"image": str(files[i]), "reason": photo["error"]})
-            for ann in photo.get("annotations", ()):
-                out.add_annotation(ann)
-                result.objects += 1
+    for i, photo in _photo_results(store, shards):
+        if "error" in photo:
+            result.errors.append({"image": str(files[i]), "reason": photo["error"]})
+        for ann in photo.get("annotations", ()):
+            out.add_annotation(ann)
+            result.objects += 1
     out.save(out_path)
     if not result.errors:  # else the shards stay, so the next run redoes only the failed photos
         store.remove()
     return result
-
-
-def _shard(store: ShardStore, k: int) -> List[Dict[str, Any]]:
-    """A shard as written (errors included), for the assembly."""
-    return json.loads(store.path(k).read_text())["photos"]
 
 
 def _encode_masks(thr: Optional[float], prob: bool, entries, paths: List[List[str]], kw: Dict[str, Any]):
@@ -485,7 +486,7 @@ def predict_objects_ray(
     def check(resuming: bool) -> None:  # an input is never replaced, even when resuming
         check_outputs(outputs, inputs=read_files, force=force or resuming)
 
-    inputs = [[_file_id(e.image), objects.exif_transpose, e.height, e.width, p,
+    described = [[_file_id(e.image), objects.exif_transpose, e.height, e.width, p,
                [[None if c is None else np.asarray(c).tolist() for c in (o.points, o.positive, o.negative)]
                 for o in e.objects]] for e, p in zip(entries, paths)]
     kw = dict(batch_size=batch_size, precision=precision, runtime=runtime)
@@ -494,17 +495,16 @@ def predict_objects_ray(
     def read(i: int) -> np.ndarray:
         return read_photo(entries[i], objects.exif_transpose)
 
-    store, result = _drive(inputs, read, _encode_masks(thr, prob, entries, paths, kw), model, settings,
-                           out_dir / ".parts", ray_settings, device, [len(e.objects) for e in entries],
-                           on_progress, check)
+    store, shards, result = _drive(described, read, _encode_masks(thr, prob, entries, paths, kw), model,
+                                   settings, out_dir / ".parts", ray_settings, device,
+                                   [len(e.objects) for e in entries], on_progress, check)
     listing = []
-    for k in range(len(store.keys)):
-        for i, photo in zip(plan_shards(len(entries), ray_settings.shard_photos)[k], _shard(store, k)):
-            if "error" in photo:
-                result.errors.append({"image": str(entries[i].image), "reason": photo["error"]})
-            else:
-                listing.append({"image": str(entries[i].image), "masks": photo["masks"]})
-                result.objects += len(photo["masks"])
+    for i, photo in _photo_results(store, shards):
+        if "error" in photo:
+            result.errors.append({"image": str(entries[i].image), "reason": photo["error"]})
+        else:
+            listing.append({"image": str(entries[i].image), "masks": photo["masks"]})
+            result.objects += len(photo["masks"])
     atomic_write_text(index, json.dumps({"format": "dextr-masks", "format_version": 1,
                                          "photos": listing, "errors": result.errors}, indent=1))
     if not result.errors:
