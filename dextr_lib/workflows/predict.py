@@ -168,9 +168,8 @@ def _scored_masks(
 
     Args:
         photos: ``(rgb, [entry, ...])`` per photo, read lazily (a photo is read when the engine
-            needs it, objects batched across photos); an entry is ``(tag, (4, 2) [y, x] points)``
-            or ``(tag, points, positive, negative)`` with ``None`` or ``(k, 2)`` ``[y, x]``
-            correction clicks.
+            needs it, objects batched across photos); an entry is ``(tag, (4, 2) [y, x] points,
+            positive, negative)`` with ``None`` or ``(k, 2)`` ``[y, x]`` correction clicks.
         threshold: in ``[0, 1]``.
         kw: ``batch_size``, ``precision``... as for :meth:`DextrModel.predict_iter`.
     """
@@ -179,7 +178,7 @@ def _scored_masks(
     def items() -> Iterator[tuple]:
         for rgb, objs in photos:
             waiting.extend(objs)
-            clicks = [per_object([o[k] if len(o) > k else None for o in objs]) for k in (2, 3)]
+            clicks = [per_object([o[k] for o in objs]) for k in (2, 3)]
             yield (rgb, np.stack([o[1] for o in objs]), *clicks)
 
     for prob in model.predict_iter(items(), threshold=None, **kw):
@@ -290,9 +289,8 @@ def predict_coco(
         DatasetError: a missing image file (named), a malformed segmentation or extreme_points.
         CorrectionError: as for :func:`predict_objects`.
     """
-    warn = on_warning or (lambda msg: None)
     thr = resolve_threshold(threshold, model.preprocess)
-    root, jobs = coco_jobs(source, images_dir=images_dir, points_from=points_from, on_warning=warn)
+    root, jobs = coco_jobs(source, images_dir=images_dir, points_from=points_from, on_warning=on_warning)
     objs = [[((img, ann, k == len(todo) - 1), *clicks) for k, (ann, *clicks) in enumerate(todo)]
             for img, todo in jobs]
     check_negatives(model, (o[3] for image_objs in objs for o in image_objs))
