@@ -117,7 +117,7 @@ def evaluate(
         raise InvalidValueError(f"limit must be >= 1 object, got {limit}")
     if clicks is not None:
         clicks = check_clicks(clicks)
-        takes_negatives = bool(getattr(model, "takes_negatives", False))
+        takes_negatives = model.takes_negatives
         if predict_fn is None:
             predict_fn = _model_predict_fn(model, main, batch_size, precision, runtime)
     engine = model.engine(batch_size=batch_size, device=device, precision=precision, runtime=runtime)

@@ -140,7 +140,7 @@ def model_info(state: ServerState = Depends(get_state)) -> ModelInfo:
     return ModelInfo(arch=m.arch, profile=m.preprocess.name, target_size=m.preprocess.target_size,
                      device=str(m.device), precision=state.predictor.precision,
                      threshold=state.predictor.threshold,
-                     takes_negatives=bool(getattr(m, "takes_negatives", False)),
+                     takes_negatives=m.takes_negatives,
                      dextr_version=__version__)
 
 

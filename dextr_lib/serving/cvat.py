@@ -60,7 +60,7 @@ def function_spec(state: ServerState, port: Optional[int]) -> Dict[str, Any]:
     """The nuclio function record CVAT reads (``LambdaFunction.__init__``); ``httpPort`` is
     where CVAT's ``direct`` invoke method posts (this server's port)."""
     m = state.predictor.model
-    negatives = bool(getattr(m, "takes_negatives", False))
+    negatives = m.takes_negatives
     return {
         "metadata": {
             "name": state.cvat_function,
