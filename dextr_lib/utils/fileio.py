@@ -164,11 +164,45 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 def same_file(a: PathLike, b: PathLike) -> bool:
     """Whether ``a`` and ``b`` name one file: the same inode where both exist (so symlinks, hard
     links and ``./`` spellings match), else the same real path."""
-    a, b = os.fspath(a), os.fspath(b)
-    try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):
-        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+    return _FileSet([b]).holds(a)
+
+
+class _FileSet:
+    """Files to compare others with by :func:`same_file`'s rule, each file looked at once: a
+    lookup costs one ``stat`` and one ``realpath`` however many files the set holds (a command
+    checks every mask it will write against every photo it reads)."""
+
+    def __init__(self, paths: Iterable[PathLike] = ()):
+        self._inodes: set = set()  # (st_dev, st_ino) of the files that exist
+        self._missing: set = set()  # real paths of the files that do not
+        self._real: set = set()  # real paths of all
+        for p in paths:
+            self.add(p)
+
+    @staticmethod
+    def _identity(path: PathLike) -> tuple:
+        p = os.fspath(path)
+        try:
+            st = os.stat(p)
+            inode = (st.st_dev, st.st_ino)
+        except (OSError, ValueError):
+            inode = None
+        return inode, os.path.normcase(os.path.realpath(p))
+
+    def add(self, path: PathLike) -> None:
+        inode, real = self._identity(path)
+        self._real.add(real)
+        if inode is None:
+            self._missing.add(real)
+        else:
+            self._inodes.add(inode)
+
+    def holds(self, path: PathLike) -> bool:
+        """Whether ``path`` and a file of the set are one file (:func:`same_file`)."""
+        inode, real = self._identity(path)
+        if inode is None:  # compared by real path with every file
+            return real in self._real
+        return inode in self._inodes or real in self._missing
 
 
 def check_output(
@@ -195,14 +229,20 @@ def check_output(
     Raises:
         OutputError: the message says why and what to do.
     """
+    _check_output(path, _FileSet(src for src in inputs if src is not None), force, option, what)
+
+
+def _check_output(path: PathLike, inputs: _FileSet, force: bool, option: str, what: str,
+                  writable_dirs: Optional[set] = None) -> None:
+    """:func:`check_output` with the inputs as a :class:`_FileSet` (``writable_dirs``: folders
+    already found writable by this check, not looked at again)."""
     p = os.fspath(path)
     shown = shown_path(p)
-    for src in inputs:
-        if src is not None and same_file(p, src):
-            raise OutputError(
-                f"refusing to write the {what} to {shown}: it is an input of this command; "
-                f"choose another {option}"
-            )
+    if inputs.holds(p):
+        raise OutputError(
+            f"refusing to write the {what} to {shown}: it is an input of this command; "
+            f"choose another {option}"
+        )
     try:
         st = os.stat(p)
     except FileNotFoundError:
@@ -217,7 +257,11 @@ def check_output(
         if not force:
             raise OutputError(f"{shown} already exists; pass --force to overwrite it, or choose "
                               f"another {option}")
-    check_writable_dir(os.path.dirname(os.path.abspath(p)), option=option)
+    folder = os.path.dirname(os.path.abspath(p))
+    if writable_dirs is None or folder not in writable_dirs:
+        check_writable_dir(folder, option=option)
+        if writable_dirs is not None:
+            writable_dirs.add(folder)
 
 
 def check_outputs(
@@ -238,17 +282,20 @@ def check_outputs(
         OutputError: an output is an input, two outputs name one file, or :func:`check_output`
             refuses one.
     """
-    read = [src for src in inputs if src is not None]
-    seen: list = []
+    read = _FileSet(src for src in inputs if src is not None)
+    seen: list = []  # (path, option) of the outputs checked so far, in order
+    written = _FileSet()
+    writable_dirs: set = set()
     for path, option, what in outputs:
         if path is None:
             continue
-        for other_path, other_option in seen:
-            if same_file(path, other_path):
-                raise OutputError(f"{other_option} and {option} name the same file "
-                                  f"{shown_path(path)}; choose another {option}")
-        check_output(path, inputs=read, force=force, option=option, what=what)
+        if written.holds(path):
+            other_path, other_option = next((q, o) for q, o in seen if same_file(path, q))
+            raise OutputError(f"{other_option} and {option} name the same file "
+                              f"{shown_path(path)}; choose another {option}")
+        _check_output(path, read, force, option, what, writable_dirs)
         seen.append((path, option))
+        written.add(path)
 
 
 def check_clearable(folder: PathLike, *, inputs: Iterable[Optional[PathLike]] = (),

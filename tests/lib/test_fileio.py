@@ -108,3 +108,21 @@ def test_check_clearable_refuses_a_folder_holding_an_input(tmp_path):
     sibling.parent.mkdir()
     sibling.write_bytes(b"s")
     fileio.check_clearable(job, inputs=[sibling])
+
+
+def test_check_outputs_looks_at_each_file_a_bounded_number_of_times(tmp_path, monkeypatch):
+    # A command checks every mask it writes against every photo it reads: comparing them pair by
+    # pair made 4000 masks of 2000 photos take minutes. Each file must be looked at a few times.
+    inputs = []
+    for i in range(100):
+        p = tmp_path / f"photo{i}.png"
+        p.write_bytes(b"x")
+        inputs.append(p)
+    outputs = [(tmp_path / "masks" / f"m{i}.png", "--out-dir", "mask") for i in range(200)]
+    calls = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda *a, **k: calls.append(a[0]) or real_stat(*a, **k))
+    fileio.check_outputs(outputs, inputs=inputs)
+    assert len(calls) <= 5 * (len(inputs) + len(outputs))
+    with pytest.raises(OutputError, match="it is an input"):  # the rule still holds
+        fileio.check_outputs([*outputs, (inputs[57], "--out-dir", "mask")], inputs=inputs, force=True)
