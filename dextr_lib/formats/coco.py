@@ -137,9 +137,10 @@ def _polygons(segmentation: list, height: int, width: int, where: str) -> List[n
                 f"{where}: polygon {i} has the point ({xs[k]:g}, {ys[k]:g}), far outside its "
                 f"{width}x{height} image (points may lie at most one image width or height outside it)"
             )
-        # pycocotools walks the outline pixel by pixel (5x upsampled): bound its length.
-        length += float(np.maximum(np.abs(np.diff(xs, append=xs[0])),
-                                   np.abs(np.diff(ys, append=ys[0]))).sum())
+        # pycocotools walks the outline pixel by pixel (5x upsampled): bound its length, the
+        # larger of |dx| and |dy| of each edge, the closing one included.
+        pts = arr.reshape(-1, 2)
+        length += float(np.abs(np.concatenate([pts[1:], pts[:1]]) - pts).max(axis=1).sum())
         polys.append(arr)
     limit = 4 * height * width + 12 * (height + width)
     if length > limit:
@@ -588,7 +589,8 @@ class CocoFile:
         if "extreme_points" in ann:
             extreme_points_from_coco(ann["extreme_points"], where=f"{where}: 'extreme_points'")
         for key in CLICK_FIELDS:
-            clicks_from_coco(ann.get(key), where=f"{where}: {key!r}")
+            if ann.get(key) is not None:  # absent: no clicks, nothing to check
+                clicks_from_coco(ann[key], where=f"{where}: {key!r}")
 
     # -- reading and writing
     @classmethod
